@@ -1,0 +1,1 @@
+"""Actions: one module per family, each action a typed params model plus plan/execute/verify."""

@@ -1,0 +1,33 @@
+"""The pydantic models of remedy's CRDs: the only hand-written schema (crds/ is generated).
+
+This package imports nothing else of remedy's: it sits at the bottom of the layers.
+"""
+
+from .common import ApiModel, Condition, SecretKeyRef, parse_duration
+from .policy import RemediationPolicy, RemediationPolicySpec, RemediationPolicyStatus
+from .remediation import (
+    CONDITION_TYPES,
+    FINAL_PHASES,
+    ActionSpec,
+    Remediation,
+    RemediationSpec,
+    RemediationStatus,
+    action_member_names,
+)
+
+__all__ = [
+    "ApiModel",
+    "ActionSpec",
+    "CONDITION_TYPES",
+    "Condition",
+    "FINAL_PHASES",
+    "Remediation",
+    "RemediationPolicy",
+    "RemediationPolicySpec",
+    "RemediationPolicyStatus",
+    "RemediationSpec",
+    "RemediationStatus",
+    "SecretKeyRef",
+    "action_member_names",
+    "parse_duration",
+]

@@ -1,0 +1,100 @@
+"""The RemediationPolicy CRD: a trigger (PromQL poll or Alertmanager alert) plus a Remediation
+template, behind guards.
+
+Condition types:
+
+- Ready     True: trigger valid and being evaluated. False: invalid trigger or template
+            (reason says what). Unknown: not yet evaluated.
+- Paused    True: not creating Remediations, either because spec.paused is set by a person
+            (reason PausedBySpec) or because it paused itself after pauseAfterFailures
+            consecutive failures (reason TooManyFailures) until resumed. False: active.
+- Degraded  True: the last evaluation failed (Prometheus unreachable, template error) or the
+            last child failed. False: healthy. Unknown: nothing observed yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from .common import ApiModel, Condition, Duration, preserve_unknown
+from .remediation import Approval, PromQLVerify
+
+
+class PrometheusTrigger(ApiModel):
+    query: str = Field(min_length=1, max_length=4096, description="Each result series fires once it stays non-empty for `for`.")
+    for_: Duration = Field(default="0s", alias="for")
+    interval: Duration = "15s"
+
+
+class AlertTrigger(ApiModel):
+    alertname: str = Field(min_length=1)
+    match_labels: dict[str, str] = Field(default_factory=dict, description="Extra label equality matchers.")
+
+
+class Trigger(ApiModel):
+    """Exactly one of prometheus / alert (CEL rule)."""
+
+    prometheus: PrometheusTrigger | None = None
+    alert: AlertTrigger | None = None
+
+
+class Guards(ApiModel):
+    cooldown: Duration = Field(default="5m", description="Minimum time between two Remediations for the same target.")
+    max_per_hour: int = Field(default=6, ge=1, le=10_000)
+    max_concurrent: int = Field(default=1, ge=1, le=1000)
+    pause_after_failures: int = Field(default=3, ge=1, le=1000)
+
+
+class EscalationStep(ApiModel):
+    after: Duration = Field(description="Delay after the previous step failed.")
+    action: dict[str, Any] = Field(json_schema_extra=preserve_unknown(), description="An action member, like spec.template.action.")
+
+
+class RemediationTemplate(ApiModel):
+    """A Remediation spec; string fields may use {{ labels.x }} / {{ annotations.y }} (Jinja, sandboxed, strict)."""
+
+    action: dict[str, Any] = Field(json_schema_extra=preserve_unknown())
+    dry_run: bool = False
+    timeout: Duration = "5m"
+    reason: str | None = None
+
+
+class RemediationPolicySpec(ApiModel):
+    trigger: Trigger
+    template: RemediationTemplate
+    guards: Guards = Field(default_factory=Guards)
+    require_approval: bool = False
+    verify: PromQLVerify | None = None
+    escalate: list[EscalationStep] = Field(default_factory=list)
+    paused: bool = Field(default=False, description="Set by a person to pause; unset (or false) to resume after a self-pause.")
+
+
+class PolicyCounters(ApiModel):
+    fired: int = 0
+    deduplicated: int = 0
+    created: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    blocked_cooldown: int = 0
+    blocked_rate: int = 0
+    blocked_concurrency: int = 0
+    blocked_paused: int = 0
+
+
+class RemediationPolicyStatus(ApiModel):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    last_fired_at: str | None = None
+    consecutive_failures: int = 0
+    counters: PolicyCounters = Field(default_factory=PolicyCounters)
+    active_children: list[str] = Field(default_factory=list)
+    resumed_generation: int | None = None
+
+
+class RemediationPolicy(ApiModel):
+    api_version: str = "remedy.dev/v1alpha1"
+    kind: str = "RemediationPolicy"
+    spec: RemediationPolicySpec
+    status: RemediationPolicyStatus | None = None

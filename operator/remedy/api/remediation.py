@@ -1,0 +1,132 @@
+"""The Remediation CRD: one action, run once, with plan and evidence in status.
+
+Condition types (each set on first visit, even as Unknown):
+
+- Validated  True: spec is valid and the action's inputs resolved. False: invalid spec
+             (reason InvalidSpec, SecretNotFound, ...). Unknown: not yet checked.
+- Approved   True: approval not required, or granted (message says by whom). False: waiting
+             for approval (AwaitingApproval) or approval expired. Unknown: not evaluated yet.
+- Executed   True: the action ran and completed. False: it failed, was refused (OverCap),
+             skipped, or this was a dry run. Unknown: not started, in progress, or the outcome
+             is unknown because the operator restarted mid-action (reason OutcomeUnknown).
+- Verified   True: verification passed. False: it failed or timed out. Unknown: pending or
+             no verification configured (reason NotConfigured).
+- Completed  True: a final phase was reached (Succeeded, Failed, Skipped); reason and message
+             summarise the outcome. False/Unknown: still in progress.
+
+``phase`` is derived from the conditions for printer columns and Argo CD health.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .common import ApiModel, Condition, Duration, preserve_unknown
+from .http import HttpRequest, Notify, ResetCircuitBreaker
+from .idempotency import PurgeIdempotencyKeys
+from .mongo import KillSlowMongoOps
+from .postgres import PostgresStatement, TerminatePostgresQueries
+from .redis import DeleteRedisKeys
+from .workload import RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload
+
+Phase = Literal["Pending", "AwaitingApproval", "Running", "Verifying", "Succeeded", "Failed", "Skipped"]
+FINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Skipped"})
+CONDITION_TYPES: tuple[str, ...] = ("Validated", "Approved", "Executed", "Verified", "Completed")
+
+
+class ActionSpec(ApiModel):
+    """Exactly one member must be set (enforced by a CEL rule in the CRD)."""
+
+    restart_workload: RestartWorkload | None = None
+    scale_workload: ScaleWorkload | None = None
+    rollback_workload: RollbackWorkload | None = None
+    raise_memory_on_oom: RaiseMemoryOnOOM | None = Field(default=None, alias="raiseMemoryOnOOM")
+    purge_idempotency_keys: PurgeIdempotencyKeys | None = None
+    delete_redis_keys: DeleteRedisKeys | None = None
+    reset_circuit_breaker: ResetCircuitBreaker | None = None
+    kill_slow_mongo_ops: KillSlowMongoOps | None = None
+    terminate_postgres_queries: TerminatePostgresQueries | None = None
+    http_request: HttpRequest | None = None
+    postgres_statement: PostgresStatement | None = None
+    notify: Notify | None = None
+
+    def members_set(self) -> list[str]:
+        """Wire names (camelCase) of the members that are set."""
+        return [
+            (info.alias or name)
+            for name, info in type(self).model_fields.items()
+            if getattr(self, name) is not None
+        ]
+
+    def only(self) -> tuple[str, ApiModel]:
+        """The one member: (wire name, params). Raises ValueError unless exactly one is set."""
+        members = self.members_set()
+        if len(members) != 1:
+            raise ValueError(
+                f"spec.action must set exactly one action, got {len(members)}: {', '.join(members) or 'none'}"
+            )
+        for name, info in type(self).model_fields.items():
+            if (info.alias or name) == members[0]:
+                value = getattr(self, name)
+                assert isinstance(value, ApiModel)
+                return members[0], value
+        raise AssertionError("unreachable")
+
+
+def action_member_names() -> list[str]:
+    return [(info.alias or name) for name, info in ActionSpec.model_fields.items()]
+
+
+class Approval(ApiModel):
+    required: bool = Field(default=False, description="Wait in AwaitingApproval until approved.")
+    approved_by: str | None = Field(
+        default=None,
+        description="Set to grant approval (GitOps-friendly); the annotation remedy.dev/approved-by works too.",
+    )
+
+
+class PromQLVerify(ApiModel):
+    """Verification: this PromQL must return an empty result within timeout."""
+
+    promql: str = Field(min_length=1, max_length=4096)
+    timeout: Duration = "2m"
+    interval: Duration = "5s"
+
+
+class RemediationSpec(ApiModel):
+    action: ActionSpec
+    dry_run: bool = Field(default=False, description="Plan only: status.plan says what would change.")
+    approval: Approval = Field(default_factory=Approval)
+    timeout: Duration = Field(default="5m", description="Limit on execution plus verification.")
+    reason: str | None = Field(default=None, max_length=1024, description="Free text: incident id, why.")
+    verify: PromQLVerify | None = None
+
+
+class RemediationStatus(ApiModel):
+    phase: Phase | None = None
+    action: str | None = Field(default=None, description="Which action (printer column).")
+    target: str | None = Field(default=None, description="What it acts on (printer column).")
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    attempt_id: str | None = Field(default=None, description="Intent record: set before acting.")
+    attempts: int = 0
+    started_at: str | None = None
+    completed_at: str | None = None
+    approved_by: str | None = None
+    message: str | None = None
+    plan: dict[str, Any] | None = Field(default=None, json_schema_extra=preserve_unknown())
+    result: dict[str, Any] | None = Field(default=None, json_schema_extra=preserve_unknown())
+    evidence: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra=preserve_unknown(),
+        description="Snapshot of the target taken before a destructive action (pods, restarts, events).",
+    )
+
+
+class Remediation(ApiModel):
+    api_version: Literal["remedy.dev/v1alpha1"] = "remedy.dev/v1alpha1"
+    kind: Literal["Remediation"] = "Remediation"
+    spec: RemediationSpec
+    status: RemediationStatus | None = None

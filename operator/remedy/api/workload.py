@@ -1,0 +1,74 @@
+"""Params of the workload actions (runbooks 001, 003, 004): restart, scale, roll back, raise memory.
+
+Targets are always in the Remediation's own namespace: a user who may create a Remediation in
+namespace A can never make remedy touch namespace B.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .common import DNS_SUBDOMAIN, ApiModel, Duration
+
+
+class WorkloadRef(ApiModel):
+    """A workload in the Remediation's namespace."""
+
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet"] = "Deployment"
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+class ScalableRef(ApiModel):
+    kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+class DeploymentRef(ApiModel):
+    kind: Literal["Deployment"] = "Deployment"
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+class RestartWorkload(ApiModel):
+    """Rolling restart (kubectl rollout restart), stamped with the Remediation's uid so a
+    second stamp of the same value is a no-op."""
+
+    target: WorkloadRef
+    wait_for_rollout: Duration | None = Field(
+        default=None,
+        description="If set, verification waits up to this long for the new revision to be observed and rolled out.",
+    )
+
+
+class ScaleWorkload(ApiModel):
+    """Set replicas (kubectl scale), refusing counts above maxReplicas."""
+
+    target: ScalableRef
+    replicas: int = Field(ge=0, le=10000)
+    max_replicas: int = Field(default=50, ge=0, le=10000, description="Blast-radius cap; a larger replicas is refused.")
+
+
+class RollbackWorkload(ApiModel):
+    """Roll a Deployment back to an earlier ReplicaSet revision (kubectl rollout undo)."""
+
+    target: DeploymentRef
+    to_revision: int | None = Field(default=None, ge=1, description="Revision to restore; default the previous one.")
+
+
+class RaiseMemoryOnOOM(ApiModel):
+    """Raise the memory limit (and request if needed) of containers that were OOMKilled."""
+
+    target: WorkloadRef
+    container: str | None = Field(default=None, description="Only this container; default every OOMKilled container.")
+    factor: float = Field(default=1.5, ge=1.0, le=4.0, description="New limit = old limit x factor (>= 1).")
+    max_memory: str = Field(
+        default="4Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description="Cap on the new limit; a plan above it is refused, not truncated.",
+    )
+    require_oom_killed: bool = Field(default=True, description="Refuse (Skipped) when no pod shows an OOMKilled termination.")
+    strategy: Literal["rollout", "inPlace"] = Field(
+        default="rollout",
+        description="rollout patches the pod template; inPlace resizes running pods through pods/resize (Kubernetes 1.33+).",
+    )

@@ -1,0 +1,47 @@
+"""`remedy` console script: run the operator, generate CRDs, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="remedy", description="remedy: runbooks as safe, audited remediation")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("-n", "--namespace", action="append", default=[], help="watch these namespaces (repeatable)")
+    run.add_argument("-A", "--all-namespaces", action="store_true")
+    run.add_argument("--peering", default=None, help="kopf peering name for HA (default: standalone)")
+    run.add_argument("--priority", type=int, default=0)
+    run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8082/healthz")
+    sub.add_parser("crdgen", help="write crds/ from the models").add_argument("--check", action="store_true")
+    demo = sub.add_parser("demo", help="run the local incident demo")
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    if args.cmd == "crdgen":
+        from . import crdgen
+
+        return crdgen.main(["--check"] if args.check else [])
+    if args.cmd == "demo":
+        from .devenv import demo
+
+        return int(demo.main(args.rest) or 0)
+    import kopf
+
+    from . import handlers  # noqa: F401  (registers the handlers)
+    kopf.configure(verbose=False)
+    kopf.run(
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+        clusterwide=args.all_namespaces or not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

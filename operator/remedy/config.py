@@ -1,0 +1,26 @@
+"""Operator settings read once from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    prometheus_url: str | None = field(default_factory=lambda: os.environ.get("REMEDY_PROMETHEUS_URL"))
+    webhook_host: str = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_HOST", "127.0.0.1"))
+    webhook_port: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_PORT", 18080))
+    webhook_token_file: str | None = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_TOKEN_FILE"))
+    webhook_max_body: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_MAX_BODY", 1 << 20))
+    metrics_port: int = field(default_factory=lambda: _int("REMEDY_METRICS_PORT", 18081))
+    max_attempts: int = field(default_factory=lambda: _int("REMEDY_MAX_ATTEMPTS", 5))
+    namespace: str | None = field(default_factory=lambda: os.environ.get("REMEDY_NAMESPACE"))
+
+
+def load() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The engine: the Remediation lifecycle, guards, verification and escalation. No kopf here."""

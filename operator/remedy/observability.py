@@ -1,0 +1,45 @@
+"""Metrics (/metrics via prometheus_client) and Kubernetes Events, in one place.
+
+Metric names are part of the public surface: dashboards and alert rules in deploy/ use them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REMEDIATIONS = Counter(
+    "remedy_remediations_total", "Remediations that reached a final phase.", ["action", "phase", "reason"], registry=REGISTRY
+)
+STARTED = Counter("remedy_remediations_started_total", "Action executions started.", ["action"], registry=REGISTRY)
+DURATION = Histogram(
+    "remedy_remediation_duration_seconds", "Start of execution to final phase.", ["action"], registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+ALERTS = Counter("remedy_alerts_received_total", "Alerts received by the webhook.", ["status"], registry=REGISTRY)
+ALERTS_DEDUP = Counter("remedy_alerts_deduplicated_total", "Firings that mapped to an existing Remediation.", ["policy"], registry=REGISTRY)
+GUARD_BLOCKS = Counter("remedy_guard_blocked_total", "Firings blocked by a guard.", ["policy", "guard"], registry=REGISTRY)
+POLICIES_PAUSED = Gauge("remedy_policies_paused", "Policies currently paused.", registry=REGISTRY)
+WEBHOOK_LATENCY = Histogram(
+    "remedy_webhook_request_duration_seconds", "Alertmanager webhook handling time.", ["code"], registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class MetricsObserver:
+    """Engine observer that records outcomes as metrics."""
+
+    def started(self, action: str) -> None:
+        STARTED.labels(action=action).inc()
+
+    def finished(self, action: str, phase: str, reason: str, seconds: float | None) -> None:
+        REMEDIATIONS.labels(action=action, phase=phase, reason=reason).inc()
+        if seconds is not None:
+            DURATION.labels(action=action).observe(seconds)
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> Any:
+    return start_http_server(port, addr=host, registry=REGISTRY)

@@ -1,0 +1,1 @@
+"""Test package (so fixtures import as tests.fixtures.*)."""
