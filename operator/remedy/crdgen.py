@@ -119,9 +119,6 @@ def policy_crd() -> dict[str, Any]:
     spec["properties"]["trigger"]["x-kubernetes-validations"] = [
         _one_of_rule(["prometheus", "alert"], "spec.trigger")
     ]
-    spec["properties"]["template"]["properties"]["action"]["x-kubernetes-validations"] = [
-        {"rule": "size(self) == 1", "message": "spec.template.action must set exactly one action"}
-    ]
     status = model_schema(RemediationPolicyStatus)
     return _crd(
         kind="RemediationPolicy",

@@ -7,7 +7,9 @@ Skipped phase by the engine, so a handler never crashes on bad input.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -55,15 +57,34 @@ def build_engine(settings: Settings, kube: KubeClient) -> Engine:
                              logger=logger, prometheus_url=settings.prometheus_url)
 
     return Engine(store=kube, recorder=KopfRecorder(), registry=REGISTRY, context_factory=context_factory,
-                  observer=MetricsObserver(), max_attempts=settings.max_attempts, prometheus_url=settings.prometheus_url)
+                  observer=MetricsObserver(), max_attempts=settings.max_attempts, prometheus_url=settings.prometheus_url,
+                  hooks=fault_injection_hooks(os.environ.get("REMEDY_FAULT_INJECT", "")))
+
+
+def fault_injection_hooks(spec: str) -> dict[str, Any]:
+    """Test-only: ``after_intent:30,after_action:30`` sleeps at those points so a test can
+    SIGKILL the operator there. Empty in production (the chart never sets it)."""
+    hooks: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        point, _, seconds = item.partition(":")
+
+        async def sleep(obj: dict[str, Any], _s: float = float(seconds or 30)) -> None:
+            if (obj.get("metadata", {}).get("annotations") or {}).get("remedy.dev/fault-inject") == "true":
+                log.warning("fault injection: sleeping %ss", _s)
+                await asyncio.sleep(_s)
+
+        hooks[point] = sleep
+    return hooks
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    # remedy owns .status entirely; kopf keeps its bookkeeping in annotations.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # remedy owns .status entirely; kopf keeps its bookkeeping in annotations under its own
+    # prefix: kopf ignores every annotation under its storage prefix, and remedy.dev/approved-by
+    # must stay visible to update handlers.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{GROUP}")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=f"kopf.{GROUP}", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 120

@@ -7,17 +7,18 @@ Why: every other integration test and the demo rely on these properties; if one 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from remedy.devenv.cluster import ControlPlane
 from remedy.devenv.kubelet import mark_oomkilled
-from tests.fixtures.cluster import NODE, user_client, write_pod_status
+from tests.fixtures.cluster import NODE, api_client_for, user_client, write_pod_status
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ def deployment(name: str, replicas: int = 2) -> client.V1Deployment:
                     name="app", image="registry.invalid/app:1")]))))
 
 
-def owned_replicasets(apps: client.AppsV1Api, ns: str, name: str) -> list[client.V1ReplicaSet]:
+def owned_replicasets(apps: Any, ns: str, name: str) -> list[Any]:
     return [rs for rs in apps.list_namespaced_replica_set(ns).items
             if any(o.name == name for o in rs.metadata.owner_references or [])]
 
@@ -69,7 +70,7 @@ def test_service_account_kubeconfig_is_subject_to_rbac(
         control_plane: ControlPlane, k8s_namespace: str, tmp_path: Path) -> None:
     path = control_plane.service_account_kubeconfig(k8s_namespace, "remedy-operator",
                                                     tmp_path / "sa.kubeconfig")
-    with config.new_client_from_config(config_file=str(path)) as sa:
+    with api_client_for(path) as sa:
         core = client.CoreV1Api(sa)
         with pytest.raises(ApiException) as denied:
             core.list_namespaced_pod(k8s_namespace)
@@ -79,7 +80,7 @@ def test_service_account_kubeconfig_is_subject_to_rbac(
         eventually(lambda: _can_list_pods(core, k8s_namespace), 10, "rolebinding to apply")
 
 
-def _can_list_pods(core: client.CoreV1Api, ns: str) -> bool:
+def _can_list_pods(core: Any, ns: str) -> bool:
     try:
         core.list_namespaced_pod(ns)
         return True
@@ -89,11 +90,14 @@ def _can_list_pods(core: client.CoreV1Api, ns: str) -> bool:
 
 def test_deployment_gets_replicaset_pods_and_rolls_out(kube_admin: client.ApiClient,
                                                        k8s_namespace: str) -> None:
-    apps, core, ns = client.AppsV1Api(kube_admin), client.CoreV1Api(kube_admin), k8s_namespace
+    # Any: the generated models make every field Optional; the assertions check them.
+    apps: Any = client.AppsV1Api(kube_admin)
+    core: Any = client.CoreV1Api(kube_admin)
+    ns = k8s_namespace
     apps.create_namespaced_deployment(ns, deployment("web"))
     first = eventually(lambda: owned_replicasets(apps, ns, "web"), what="ReplicaSet")
 
-    def running() -> list[client.V1Pod] | None:
+    def running() -> list[Any] | None:
         pods = core.list_namespaced_pod(ns, label_selector="app=web").items
         ok = len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
         return pods if ok else None
@@ -105,7 +109,7 @@ def test_deployment_gets_replicaset_pods_and_rolls_out(kube_admin: client.ApiCli
     # A rollout, as `kubectl rollout restart` does it.
     apps.patch_namespaced_deployment("web", ns, {"spec": {"template": {"metadata": {
         "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"}}}}})
-    rss = eventually(lambda: (r := owned_replicasets(apps, ns, "web")) if len(r) == 2 else None,
+    rss = eventually(lambda: r if len(r := owned_replicasets(apps, ns, "web")) == 2 else None,
                      what="second ReplicaSet")
     new = next(rs for rs in rss if rs.metadata.name != first[0].metadata.name)
 
@@ -115,8 +119,9 @@ def test_deployment_gets_replicaset_pods_and_rolls_out(kube_admin: client.ApiCli
                 and d.status.updated_replicas == 2 and d.status.available_replicas == 2
                 and (d.status.replicas or 0) == 2)
     eventually(rolled_out, what="rollout complete")
-    live = core.list_namespaced_pod(ns, label_selector="app=web").items
-    assert {p.metadata.owner_references[0].name for p in live} == {new.metadata.name}
+    # Old pods linger as Terminating until the fake kubelet finishes their deletion.
+    eventually(lambda: {p.metadata.owner_references[0].name for p in core.list_namespaced_pod(
+        ns, label_selector="app=web").items} == {new.metadata.name}, what="old pods gone")
 
     # Garbage collection: deleting the Deployment removes its ReplicaSets and pods.
     apps.delete_namespaced_deployment("web", ns)
@@ -125,7 +130,8 @@ def test_deployment_gets_replicaset_pods_and_rolls_out(kube_admin: client.ApiCli
 
 
 def test_pod_status_written_like_a_kubelet(kube_admin: client.ApiClient, k8s_namespace: str) -> None:
-    core, ns = client.CoreV1Api(kube_admin), k8s_namespace
+    core: Any = client.CoreV1Api(kube_admin)
+    ns = k8s_namespace
     # A scheduler nobody runs: the fake kubelet loop leaves this pod to the test.
     pod = core.create_namespaced_pod(ns, client.V1Pod(
         metadata=client.V1ObjectMeta(name="mem"),
@@ -142,22 +148,24 @@ def test_pod_status_written_like_a_kubelet(kube_admin: client.ApiClient, k8s_nam
     assert cs.last_state.terminated.exit_code == 137
     assert next(c for c in got.status.conditions if c.type == "Ready").status == "True"
 
-    again = mark_oomkilled(core, ns, "mem")
+    again: Any = mark_oomkilled(core, ns, "mem")
     assert again.status.container_statuses[0].restart_count == 4
 
 
 def test_namespace_deletion_finalizes(kube_admin: client.ApiClient) -> None:
-    core, apps = client.CoreV1Api(kube_admin), client.AppsV1Api(kube_admin)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="t-finalize")))
-    apps.create_namespaced_deployment("t-finalize", deployment("web", replicas=1))
+    core: Any = client.CoreV1Api(kube_admin)
+    apps: Any = client.AppsV1Api(kube_admin)
+    ns = f"t-finalize-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    apps.create_namespaced_deployment(ns, deployment("web", replicas=1))
     eventually(lambda: any(p.status.phase == "Running" for p in core.list_namespaced_pod(
-        "t-finalize").items), what="running pod")
-    core.delete_namespace("t-finalize")
+        ns).items), what="running pod")
+    core.delete_namespace(ns)
 
     def gone() -> bool:
         try:
-            core.read_namespace("t-finalize")
+            core.read_namespace(ns)
             return False
         except ApiException as exc:
-            return exc.status == 404
+            return bool(exc.status == 404)
     eventually(gone, timeout=90, what="namespace finalized")

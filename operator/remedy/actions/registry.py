@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import workload
+from . import mongo, postgres, workload
+from . import http
+from . import idempotency, redis_keys
 from .base import ActionDef
 
 _ALL: list[ActionDef[Any]] = [
@@ -16,6 +18,14 @@ _ALL: list[ActionDef[Any]] = [
     workload.SCALE,
     workload.ROLLBACK,
     workload.RAISE_MEMORY,
+    postgres.TERMINATE_POSTGRES_QUERIES,
+    postgres.POSTGRES_STATEMENT,
+    mongo.KILL_SLOW_MONGO_OPS,
+    http.RESET_CIRCUIT_BREAKER,
+    http.HTTP_REQUEST,
+    http.NOTIFY,
+    idempotency.PURGE_IDEMPOTENCY_KEYS,
+    redis_keys.DELETE_REDIS_KEYS,
 ]
 
 REGISTRY: dict[str, ActionDef[Any]] = {a.name: a for a in _ALL}

@@ -43,5 +43,7 @@ class PurgeIdempotencyKeys(ApiModel):
     min_replay_count: int | None = Field(default=None, ge=0)
     tenant: str | None = None
     key_prefix: str | None = None
-    max_keys: int = Field(default=100, ge=1, le=100_000, description="Cap: more stale keys than this is refused.")
+    # le=2000: every purged key is listed in status.plan and status.result, and the whole object
+    # must stay well under etcd's 1.5 MiB limit; thousands of stale locks is another incident.
+    max_keys: int = Field(default=100, ge=1, le=2000, description="Cap: more stale keys than this is refused (not truncated).")
     field_map: IdempotencyFieldMap = Field(default_factory=IdempotencyFieldMap)

@@ -27,7 +27,9 @@ class TerminatePostgresQueries(ApiModel):
     database: str | None = None
     user: str | None = None
     application_name: str | None = None
-    query_pattern: str | None = Field(default=None, description="SQL LIKE/regex (~) pattern the query must match.")
+    query_pattern: str | None = Field(
+        default=None, description="POSIX regex (PostgreSQL `~`, case-sensitive) the query text must match."
+    )
     cancel_first: bool = True
     grace: Duration = Field(default="5s", description="Wait after pg_cancel_backend before pg_terminate_backend.")
     max_queries: int = Field(default=20, ge=1, le=10_000)

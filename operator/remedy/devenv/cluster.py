@@ -151,7 +151,8 @@ class ControlPlane:
     etcd_peer_port: int = 0  # 0: etcd_port + 10 (23800 by default)
     apiserver_port: int = dataclasses.field(
         default_factory=lambda: _env_port("REMEDY_APISERVER_PORT", 16443))
-    controller_manager_port: int = 16444
+    controller_manager_port: int = dataclasses.field(
+        default_factory=lambda: _env_port("REMEDY_KCM_PORT", 16444))
     fake_kubelet: bool = True
     bin_dir: Path | None = None
     ready_seconds: float = 0.0  # measured by the last start()

@@ -1,0 +1,317 @@
+"""PostgreSQL actions (runbooks 002, 003): terminate runaway backends, run one guarded statement.
+
+Why a module of its own: both actions share the risky part, talking to a production database
+with credentials from a Secret, and the rules for it live here once:
+
+- connections come from ``ctx.connectors.postgres`` (timeouts and ``application_name``
+  "remedy-operator" are set there), never from psycopg directly;
+- SQL is parameterized; a user's statement is sent with the extended protocol so a single
+  spec cannot smuggle in a second statement;
+- errors map to remedy's tree: a bad password is ForbiddenError naming only the Secret, an
+  unreachable server is RetryableError only while nothing has been sent, and a failed
+  statement is PermanentError carrying its SQLSTATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+
+from ..api.common import SecretKeyRef, parse_duration
+from ..api.postgres import PostgresConnection, PostgresStatement, TerminatePostgresQueries
+from ..errors import (
+    ForbiddenError,
+    InvalidSpecError,
+    OverCapError,
+    PermanentError,
+    RetryableError,
+    SkipError,
+    TargetNotFoundError,
+)
+from .base import ActionContext, ActionDef, Evidence
+
+# The engine reads this: postgresStatement changes data, so it waits for approval by default.
+REQUIRES_APPROVAL = True
+
+OPERATOR_APP = "remedy-operator"
+QUERY_PREVIEW = 120
+AUTH_SQLSTATES = frozenset({"28000", "28P01"})  # invalid_authorization_specification, invalid_password
+TERMINATE_CONFIRM_SECONDS = 5.0
+POLL_SECONDS = 0.2
+
+
+# --- connection and error mapping --------------------------------------------------------
+
+
+def _auth_ref(c: PostgresConnection) -> SecretKeyRef:
+    # The password lives in the dedicated Secret when one is given, else inside the DSN.
+    return c.password_secret_ref or c.dsn_secret_ref
+
+
+def _sqlstate_error(exc: psycopg.Error, doing: str) -> PermanentError:
+    """A failed statement as a user-safe PermanentError; server messages carry no secrets."""
+    state = exc.sqlstate or "unknown"
+    primary = exc.diag.message_primary or type(exc).__name__
+    if state == "42501":
+        return ForbiddenError(f"{doing}: permission denied (SQLSTATE {state}): {primary}")
+    return PermanentError(f"{doing} failed (SQLSTATE {state}): {primary}", reason="StatementFailed")
+
+
+@asynccontextmanager
+async def _connect(ctx: ActionContext, c: PostgresConnection) -> AsyncIterator[Any]:
+    dsn = await ctx.secret(c.dsn_secret_ref)
+    password = await ctx.optional_secret(c.password_secret_ref)
+    where = f"Secret {c.dsn_secret_ref.name}/{c.dsn_secret_ref.key}"
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        # libpq's parse error quotes the DSN, password included: never pass it on.
+        raise InvalidSpecError(f"{where} does not hold a valid libpq DSN or URL") from None
+    try:
+        conn = await ctx.connectors.postgres(
+            dsn, password, parse_duration(c.connect_timeout), parse_duration(c.statement_timeout)
+        )
+    except psycopg.OperationalError as exc:
+        if exc.sqlstate in AUTH_SQLSTATES or "authentication failed" in str(exc):
+            ref = _auth_ref(c)
+            raise ForbiddenError(f"authentication failed for Secret {ref.name}/{ref.key}") from None
+        if exc.sqlstate == "3D000":
+            raise TargetNotFoundError(f"database named in {where} does not exist") from None
+        # Connection-level messages name host and port only; still, keep them out of the
+        # message in case a future libpq echoes connection options.
+        raise RetryableError(f"PostgreSQL from {where} unreachable (SQLSTATE {exc.sqlstate or 'none'})") from None
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+# --- terminatePostgresQueries ------------------------------------------------------------
+
+# Never touched, whatever the filters say: our own backend, anything that is not a client
+# backend (walsender, autovacuum, background workers, ...) and other remedy connections.
+_CANDIDATES_SQL = """
+SELECT pid, usename, application_name, datname, state,
+       backend_start, query_start, xact_start,
+       extract(epoch FROM now() - CASE WHEN state = 'active' THEN query_start ELSE xact_start END)::float8
+           AS duration,
+       left(query, %(preview)s) AS query,
+       count(*) OVER () AS total
+FROM pg_stat_activity
+WHERE pid <> pg_backend_pid()
+  AND backend_type = 'client backend'
+  AND application_name IS DISTINCT FROM %(own_app)s
+  AND state = ANY(%(states)s)
+  AND CASE WHEN state = 'active' THEN query_start ELSE xact_start END
+      <= now() - make_interval(secs => %(min_secs)s)
+  AND (%(database)s::text IS NULL OR datname = %(database)s)
+  AND (%(user)s::text IS NULL OR usename = %(user)s)
+  AND (%(app)s::text IS NULL OR application_name = %(app)s)
+  AND (%(pattern)s::text IS NULL OR query ~ %(pattern)s)
+ORDER BY duration DESC, pid
+LIMIT %(limit)s
+"""
+
+# The same backend still doing the same thing: a recycled pid has another backend_start, a
+# backend that moved on has another query_start or state. Used to guard every signal.
+_SAME_BACKEND = """
+pid = %(pid)s AND backend_start = %(backend_start)s::timestamptz
+AND query_start IS NOT DISTINCT FROM %(query_start)s::timestamptz AND state = %(state)s
+AND backend_type = 'client backend' AND application_name IS DISTINCT FROM %(own_app)s
+"""
+_SIGNAL_SQL = {
+    "cancel": f"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE {_SAME_BACKEND}",
+    "terminate": f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {_SAME_BACKEND}",
+}
+_STILL_THERE_SQL = f"SELECT 1 FROM pg_stat_activity WHERE {_SAME_BACKEND}"
+
+
+def _terminate_target(p: TerminatePostgresQueries) -> str:
+    scope = p.database or "all databases"
+    return f"postgres {scope} {'/'.join(p.states)} >= {p.min_duration}"
+
+
+async def _validate_pattern(conn: Any, pattern: str) -> None:
+    # The server's own regex engine (POSIX ARE) is the one that will apply it, so ask it.
+    try:
+        await conn.execute("SELECT '' ~ %s", [pattern])
+    except psycopg.errors.InvalidRegularExpression as exc:
+        raise InvalidSpecError(f"queryPattern is not a valid PostgreSQL regex: {exc.diag.message_primary}") from None
+
+
+async def terminate_plan(ctx: ActionContext, p: TerminatePostgresQueries) -> Evidence:
+    async with _connect(ctx, p.connection) as conn:
+        try:
+            if p.query_pattern is not None:
+                await _validate_pattern(conn, p.query_pattern)
+            cur = await conn.execute(
+                _CANDIDATES_SQL,
+                {
+                    "preview": QUERY_PREVIEW, "own_app": OPERATOR_APP, "states": list(p.states),
+                    "min_secs": parse_duration(p.min_duration), "database": p.database, "user": p.user,
+                    "app": p.application_name, "pattern": p.query_pattern, "limit": p.max_queries + 1,
+                },
+            )
+            rows = await cur.fetchall()
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:  # connection lost: plan changed nothing, try again
+                raise RetryableError("PostgreSQL connection lost while planning") from None
+            raise _sqlstate_error(exc, "reading pg_stat_activity") from None
+        except psycopg.Error as exc:
+            raise _sqlstate_error(exc, "reading pg_stat_activity") from None
+    total = int(rows[0][10]) if rows else 0
+    if total > p.max_queries:
+        raise OverCapError(f"{total} backends match, more than maxQueries {p.max_queries}; refused, nothing signalled")
+    backends = [
+        {
+            "pid": r[0], "user": r[1], "applicationName": r[2], "database": r[3], "state": r[4],
+            "backendStart": r[5].isoformat(), "queryStart": r[6].isoformat() if r[6] else None,
+            "durationSeconds": round(float(r[8]), 1), "query": r[9],
+        }
+        for r in rows
+    ]
+    if not backends:
+        raise SkipError("no backend matches the filters", reason="NothingToDo", evidence={"backends": []})
+    how = "pg_cancel_backend, then after grace pg_terminate_backend" if p.cancel_first else "pg_terminate_backend"
+    return {
+        "backends": backends,
+        "count": len(backends),
+        "change": f"{how} for {len(backends)} backend(s), each only while pid, backend_start, "
+        "query_start and state are unchanged",
+    }
+
+
+def _identity(b: Evidence) -> dict[str, Any]:
+    return {
+        "pid": b["pid"], "backend_start": b["backendStart"], "query_start": b["queryStart"],
+        "state": b["state"], "own_app": OPERATOR_APP,
+    }
+
+
+async def _signal(conn: Any, kind: str, b: Evidence) -> bool:
+    cur = await conn.execute(_SIGNAL_SQL[kind], _identity(b))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def _still_there(conn: Any, b: Evidence) -> bool:
+    cur = await conn.execute(_STILL_THERE_SQL, _identity(b))
+    return await cur.fetchone() is not None
+
+
+async def _wait_until_gone(conn: Any, backends: list[Evidence], seconds: float) -> list[Evidence]:
+    """Poll until every backend left its planned identity or ``seconds`` pass; returns the rest."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    remaining = list(backends)
+    while True:
+        remaining = [b for b in remaining if await _still_there(conn, b)]
+        if not remaining or loop.time() >= end:
+            return remaining
+        await asyncio.sleep(min(POLL_SECONDS, max(0.0, end - loop.time())))
+
+
+async def terminate_execute(ctx: ActionContext, p: TerminatePostgresQueries, plan: Evidence) -> Evidence:
+    backends: list[Evidence] = plan["backends"]
+    outcome: dict[int, str] = {b["pid"]: "gone" for b in backends}
+    async with _connect(ctx, p.connection) as conn:
+        try:
+            pending = backends
+            if p.cancel_first:
+                signalled = [b for b in backends if await _signal(conn, "cancel", b)]
+                for b in signalled:
+                    outcome[b["pid"]] = "cancelled"
+                # Backends not signalled were already gone (or moved on): leave them alone.
+                pending = await _wait_until_gone(conn, signalled, parse_duration(p.grace))
+            terminated = [b for b in pending if await _signal(conn, "terminate", b)]
+            for b in terminated:
+                outcome[b["pid"]] = "terminated"
+            stuck = await _wait_until_gone(conn, terminated, TERMINATE_CONFIRM_SECONDS)
+            for b in stuck:
+                outcome[b["pid"]] = "terminateSignalled"
+        except psycopg.Error as exc:
+            # Signals may already have been sent, so this is never "nothing changed".
+            raise _sqlstate_error(exc, "signalling backends") from None
+    return {
+        "backends": [
+            {"pid": b["pid"], "user": b["user"], "applicationName": b["applicationName"],
+             "database": b["database"], "outcome": outcome[b["pid"]]}
+            for b in backends
+        ],
+        "cancelled": sum(1 for v in outcome.values() if v == "cancelled"),
+        "terminated": sum(1 for v in outcome.values() if v in ("terminated", "terminateSignalled")),
+        "gone": sum(1 for v in outcome.values() if v == "gone"),
+    }
+
+
+TERMINATE_POSTGRES_QUERIES = ActionDef(
+    name="terminatePostgresQueries", params=TerminatePostgresQueries, target=_terminate_target,
+    plan=terminate_plan, execute=terminate_execute, idempotent=True,
+)
+
+
+# --- postgresStatement -------------------------------------------------------------------
+
+
+def _statement_target(p: PostgresStatement) -> str:
+    first = " ".join(p.sql.split())
+    return first[:60] + ("..." if len(first) > 60 else "")
+
+
+async def _run_in_transaction(conn: Any, p: PostgresStatement, *, commit_up_to: int | None) -> tuple[int, str]:
+    """Run the statement in a transaction; commit only if ``commit_up_to`` rows or fewer changed.
+
+    Returns (rowcount, status). ``prepare=True`` forces the extended protocol, which rejects
+    a second statement hidden in ``sql``.
+    """
+    rowcount, status = -1, ""
+    try:
+        async with conn.transaction(force_rollback=commit_up_to is None):
+            cur = conn.cursor()
+            await cur.execute(p.sql, list(p.params), prepare=True)
+            rowcount, status = cur.rowcount, cur.statusmessage or ""
+            if rowcount < 0:
+                raise InvalidSpecError(f"statement reports no row count ({status or 'no status'}); "
+                                       "only statements with a row count can be capped")
+            if commit_up_to is not None and rowcount > commit_up_to:
+                # Raising leaves the block, which rolls back.
+                raise OverCapError(f"statement affected {rowcount} rows, more than maxRows {commit_up_to}; rolled back")
+    except psycopg.Error as exc:
+        raise _sqlstate_error(exc, "statement") from None
+    return rowcount, status
+
+
+async def statement_plan(ctx: ActionContext, p: PostgresStatement) -> Evidence:
+    async with _connect(ctx, p.connection) as conn:
+        rows, status = await _run_in_transaction(conn, p, commit_up_to=None)
+    if rows > p.max_rows:
+        raise OverCapError(f"statement would affect {rows} rows, more than maxRows {p.max_rows}; refused")
+    return {
+        "sql": p.sql,
+        "paramCount": len(p.params),
+        "dryRunRows": rows,
+        "dryRunStatus": status,
+        "maxRows": p.max_rows,
+        "change": f"run the statement in a transaction; commit if it affects at most {p.max_rows} row(s), "
+        "else roll back",
+        "note": "dryRunRows was counted by running the statement inside a transaction that was "
+        "rolled back (it took the same locks and fired the same triggers, then undid them); "
+        "the count at execute time may differ and is capped again",
+    }
+
+
+async def statement_execute(ctx: ActionContext, p: PostgresStatement, plan: Evidence) -> Evidence:
+    async with _connect(ctx, p.connection) as conn:
+        rows, status = await _run_in_transaction(conn, p, commit_up_to=p.max_rows)
+    return {"rowsAffected": rows, "status": status, "committed": True, "dryRunRows": plan.get("dryRunRows")}
+
+
+POSTGRES_STATEMENT = ActionDef(
+    name="postgresStatement", params=PostgresStatement, target=_statement_target,
+    plan=statement_plan, execute=statement_execute, idempotent=False,
+)

@@ -1,0 +1,206 @@
+"""The Remediation lifecycle on the real control plane with the operator as a child process."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from remedy.devenv.cluster import ControlPlane
+from remedy.devenv.operator import OperatorProcess
+from tests.fixtures.operator import condition, create_rem, get_rem, wait_phase
+
+pytestmark = pytest.mark.cluster
+
+
+def make_deployment(api: client.ApiClient, ns: str, name: str, replicas: int = 2, memory: str = "128Mi") -> None:
+    apps = client.AppsV1Api(api)
+    apps.create_namespaced_deployment(ns, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
+                {"name": "app", "image": "example/app:1", "resources": {"limits": {"memory": memory}, "requests": {"memory": "64Mi"}}}
+            ]}},
+        },
+    })
+
+
+def replicasets(api: client.ApiClient, ns: str, app: str) -> list[Any]:
+    return list(client.AppsV1Api(api).list_namespaced_replica_set(ns, label_selector=f"app={app}").items)
+
+
+def wait_for(fn: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def apply(cp: ControlPlane, ns: str, manifest: str) -> subprocess.CompletedProcess[str]:
+    return cp.kubectl("apply", "-n", ns, "-f", "-", input=manifest, check=False)
+
+
+BAD_MANIFESTS = {
+    "no action": ("spec: {action: {}}", "must set exactly one of"),
+    "two actions": (
+        "spec: {action: {scaleWorkload: {target: {name: a}, replicas: 1}, restartWorkload: {target: {name: a}}}}",
+        "must set exactly one of",
+    ),
+    "negative replicas": ("spec: {action: {scaleWorkload: {target: {name: a}, replicas: -1}}}", "replicas"),
+    "memory factor below 1": ("spec: {action: {raiseMemoryOnOOM: {target: {name: a}, factor: 0.5}}}", "factor"),
+    "unknown field": ("spec: {action: {restartWorkload: {target: {name: a}, bogus: 1}}}", "unknown field"),
+    "bad duration": ("spec: {timeout: soon, action: {restartWorkload: {target: {name: a}}}}", "timeout"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_schema_rejects_bad_objects_at_apply(control_plane: ControlPlane, crds: None, case: str) -> None:
+    body, expected = BAD_MANIFESTS[case]
+    manifest = f"apiVersion: remedy.dev/v1alpha1\nkind: Remediation\nmetadata: {{name: bad}}\n{body}\n"
+    res = apply(control_plane, "default", manifest)
+    assert res.returncode != 0, f"{case} was accepted"
+    assert expected in res.stderr, res.stderr
+
+
+def test_printer_columns(control_plane: ControlPlane, kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    make_deployment(kube_admin, namespace, "web")
+    create_rem(kube_admin, namespace, "scale-web", {"action": {"scaleWorkload": {"target": {"name": "web"}, "replicas": 3}}})
+    wait_phase(kube_admin, namespace, "scale-web", "Succeeded")
+    out = control_plane.kubectl("get", "remediations", "-n", namespace).stdout
+    header, row = out.splitlines()[:2]
+    assert header.split()[:5] == ["NAME", "ACTION", "TARGET", "PHASE", "REASON"]
+    assert row.split()[:5] == ["scale-web", "scaleWorkload", "Deployment/web", "Succeeded", "Succeeded"]
+    dep = client.AppsV1Api(kube_admin).read_namespaced_deployment("web", namespace)
+    assert dep.spec.replicas == 3
+
+
+def test_dry_run_plans_and_changes_nothing(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    make_deployment(kube_admin, namespace, "web", replicas=2)
+    create_rem(kube_admin, namespace, "dry", {"dryRun": True, "action": {"scaleWorkload": {"target": {"name": "web"}, "replicas": 5}}})
+    obj = wait_phase(kube_admin, namespace, "dry", "Succeeded")
+    assert obj["status"]["plan"]["from"] == 2 and obj["status"]["plan"]["to"] == 5
+    assert condition(obj, "Executed")["reason"] == "DryRun"
+    assert client.AppsV1Api(kube_admin).read_namespaced_deployment("web", namespace).spec.replicas == 2
+
+
+def test_restart_rolls_a_new_replicaset_via_controller_manager(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    make_deployment(kube_admin, namespace, "orders")
+    wait_for(lambda: len(replicasets(kube_admin, namespace, "orders")) == 1, what="first ReplicaSet")
+    create_rem(kube_admin, namespace, "restart-orders", {"action": {"restartWorkload": {"target": {"name": "orders"}}}, "reason": "INC-1"})
+    obj = wait_phase(kube_admin, namespace, "restart-orders", {"Succeeded", "Failed"})
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert condition(obj, "Verified")["status"] == "True"
+    rs = wait_for(lambda: len(replicasets(kube_admin, namespace, "orders")) == 2 and replicasets(kube_admin, namespace, "orders"),
+                  what="second ReplicaSet")
+    stamps = {(r.spec.template.metadata.annotations or {}).get("remedy.dev/restarted-by") for r in rs}
+    assert obj["metadata"]["uid"] in stamps
+    assert obj["status"]["evidence"]["workload"] == "Deployment/orders"
+    events = client.CoreV1Api(kube_admin).list_namespaced_event(namespace, field_selector="involvedObject.name=restart-orders")
+    reasons = {e.reason for e in events.items}
+    assert {"Accepted", "Started"} <= reasons
+
+
+def test_approval_waits_then_runs_and_records_approver(control_plane: ControlPlane, kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    make_deployment(kube_admin, namespace, "web", replicas=1)
+    create_rem(kube_admin, namespace, "needs-ok", {"approval": {"required": True},
+                                                   "action": {"scaleWorkload": {"target": {"name": "web"}, "replicas": 4}}})
+    obj = wait_phase(kube_admin, namespace, "needs-ok", "AwaitingApproval")
+    assert condition(obj, "Approved")["status"] == "False"
+    time.sleep(1)
+    assert client.AppsV1Api(kube_admin).read_namespaced_deployment("web", namespace).spec.replicas == 1
+    control_plane.kubectl("annotate", "-n", namespace, "remediation/needs-ok", "remedy.dev/approved-by=alice@example.com")
+    obj = wait_phase(kube_admin, namespace, "needs-ok", "Succeeded")
+    assert obj["status"]["approvedBy"] == "alice@example.com"
+    assert "alice@example.com" in condition(obj, "Approved")["message"]
+    assert client.AppsV1Api(kube_admin).read_namespaced_deployment("web", namespace).spec.replicas == 4
+
+
+def test_missing_target_fails_with_actionable_reason(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    create_rem(kube_admin, namespace, "ghost", {"action": {"restartWorkload": {"target": {"name": "nope"}}}})
+    obj = wait_phase(kube_admin, namespace, "ghost", {"Failed"})
+    c = condition(obj, "Completed")
+    assert c["reason"] == "TargetNotFound" and "Deployment" in c["message"] and "nope" in c["message"]
+
+
+def test_over_cap_is_refused_not_truncated(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    make_deployment(kube_admin, namespace, "web", memory="1Gi")
+    pods_oom(kube_admin, namespace, "web")
+    create_rem(kube_admin, namespace, "too-much", {"action": {"raiseMemoryOnOOM": {"target": {"name": "web"}, "factor": 4, "maxMemory": "2Gi"}}})
+    obj = wait_phase(kube_admin, namespace, "too-much", "Failed")
+    assert condition(obj, "Completed")["reason"] == "OverCap"
+    dep = client.AppsV1Api(kube_admin).read_namespaced_deployment("web", namespace)
+    assert dep.spec.template.spec.containers[0].resources.limits["memory"] == "1Gi"
+
+
+def pods_oom(api: client.ApiClient, ns: str, app: str) -> list[str]:
+    from remedy.devenv import kubelet
+
+    core = client.CoreV1Api(api)
+    pods = wait_for(lambda: core.list_namespaced_pod(ns, label_selector=f"app={app}").items, what="pods")
+    for pod in pods:
+        kubelet.mark_oomkilled(core, ns, pod.metadata.name)
+    return [p.metadata.name for p in pods]
+
+
+def test_raise_memory_on_oom_patches_template(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    make_deployment(kube_admin, namespace, "inventory", memory="256Mi")
+    pods_oom(kube_admin, namespace, "inventory")
+    create_rem(kube_admin, namespace, "oom", {"action": {"raiseMemoryOnOOM": {"target": {"name": "inventory"}, "factor": 1.5}}})
+    obj = wait_phase(kube_admin, namespace, "oom", {"Succeeded", "Failed"})
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    change = obj["status"]["plan"]["containers"][0]
+    assert (change["oldLimit"], change["newLimit"]) == ("256Mi", "384Mi")
+    assert change["oomKilledPods"]
+    dep = client.AppsV1Api(kube_admin).read_namespaced_deployment("inventory", namespace)
+    assert dep.spec.template.spec.containers[0].resources.limits["memory"] == "384Mi"
+
+
+def test_no_oom_is_skipped(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    make_deployment(kube_admin, namespace, "calm")
+    create_rem(kube_admin, namespace, "calm-oom", {"action": {"raiseMemoryOnOOM": {"target": {"name": "calm"}}}})
+    obj = wait_phase(kube_admin, namespace, "calm-oom", {"Skipped", "Failed"})
+    assert obj["status"]["phase"] == "Skipped" and condition(obj, "Completed")["reason"] == "NoOOMKilled"
+
+
+def test_rollback_restores_previous_revision(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    apps = client.AppsV1Api(kube_admin)
+    make_deployment(kube_admin, namespace, "api")
+    wait_for(lambda: len(replicasets(kube_admin, namespace, "api")) == 1, what="rev 1")
+    apps.patch_namespaced_deployment("api", namespace, {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "example/app:2-bad"}]}}}})
+    wait_for(lambda: len(replicasets(kube_admin, namespace, "api")) == 2, what="rev 2")
+    wait_for(lambda: (apps.read_namespaced_deployment("api", namespace).metadata.annotations or {}).get("deployment.kubernetes.io/revision") == "2", what="dep rev 2")
+    create_rem(kube_admin, namespace, "undo", {"action": {"rollbackWorkload": {"target": {"name": "api"}}}})
+    obj = wait_phase(kube_admin, namespace, "undo", {"Succeeded", "Failed"})
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert (obj["status"]["plan"]["fromRevision"], obj["status"]["plan"]["toRevision"]) == (2, 1)
+    assert apps.read_namespaced_deployment("api", namespace).spec.template.spec.containers[0].image == "example/app:1"
+
+
+def test_sigkill_mid_action_idempotent_action_resumes_once(kube_admin: client.ApiClient, operator_factory: Any, namespace: str) -> None:
+    """SIGKILL after the action ran but before its outcome was recorded: the restarted
+    operator re-applies the recorded plan, which for a restart is a no-op (same stamp)."""
+    op = operator_factory(env={"REMEDY_FAULT_INJECT": "after_action:60"}).start()
+    op.wait_ready()
+    make_deployment(kube_admin, namespace, "outbox")
+    wait_for(lambda: len(replicasets(kube_admin, namespace, "outbox")) == 1, what="rev 1")
+    create_rem(kube_admin, namespace, "r1", {"action": {"restartWorkload": {"target": {"name": "outbox"}}}},
+               annotations={"remedy.dev/fault-inject": "true"})
+    wait_phase(kube_admin, namespace, "r1", "Running")
+    wait_for(lambda: len(replicasets(kube_admin, namespace, "outbox")) == 2, what="restart applied")
+    op.kill()
+    assert get_rem(kube_admin, namespace, "r1")["status"]["phase"] == "Running"
+    op.env["REMEDY_FAULT_INJECT"] = ""
+    op.start()
+    obj = wait_phase(kube_admin, namespace, "r1", {"Succeeded", "Failed"})
+    assert obj["status"]["phase"] == "Succeeded"
+    assert obj["status"]["attempts"] == 1
+    time.sleep(2)
+    assert len(replicasets(kube_admin, namespace, "outbox")) == 2, "restart was applied twice"
+    op.stop()

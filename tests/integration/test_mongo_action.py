@@ -1,0 +1,151 @@
+"""killSlowMongoOps through real pymongo (AsyncMongoClient) against the wire-protocol double.
+
+Why a double: no MongoDB server that implements currentOp/killOp installs from the registries
+available here, so remedy.devenv.mongowire speaks the protocol and simulates running
+operations, including the internal ones (ReplBatcher, WiredTiger threads, the oplog getMore of
+a secondary's "MongoDB Internal Client") that the naive runbook filter would also match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from remedy.actions.mongo import KILL_SLOW_MONGO_OPS
+from remedy.devenv.mongowire import CommandError, Conn, MongoWireServer
+from remedy.errors import InvalidSpecError, OverCapError, RetryableError, SkipError
+from tests.fixtures.actions import make_ctx, run_action
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def wire() -> Iterator[MongoWireServer]:
+    srv = MongoWireServer()
+    with srv.running():
+        yield srv
+
+
+@pytest.fixture
+def server(wire: MongoWireServer) -> MongoWireServer:
+    wire.remove_injected()
+    wire.__dict__.pop("COMMANDS", None)
+    return wire
+
+
+def ctx_for(server: MongoWireServer) -> Any:
+    return make_ctx({("mongo", "uri"): server.uri})
+
+
+def params(**kw: Any) -> dict[str, Any]:
+    return {"connection": {"uriSecretRef": {"name": "mongo", "key": "uri"}, "timeout": "3s"},
+            "minSecsRunning": 30, **kw}
+
+
+def internal_opids(server: MongoWireServer) -> set[int]:
+    return {d["opid"] for d in server.ops() if d.get("ns", "").startswith("local.")}
+
+
+async def test_slow_ops_killed_fast_and_internal_untouched(server: MongoWireServer) -> None:
+    slow = server.add_op(secs_running=45, command={"find": "orders", "filter": {"email": "a@b.c"}})
+    slower = server.add_op(secs_running=300, op="update", ns="inventory.stock")
+    fast = server.add_op(secs_running=3)
+    admin_op = server.add_op(secs_running=400, ns="admin.system.users")
+    ours = server.add_op(secs_running=400, appName="remedy-operator")
+    internals = internal_opids(server)
+    assert len(internals) == 3
+
+    plan, result = await run_action(KILL_SLOW_MONGO_OPS, ctx_for(server), params())
+
+    assert [o["opid"] for o in plan["ops"]] == [slower, slow]
+    assert result is not None and result["killed"] == 2
+    assert sorted(server.killed) == sorted([slow, slower])
+    assert {fast, admin_op, ours} | internals <= {d["opid"] for d in server.ops()}
+    ev = {e["opid"]: e for e in result["ops"]}
+    assert ev[slow]["outcome"] == "killed" and ev[slow]["ns"] == "inventory.orders" and ev[slow]["op"] == "query"
+    assert ev[slow]["secsRunning"] >= 45 and ev[slow]["client"] == "10.0.0.5:5000"
+    assert ev[slow]["appName"] == "inventory-service" and ev[slow]["command"] == "find"
+    assert "a@b.c" not in repr(plan) + repr(result)  # command values never leave the server
+
+
+async def test_filters_ns_op_type_and_app(server: MongoWireServer) -> None:
+    target = server.add_op(secs_running=60, ns="inventory.orders", op="query", appName="inventory-service")
+    server.add_op(secs_running=60, ns="billing.invoices", op="query", appName="inventory-service")
+    server.add_op(secs_running=60, ns="inventory.orders", op="insert", appName="inventory-service")
+    server.add_op(secs_running=60, ns="inventory.orders", op="query", appName="reporting")
+
+    plan, _ = await run_action(
+        KILL_SLOW_MONGO_OPS, ctx_for(server),
+        params(namespace=r"^inventory\.", opTypes=["query", "getmore"], appName="inventory-service"), dry_run=True,
+    )
+    assert [o["opid"] for o in plan["ops"]] == [target]
+
+
+async def test_dry_run_kills_nothing(server: MongoWireServer) -> None:
+    server.add_op(secs_running=90)
+    kills_before = server.commands["killOp"]
+    plan, result = await run_action(KILL_SLOW_MONGO_OPS, ctx_for(server), params(), dry_run=True)
+    assert plan["count"] == 1 and result is None
+    assert server.killed == [] and server.commands["killOp"] == kills_before
+
+
+async def test_over_cap_refused_nothing_killed(server: MongoWireServer) -> None:
+    for _ in range(3):
+        server.add_op(secs_running=90)
+    with pytest.raises(OverCapError, match="3 operations match, more than maxOps 2"):
+        await run_action(KILL_SLOW_MONGO_OPS, ctx_for(server), params(maxOps=2))
+    assert server.killed == []
+
+
+async def test_only_internal_slow_ops_is_nothing_to_do(server: MongoWireServer) -> None:
+    with pytest.raises(SkipError):
+        await run_action(KILL_SLOW_MONGO_OPS, ctx_for(server), params())
+    assert server.killed == []
+
+
+async def test_execute_skips_ops_gone_or_replaced(server: MongoWireServer) -> None:
+    finished = server.add_op(secs_running=60)
+    recycled = server.add_op(secs_running=60)
+    plan, _ = await run_action(KILL_SLOW_MONGO_OPS, ctx_for(server), params(), dry_run=True)
+    server.kill(finished)  # it ended on its own between plan and execute
+    # "mongod restarted": the same opid now belongs to a younger operation
+    server._ops[recycled].started = server.clock() - 5
+    server.killed.clear()
+
+    p = KILL_SLOW_MONGO_OPS.params.model_validate(params())
+    result = await KILL_SLOW_MONGO_OPS.execute(ctx_for(server), p, plan)
+    assert {e["outcome"] for e in result["ops"]} == {"gone"}
+    assert server.killed == [] and recycled in {d["opid"] for d in server.ops()}
+    # idempotent: running the recorded plan again is harmless
+    again = await KILL_SLOW_MONGO_OPS.execute(ctx_for(server), p, plan)
+    assert again["killed"] == 0
+
+
+async def test_falls_back_to_current_op_command(server: MongoWireServer) -> None:
+    def no_stage(self: MongoWireServer, conn: Conn, db: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise CommandError(40324, "Location40324", "Unrecognized pipeline stage name: '$currentOp'")
+
+    server.COMMANDS = {**MongoWireServer.COMMANDS, "aggregate": no_stage}
+    slow = server.add_op(secs_running=50)
+    server.add_op(secs_running=2)
+    _, result = await run_action(KILL_SLOW_MONGO_OPS, ctx_for(server), params())
+    assert result is not None and [e["opid"] for e in result["ops"]] == [slow]
+    assert server.killed == [slow] and server.commands["currentOp"] >= 2
+
+
+async def test_invalid_namespace_regex(server: MongoWireServer) -> None:
+    with pytest.raises(InvalidSpecError):
+        await run_action(KILL_SLOW_MONGO_OPS, ctx_for(server), params(namespace="(oops"))
+
+
+async def test_unreachable_is_retryable_without_credentials() -> None:
+    from remedy.devenv.services import free_port
+
+    ctx = make_ctx({("mongo", "uri"): f"mongodb://admin:hunter2pw@127.0.0.1:{free_port()}/?directConnection=true"})
+    p = params()
+    p["connection"]["timeout"] = "1s"
+    with pytest.raises(RetryableError) as info:
+        await run_action(KILL_SLOW_MONGO_OPS, ctx, p)
+    assert "hunter2pw" not in str(info.value)
