@@ -16,14 +16,19 @@ class PostgresConnection(ApiModel):
     statement_timeout: Duration = "10s"
 
 
+BackendState = Literal["active", "idle in transaction", "idle in transaction (aborted)"]
+
+
+def _active_only() -> list[BackendState]:
+    return ["active"]
+
+
 class TerminatePostgresQueries(ApiModel):
     """Cancel, then terminate, backends running longer than a threshold (pg_stat_activity)."""
 
     connection: PostgresConnection
     min_duration: Duration = Field(description="Backends whose query/transaction runs at least this long.")
-    states: list[Literal["active", "idle in transaction", "idle in transaction (aborted)"]] = Field(
-        default_factory=lambda: ["active"]
-    )
+    states: list[BackendState] = Field(default_factory=_active_only)
     database: str | None = None
     user: str | None = None
     application_name: str | None = None
