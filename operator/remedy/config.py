@@ -19,6 +19,7 @@ class Settings:
     webhook_max_body: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_MAX_BODY", 1 << 20))
     metrics_port: int = field(default_factory=lambda: _int("REMEDY_METRICS_PORT", 18081))
     max_attempts: int = field(default_factory=lambda: _int("REMEDY_MAX_ATTEMPTS", 5))
+    heartbeat_seconds: float = field(default_factory=lambda: float(os.environ.get("REMEDY_HEARTBEAT_SECONDS", "5")))
     namespace: str | None = field(default_factory=lambda: os.environ.get("REMEDY_NAMESPACE"))
 
 

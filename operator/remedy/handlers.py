@@ -21,8 +21,11 @@ from .actions.registry import REGISTRY
 from .clients.kube import KubeClient
 from .config import Settings, load
 from .engine.lifecycle import Engine
+from .engine.policy import LABEL_POLICY, PolicyEngine
 from .errors import RetryableError
 from .observability import MetricsObserver, serve_metrics
+from .triggers import alertmanager, prometheus
+from .triggers.index import PolicyIndex
 
 log = logging.getLogger("remedy")
 
@@ -58,7 +61,8 @@ def build_engine(settings: Settings, kube: KubeClient) -> Engine:
 
     return Engine(store=kube, recorder=KopfRecorder(), registry=REGISTRY, context_factory=context_factory,
                   observer=MetricsObserver(), max_attempts=settings.max_attempts, prometheus_url=settings.prometheus_url,
-                  hooks=fault_injection_hooks(os.environ.get("REMEDY_FAULT_INJECT", "")))
+                  hooks=fault_injection_hooks(os.environ.get("REMEDY_FAULT_INJECT", "")),
+                  heartbeat_interval=settings.heartbeat_seconds)
 
 
 def fault_injection_hooks(spec: str) -> dict[str, Any]:
@@ -93,6 +97,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.settings = cfg
     memo.kube = kube_client()
     memo.engine = build_engine(cfg, memo.kube)
+    memo.policies = PolicyEngine(memo.kube, KopfRecorder(), REGISTRY)
+    memo.policies.refresh_requested = asyncio.Queue()
+    memo.index = PolicyIndex()
+    memo.background = [asyncio.create_task(_refresh_loop(memo.policies, logger))]
+    if cfg.webhook_port:
+        app = alertmanager.make_app(memo.policies, memo.index, alertmanager.TokenSource(cfg.webhook_token_file),
+                                    cfg.webhook_max_body, require_token=cfg.webhook_token_file is not None)
+        try:
+            memo.webhook = await alertmanager.serve(app, cfg.webhook_host, cfg.webhook_port)
+            logger.info("alert webhook listening on %s:%s", cfg.webhook_host, cfg.webhook_port)
+        except OSError as exc:
+            logger.error("webhook port %s unavailable: %s", cfg.webhook_port, exc)
     if cfg.metrics_port:
         try:
             serve_metrics(cfg.metrics_port, host="0.0.0.0" if cfg.webhook_host == "0.0.0.0" else "127.0.0.1")
@@ -108,3 +124,80 @@ async def reconcile_remediation(namespace: str, name: str, memo: kopf.Memo, **_:
         await memo.engine.reconcile(namespace, name)
     except RetryableError as exc:
         raise kopf.TemporaryError(exc.message, delay=exc.delay) from None
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in getattr(memo, "background", []):
+        task.cancel()
+    runner = getattr(memo, "webhook", None)
+    if runner is not None:
+        await runner.cleanup()
+
+
+async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger) -> None:
+    """Serialises policy refreshes requested by child outcomes, escalation timers and counters."""
+    queue = policies.refresh_requested
+    assert queue is not None
+    while True:
+        try:
+            await asyncio.sleep(1.0)
+            keys = set(policies.has_pending())
+            while not queue.empty():
+                keys.add(queue.get_nowait())
+            for ns, name in keys:
+                try:
+                    await policies.refresh(ns, name)
+                except Exception as exc:  # noqa: BLE001 - one policy's failure must not stop the loop
+                    logger.warning("refresh of policy %s/%s failed: %s", ns, name, exc)
+        except asyncio.CancelledError:
+            raise
+
+
+# --- RemediationPolicy ----------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, "remediationpolicies")
+@kopf.on.create(GROUP, VERSION, "remediationpolicies")
+@kopf.on.update(GROUP, VERSION, "remediationpolicies")
+async def reconcile_policy(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.index.upsert(dict(body))
+    try:
+        await memo.policies.refresh(namespace, name)
+    except RetryableError as exc:
+        raise kopf.TemporaryError(exc.message, delay=exc.delay) from None
+
+
+@kopf.on.delete(GROUP, VERSION, "remediationpolicies", optional=True)
+async def forget_policy(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.index.remove(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, "remediationpolicies", interval=30.0, initial_delay=5.0)
+async def refresh_policy(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    await memo.policies.refresh_requested.put((namespace, name))
+
+
+@kopf.daemon(GROUP, VERSION, "remediationpolicies", when=lambda spec, **_: bool((spec.get("trigger") or {}).get("prometheus")))
+async def poll_prometheus(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any) -> None:
+    from .api.common import parse_duration
+
+    while not stopped:
+        policy = await memo.kube.get_object("remediationpolicies", namespace, name)
+        if policy is None:
+            return
+        trig = ((policy.get("spec") or {}).get("trigger") or {}).get("prometheus")
+        if not trig:
+            return
+        try:
+            await prometheus.poll_once(memo.policies, policy, memo.settings.prometheus_url)
+        except Exception as exc:  # noqa: BLE001 - keep polling; the condition says what failed
+            logger.warning("prometheus poll failed: %s", exc)
+        await stopped.wait(parse_duration(str(trig.get("interval") or "15s")))
+
+
+@kopf.on.event(GROUP, VERSION, "remediations", labels={LABEL_POLICY: kopf.PRESENT})
+async def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    phase = (body.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed", "Skipped"):
+        await memo.policies.refresh_requested.put((namespace, body["metadata"]["labels"][LABEL_POLICY]))

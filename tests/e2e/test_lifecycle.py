@@ -11,7 +11,7 @@ from kubernetes import client
 
 from remedy.devenv.cluster import ControlPlane
 from remedy.devenv.operator import OperatorProcess
-from tests.fixtures.operator import condition, create_rem, get_rem, wait_phase
+from tests.fixtures.operator import condition, create_rem, get_rem, make_namespace, wait_phase
 
 pytestmark = pytest.mark.cluster
 
@@ -143,7 +143,9 @@ def pods_oom(api: client.ApiClient, ns: str, app: str) -> list[str]:
     from remedy.devenv import kubelet
 
     core = client.CoreV1Api(api)
-    pods = wait_for(lambda: core.list_namespaced_pod(ns, label_selector=f"app={app}").items, what="pods")
+    # Let the fake kubelet start them first, or its Running write races ours.
+    pods = wait_for(lambda: [p for p in core.list_namespaced_pod(ns, label_selector=f"app={app}").items
+                             if p.status.phase == "Running"], what="running pods")
     for pod in pods:
         kubelet.mark_oomkilled(core, ns, pod.metadata.name)
     return [p.metadata.name for p in pods]
@@ -183,10 +185,12 @@ def test_rollback_restores_previous_revision(kube_admin: client.ApiClient, opera
     assert apps.read_namespaced_deployment("api", namespace).spec.template.spec.containers[0].image == "example/app:1"
 
 
-def test_sigkill_mid_action_idempotent_action_resumes_once(kube_admin: client.ApiClient, operator_factory: Any, namespace: str) -> None:
+def test_sigkill_mid_action_idempotent_action_resumes_once(kube_admin: client.ApiClient, operator_factory: Any) -> None:
     """SIGKILL after the action ran but before its outcome was recorded: the restarted
-    operator re-applies the recorded plan, which for a restart is a no-op (same stamp)."""
-    op = operator_factory(env={"REMEDY_FAULT_INJECT": "after_action:60"}).start()
+    operator waits for the dead executor's heartbeat to go stale, then re-applies the
+    recorded plan, which for a restart is a no-op (same stamp)."""
+    namespace = make_namespace(kube_admin, "k")
+    op = operator_factory(env={"REMEDY_FAULT_INJECT": "after_action:60"}, args=["-n", namespace]).start()
     op.wait_ready()
     make_deployment(kube_admin, namespace, "outbox")
     wait_for(lambda: len(replicasets(kube_admin, namespace, "outbox")) == 1, what="rev 1")
@@ -201,6 +205,51 @@ def test_sigkill_mid_action_idempotent_action_resumes_once(kube_admin: client.Ap
     obj = wait_phase(kube_admin, namespace, "r1", {"Succeeded", "Failed"})
     assert obj["status"]["phase"] == "Succeeded"
     assert obj["status"]["attempts"] == 1
+    assert condition(obj, "Executed")["status"] == "True"
     time.sleep(2)
     assert len(replicasets(kube_admin, namespace, "outbox")) == 2, "restart was applied twice"
     op.stop()
+
+
+def test_sigkill_mid_action_non_idempotent_action_is_not_rerun(kube_admin: client.ApiClient, operator_factory: Any, tmp_path: Any) -> None:
+    """The reconcile webhook (runbook 002) is not idempotent: after a SIGKILL between the call and
+    the outcome record, the restarted operator must not call it again; it fails with OutcomeUnknown."""
+    import base64
+    import json
+    import urllib.request
+
+    from remedy.devenv.demoapp import DemoProcess
+
+    svc = DemoProcess("reconcile", args=["--token", "s3cret-cron"])
+    svc.start()
+    try:
+        namespace = make_namespace(kube_admin, "k")
+        client.CoreV1Api(kube_admin).create_namespaced_secret(namespace, {
+            "metadata": {"name": "cron"}, "data": {"token": base64.b64encode(b"s3cret-cron").decode()}})
+        op = operator_factory(env={"REMEDY_FAULT_INJECT": "after_action:60"}, args=["-n", namespace]).start()
+        op.wait_ready()
+        create_rem(kube_admin, namespace, "reconcile", {"action": {"httpRequest": {
+            "url": f"{svc.url}/api/cron/reconcile", "method": "POST",
+            "bearerTokenSecretRef": {"name": "cron", "key": "token"}}}},
+            annotations={"remedy.dev/fault-inject": "true"})
+        wait_phase(kube_admin, namespace, "reconcile", "Running")
+
+        def calls() -> int:
+            with urllib.request.urlopen(f"{svc.url}/admin/stats", timeout=5) as r:
+                stats = json.load(r)
+            return int(stats.get("succeeded", {}).get("POST /api/cron/reconcile", 0))
+
+        wait_for(lambda: calls() == 1, what="reconcile called")
+        op.kill()
+        op.env["REMEDY_FAULT_INJECT"] = ""
+        op.start()
+        obj = wait_phase(kube_admin, namespace, "reconcile", {"Succeeded", "Failed"})
+        assert obj["status"]["phase"] == "Failed"
+        assert condition(obj, "Completed")["reason"] == "OutcomeUnknown"
+        assert condition(obj, "Executed")["status"] == "Unknown"
+        time.sleep(2)
+        assert calls() == 1, "non-idempotent action ran twice"
+        assert "s3cret-cron" not in json.dumps(obj)
+        op.stop()
+    finally:
+        svc.stop()

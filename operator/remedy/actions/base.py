@@ -61,3 +61,4 @@ class ActionDef(Generic[P]):
     snapshot: Callable[[ActionContext, P], Awaitable[Evidence]] | None = None
     idempotent: bool = False
     destructive: bool = True
+    requires_approval: bool = False  # approval enforced even when spec.approval.required is false

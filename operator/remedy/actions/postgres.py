@@ -35,9 +35,6 @@ from ..errors import (
 )
 from .base import ActionContext, ActionDef, Evidence
 
-# The engine reads this: postgresStatement changes data, so it waits for approval by default.
-REQUIRES_APPROVAL = True
-
 OPERATOR_APP = "remedy-operator"
 QUERY_PREVIEW = 120
 AUTH_SQLSTATES = frozenset({"28000", "28P01"})  # invalid_authorization_specification, invalid_password
@@ -313,5 +310,5 @@ async def statement_execute(ctx: ActionContext, p: PostgresStatement, plan: Evid
 
 POSTGRES_STATEMENT = ActionDef(
     name="postgresStatement", params=PostgresStatement, target=_statement_target,
-    plan=statement_plan, execute=statement_execute, idempotent=False,
+    plan=statement_plan, execute=statement_execute, idempotent=False, requires_approval=True,
 )

@@ -90,7 +90,12 @@ class RemediationPolicyStatus(ApiModel):
     consecutive_failures: int = 0
     counters: PolicyCounters = Field(default_factory=PolicyCounters)
     active_children: list[str] = Field(default_factory=list)
-    resumed_generation: int | None = None
+    failures_reset_at: str | None = Field(default=None, description="Failures before this time no longer count (set on resume).")
+    self_paused_at: str | None = None
+    active_series: dict[str, Any] | None = Field(
+        default=None, json_schema_extra=preserve_unknown(),
+        description="Prometheus trigger: series fingerprint -> {firstSeen, fired, labels}; persisted so a restart keeps dedup keys.",
+    )
 
 
 class RemediationPolicy(ApiModel):

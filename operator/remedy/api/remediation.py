@@ -112,6 +112,8 @@ class RemediationStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
     attempt_id: str | None = Field(default=None, description="Intent record: set before acting.")
     attempts: int = 0
+    executor: str | None = Field(default=None, description="Operator instance running the attempt.")
+    heartbeat_at: str | None = Field(default=None, description="Refreshed while running; a stale one means the executor died.")
     started_at: str | None = None
     completed_at: str | None = None
     approved_by: str | None = None

@@ -93,6 +93,20 @@ class KubeClient:
         )
         return obj
 
+    async def create_object_if_absent(self, plural: str, namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        """Create; (None, False) when the name exists. Deterministic names make this the dedup primitive."""
+        try:
+            obj: dict[str, Any] = await asyncio.to_thread(
+                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body
+            )
+            return obj, True
+        except ApiException as exc:
+            if exc.status == 409:
+                return None, False
+            raise translate(exc, f"create {plural}/{body['metadata'].get('name')}") from None
+        except (OSError, TimeoutError) as exc:
+            raise RetryableError(f"API server unreachable: {type(exc).__name__}", delay=3.0, reason="APIUnavailable") from None
+
     async def list_objects(self, plural: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
         res: dict[str, Any] = await self.call(
             f"list {plural}", self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,

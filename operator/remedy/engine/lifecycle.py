@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,6 +67,8 @@ class Engine:
     max_attempts: int = 5
     prometheus_url: str | None = None
     hooks: dict[str, Any] = field(default_factory=dict)  # test seam: called at named points
+    executor_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}")
+    heartbeat_interval: float = 5.0
 
     async def reconcile(self, namespace: str, name: str) -> str | None:
         """Advance one Remediation as far as possible; returns its phase afterwards.
@@ -169,7 +175,7 @@ class _Run:
         ctx = self.e.context_factory(self.obj)
         if phase in ("Pending", "AwaitingApproval"):
             approved_by = self._approved_by(spec)
-            if spec.approval.required and not approved_by:
+            if (spec.approval.required or action.requires_approval) and not approved_by:
                 if phase != "AwaitingApproval":
                     msg = ("waiting for approval: set spec.approval.approvedBy or annotate "
                            f"{APPROVED_BY_ANNOTATION}=<your name>")
@@ -183,8 +189,14 @@ class _Run:
         if phase == "Running":
             return await self._resume_running(spec, action, params, ctx)
         if phase == "Verifying":
-            return await self._verify(spec, action, params, ctx, dict(self.status.get("plan") or {}),
-                                      dict(self.status.get("result") or {}))
+            self._check_not_live_elsewhere()
+            await self.patch({"executor": self.e.executor_id, "heartbeatAt": _now_precise()})
+            beat = asyncio.create_task(self._heartbeat())
+            try:
+                return await self._verify(spec, action, params, ctx, dict(self.status.get("plan") or {}),
+                                          dict(self.status.get("result") or {}))
+            finally:
+                beat.cancel()
         return str(phase)
 
     def _approved_by(self, spec: RemediationSpec) -> str | None:
@@ -216,7 +228,7 @@ class _Run:
         attempt_id = f"{self.meta['uid'][:8]}-{attempts}"
         # Intent first: if we die after this, the next operator sees Running and does not act blindly.
         await self.patch({
-            "phase": "Running", "attemptId": attempt_id, "attempts": attempts, "plan": plan,
+            "phase": "Running", "attemptId": attempt_id, "executor": self.e.executor_id, "heartbeatAt": _now_precise(), "attempts": attempts, "plan": plan,
             "evidence": evidence, "startedAt": self.status.get("startedAt") or now_rfc3339(),
             "approvedBy": approved_by, "message": f"running: {plan.get('change') or action.name}",
             "conditions": self.conds(Approved=approved, Executed=("Unknown", "InProgress", f"attempt {attempt_id} started")),
@@ -230,17 +242,49 @@ class _Run:
     async def _resume_running(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext) -> str:
         attempt_id = self.status.get("attemptId")
         plan = dict(self.status.get("plan") or {})
+        self._check_not_live_elsewhere()
+        await self.patch({"executor": self.e.executor_id, "heartbeatAt": _now_precise()})
         if action.idempotent:
             msg = f"operator restarted during attempt {attempt_id}; re-applying the recorded plan (idempotent)"
-            await self.patch({"conditions": self.conds(Executed=("Unknown", "Resumed", msg))})
+            await self.patch({"conditions": self.conds(Executed=("Unknown", "Resumed", msg))}, lock=False)
             self.event("Normal", "Resumed", msg)
             return await self._execute(spec, action, params, ctx, plan)
         msg = (f"operator restarted during attempt {attempt_id} of a non-idempotent action; it was NOT run again. "
                "Check the target against status.plan; create a new Remediation to retry.")
         return await self.finish("Failed", "OutcomeUnknown", msg, executed=("Unknown", "OutcomeUnknown", msg))
 
+    def _check_not_live_elsewhere(self) -> None:
+        """Running/Verifying with a fresh heartbeat from another executor: it is alive, not crashed."""
+        st = self.status
+        if st.get("executor") in (None, self.e.executor_id):
+            return
+        age = _age(st.get("heartbeatAt"))
+        stale_after = 3 * self.e.heartbeat_interval
+        if age is not None and age < stale_after:
+            raise RetryableError(
+                f"attempt {st.get('attemptId')} is in progress on {st.get('executor')} (heartbeat {age:.0f}s ago)",
+                delay=stale_after - age + 0.5, reason="InProgressElsewhere",
+            )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.e.heartbeat_interval)
+            try:
+                self.obj = await self.e.store.patch_status(PLURAL, self.ns, self.name, {"heartbeatAt": _now_precise()})
+                self.meta = self.obj["metadata"]
+            except RemedyError as exc:
+                log.warning("heartbeat for %s/%s failed: %s", self.ns, self.name, exc.message)
+
     async def _execute(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
                        plan: dict[str, Any]) -> str:
+        beat = asyncio.create_task(self._heartbeat())
+        try:
+            return await self._execute_inner(spec, action, params, ctx, plan)
+        finally:
+            beat.cancel()
+
+    async def _execute_inner(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                             plan: dict[str, Any]) -> str:
         timeout = parse_duration(spec.timeout)
         try:
             result = await asyncio.wait_for(action.execute(ctx, params, plan), timeout=timeout)
@@ -255,7 +299,7 @@ class _Run:
         if action.verify is not None or spec.verify is not None:
             await self.patch({"phase": "Verifying", "result": result, "message": "verifying",
                               "conditions": self.conds(Executed=("True", "Executed", _summary(result, plan)),
-                                                       Verified=("Unknown", "InProgress", "verifying"))})
+                                                       Verified=("Unknown", "InProgress", "verifying"))}, lock=False)
             return await self._verify(spec, action, params, ctx, plan, result)
         msg = _summary(result, plan)
         return await self.finish("Succeeded", "Succeeded", msg, result=result, executed=("True", "Executed", msg),
@@ -290,6 +334,20 @@ class _Run:
         await self.patch(changes, lock=False)
         self.event("Warning", exc.reason, msg)
         exc.delay = min(60.0, max(exc.delay, 2.0 ** attempts))
+
+
+def _now_precise() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _age(ts: Any) -> float | None:
+    if not ts:
+        return None
+    try:
+        then = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (datetime.now(timezone.utc) - then).total_seconds()
 
 
 def _summary(result: dict[str, Any], plan: dict[str, Any]) -> str:

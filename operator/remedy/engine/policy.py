@@ -1,0 +1,390 @@
+"""RemediationPolicy: turn a firing into at most one guarded child Remediation, and turn the
+children's outcomes into pause, degradation and escalation.
+
+Dedup is the API server's job, not ours: a child's name is derived from (policy uid,
+fingerprint, startsAt), so however many replicas or resends see the same firing, only one
+create can succeed. Guards are evaluated from the observed children (level-based), so a
+restart loses nothing. Counters are batched in memory and flushed by ``refresh``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import Counter, OrderedDict, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..actions.base import ActionDef
+from ..api.common import now_rfc3339, parse_duration
+from ..api.policy import RemediationPolicySpec
+from ..api.remediation import FINAL_PHASES, ActionSpec
+from ..errors import InvalidSpecError, RetryableError
+from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
+from .conditions import get_condition, set_condition
+from .lifecycle import Recorder, Store
+from .templating import render
+
+LABEL_POLICY = "remedy.dev/policy"
+LABEL_FIRING = "remedy.dev/firing"
+LABEL_STEP = "remedy.dev/escalation-step"
+LABEL_TARGET = "remedy.dev/target-hash"
+ANN_FINGERPRINT = "remedy.dev/fingerprint"
+ANN_STARTS_AT = "remedy.dev/starts-at"
+ANN_LABELS = "remedy.dev/alert-labels"
+ANN_TARGET = "remedy.dev/target"
+ANN_RESUMED_AT = "remedy.dev/resumed-at"
+POLICIES = "remediationpolicies"
+REMEDIATIONS = "remediations"
+log = logging.getLogger("remedy.policy")
+
+
+@dataclass(frozen=True)
+class Firing:
+    fingerprint: str
+    starts_at: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    source: str = "alertmanager"
+
+
+def child_name(policy_name: str, policy_uid: str, fingerprint: str, starts_at: str, step: int = 0) -> str:
+    digest = hashlib.sha256(f"{policy_uid}|{fingerprint}|{starts_at}".encode()).hexdigest()[:12]
+    base = f"{policy_name[:40].rstrip('-.')}-{digest}"
+    return base if step == 0 else f"{base}-e{step}"
+
+
+def series_fingerprint(labels: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:16]
+
+
+def _ts(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class PolicyEngine:
+    def __init__(self, store: Any, recorder: Recorder, registry: dict[str, ActionDef[Any]], known_capacity: int = 100_000) -> None:
+        self.kube = store
+        self.recorder = recorder
+        self.registry = registry
+        self._known: OrderedDict[str, None] = OrderedDict()
+        self._known_capacity = known_capacity
+        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._pending: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        self._paused: set[tuple[str, str]] = set()
+        self._scheduled: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.refresh_requested: asyncio.Queue[tuple[str, str]] | None = None
+
+    # --- firing ---------------------------------------------------------------------------
+    def _remember(self, name: str) -> None:
+        self._known[name] = None
+        self._known.move_to_end(name)
+        while len(self._known) > self._known_capacity:
+            self._known.popitem(last=False)
+
+    def _count(self, key: tuple[str, str], counter: str, n: int = 1) -> None:
+        self._pending[key][counter] += n
+
+    async def fire(self, policy: dict[str, Any], firing: Firing) -> str:
+        """Returns created | deduplicated | blocked:<guard> | error:<reason>."""
+        meta = policy["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        key = (ns, name)
+        self._count(key, "fired")
+        cname = child_name(name, uid, firing.fingerprint, firing.starts_at)
+        if cname in self._known:
+            return self._dedup(key, name)
+        async with self._locks[key]:
+            if cname in self._known:
+                return self._dedup(key, name)
+            if await self.kube.get_object(REMEDIATIONS, ns, cname) is not None:
+                self._remember(cname)
+                return self._dedup(key, name)
+            fresh = await self.kube.get_object(POLICIES, ns, name)
+            if fresh is None:
+                return "error:PolicyGone"
+            try:
+                spec = RemediationPolicySpec.model_validate(fresh.get("spec") or {})
+            except ValidationError as exc:
+                await self._degrade(fresh, "InvalidSpec", str(exc.errors()[0]["msg"]))
+                return "error:InvalidSpec"
+            status = fresh.get("status") or {}
+            paused = get_condition(status.get("conditions") or [], "Paused")
+            if spec.paused or (paused is not None and paused.get("status") == "True"):
+                return self._block(fresh, "paused", "policy is paused")
+            try:
+                action, target = self._render(spec.template.action, firing, name)
+            except InvalidSpecError as exc:
+                await self._degrade(fresh, exc.reason, exc.message)
+                self.recorder.event(fresh, "Warning", exc.reason, exc.message)
+                return f"error:{exc.reason}"
+            children = await self.kube.list_objects(REMEDIATIONS, ns, f"{LABEL_POLICY}={name}")
+            now = time.time()
+            active = [c for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
+            if len(active) >= spec.guards.max_concurrent:
+                return self._block(fresh, "concurrency", f"{len(active)} remediations still active (maxConcurrent {spec.guards.max_concurrent})")
+            last_hour = [c for c in children if (_ts(c["metadata"].get("creationTimestamp")) or 0) > now - 3600
+                         and (c["metadata"].get("labels") or {}).get(LABEL_STEP, "0") == "0"]
+            if len(last_hour) >= spec.guards.max_per_hour:
+                return self._block(fresh, "rate", f"{len(last_hour)} remediations in the last hour (maxPerHour {spec.guards.max_per_hour})")
+            target_hash = hashlib.sha256(target.encode()).hexdigest()[:16]
+            cooldown = parse_duration(spec.guards.cooldown)
+            recent_same = [c for c in children if (c["metadata"].get("labels") or {}).get(LABEL_TARGET) == target_hash
+                           and (_ts(c["metadata"].get("creationTimestamp")) or 0) > now - cooldown]
+            if cooldown and recent_same:
+                return self._block(fresh, "cooldown", f"{target} was remediated less than {spec.guards.cooldown} ago")
+            body = self._child_body(fresh, spec, cname, action, target, target_hash, firing, step=0)
+            _, created = await self.kube.create_object_if_absent(REMEDIATIONS, ns, body)
+            self._remember(cname)
+            if not created:
+                return self._dedup(key, name)
+            self._count(key, "created")
+            self._pending[key]["_lastFired"] = int(now)
+            self.recorder.event(fresh, "Normal", "Remediating", f"created Remediation {cname} for {target} ({firing.source} {firing.fingerprint})")
+            return "created"
+
+    def _dedup(self, key: tuple[str, str], name: str) -> str:
+        self._count(key, "deduplicated")
+        ALERTS_DEDUP.labels(policy=name).inc()
+        return "deduplicated"
+
+    def _block(self, policy: dict[str, Any], guard: str, message: str) -> str:
+        meta = policy["metadata"]
+        self._count((meta["namespace"], meta["name"]), f"blocked_{guard}")
+        GUARD_BLOCKS.labels(policy=meta["name"], guard=guard).inc()
+        self.recorder.event(policy, "Warning", f"Blocked{guard.capitalize()}", message)
+        return f"blocked:{guard}"
+
+    def _render(self, template_action: dict[str, Any], firing: Firing, policy_name: str) -> tuple[dict[str, Any], str]:
+        variables = {"labels": firing.labels, "annotations": firing.annotations, "fingerprint": firing.fingerprint,
+                     "startsAt": firing.starts_at, "policy": policy_name}
+        action = render(template_action, variables, "spec.template.action")
+        try:
+            member, params = ActionSpec.model_validate(action).only()
+        except (ValidationError, ValueError) as exc:
+            msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            loc = ".".join(str(x) for x in exc.errors()[0]["loc"]) if isinstance(exc, ValidationError) else ""
+            raise InvalidSpecError(f"rendered spec.template.action{('.' + loc) if loc else ''}: {msg}", reason="TemplateError") from None
+        if member not in self.registry:
+            raise InvalidSpecError(f"action {member} is not supported", reason="TemplateError")
+        return action, f"{member}:{self.registry[member].target(params)}"
+
+    def _child_body(self, policy: dict[str, Any], spec: RemediationPolicySpec, cname: str, action: dict[str, Any],
+                    target: str, target_hash: str, firing: Firing, step: int) -> dict[str, Any]:
+        meta = policy["metadata"]
+        child_spec: dict[str, Any] = {
+            "action": action, "dryRun": spec.template.dry_run, "timeout": spec.template.timeout,
+            "reason": spec.template.reason or f"policy {meta['name']}: {firing.labels.get('alertname', firing.source)}",
+        }
+        if spec.require_approval:
+            child_spec["approval"] = {"required": True}
+        if spec.verify is not None:
+            child_spec["verify"] = spec.verify.wire()
+        base = cname if step == 0 else cname.rsplit("-e", 1)[0]
+        return {
+            "apiVersion": "remedy.dev/v1alpha1", "kind": "Remediation",
+            "metadata": {
+                "name": cname,
+                "labels": {LABEL_POLICY: meta["name"], LABEL_FIRING: base, LABEL_STEP: str(step), LABEL_TARGET: target_hash},
+                "annotations": {ANN_FINGERPRINT: firing.fingerprint, ANN_STARTS_AT: firing.starts_at,
+                                ANN_LABELS: json.dumps(firing.labels, sort_keys=True)[:4000], ANN_TARGET: target[:250]},
+                "ownerReferences": [{"apiVersion": "remedy.dev/v1alpha1", "kind": "RemediationPolicy", "name": meta["name"],
+                                     "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}],
+            },
+            "spec": child_spec,
+        }
+
+    # --- resolution ------------------------------------------------------------------------
+    async def resolve(self, policy: dict[str, Any], firing: Firing) -> str:
+        """The alert resolved: cancel its child if it has not started. Returns cancelled | none | started."""
+        meta = policy["metadata"]
+        cname = child_name(meta["name"], meta["uid"], firing.fingerprint, firing.starts_at)
+        for _ in range(3):
+            child = await self.kube.get_object(REMEDIATIONS, meta["namespace"], cname)
+            if child is None:
+                return "none"
+            st = child.get("status") or {}
+            if st.get("phase") not in (None, "Pending", "AwaitingApproval"):
+                return "started"
+            msg = "the alert resolved before the remediation started; not running it"
+            conds = set_condition(st.get("conditions") or [], "Completed", "True", "AlertResolved", msg, child["metadata"].get("generation"))
+            conds = set_condition(conds, "Executed", "False", "AlertResolved", msg, child["metadata"].get("generation"))
+            try:
+                await self.kube.patch_status(REMEDIATIONS, meta["namespace"], cname,
+                                             {"phase": "Skipped", "message": msg, "completedAt": now_rfc3339(), "conditions": conds},
+                                             child["metadata"]["resourceVersion"])
+            except RetryableError:
+                continue  # the lifecycle engine moved it meanwhile; look again
+            self._count((meta["namespace"], meta["name"]), "cancelled")
+            self.recorder.event(child, "Normal", "AlertResolved", msg)
+            return "cancelled"
+        return "started"
+
+    # --- outcomes: counters, pause, degradation, escalation ----------------------------------
+    async def _degrade(self, policy: dict[str, Any], reason: str, message: str) -> None:
+        meta = policy["metadata"]
+        st = policy.get("status") or {}
+        conds = set_condition(st.get("conditions") or [], "Degraded", "True", reason, message, meta.get("generation"))
+        if reason in ("InvalidSpec", "TemplateError"):
+            conds = set_condition(conds, "Ready", "False", reason, message, meta.get("generation"))
+        await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"], {"conditions": conds})
+
+    def has_pending(self) -> list[tuple[str, str]]:
+        return [k for k, c in self._pending.items() if c]
+
+    async def refresh(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Recompute the policy's status from its children; flush counters; run due escalations."""
+        key = (namespace, name)
+        async with self._locks[key]:
+            policy = await self.kube.get_object(POLICIES, namespace, name)
+            if policy is None:
+                self._pending.pop(key, None)
+                self._paused.discard(key)
+                return None
+            return await self._refresh(policy, key)
+
+    async def _refresh(self, policy: dict[str, Any], key: tuple[str, str]) -> dict[str, Any]:
+        meta = policy["metadata"]
+        gen = meta.get("generation")
+        st = dict(policy.get("status") or {})
+        conds = list(st.get("conditions") or [])
+        try:
+            spec = RemediationPolicySpec.model_validate(policy.get("spec") or {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            msg = f"spec.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
+            conds = set_condition(conds, "Ready", "False", "InvalidSpec", msg, gen)
+            conds = set_condition(conds, "Degraded", "True", "InvalidSpec", msg, gen)
+            return await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"], {"conditions": conds, "observedGeneration": gen})  # type: ignore[no-any-return]
+        children = await self.kube.list_objects(REMEDIATIONS, meta["namespace"], f"{LABEL_POLICY}={meta['name']}")
+        finals = sorted((c for c in children if (c.get("status") or {}).get("phase") in FINAL_PHASES),
+                        key=lambda c: (c.get("status") or {}).get("completedAt") or "")
+        active = [c["metadata"]["name"] for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
+        reset_at = st.get("failuresResetAt")
+        resumed_at = (meta.get("annotations") or {}).get(ANN_RESUMED_AT)
+        changes: dict[str, Any] = {}
+        if resumed_at and st.get("selfPausedAt") and resumed_at > st["selfPausedAt"]:
+            reset_at = resumed_at
+            changes["failuresResetAt"] = resumed_at
+            changes["selfPausedAt"] = None
+            self.recorder.event(policy, "Normal", "Resumed", f"resumed by annotation {ANN_RESUMED_AT}={resumed_at}")
+        consecutive = 0
+        last_failed: dict[str, Any] | None = None
+        for c in reversed(finals):
+            cst = c.get("status") or {}
+            if reset_at and (cst.get("completedAt") or "") <= reset_at:
+                break
+            if cst.get("phase") == "Failed":
+                consecutive += 1
+                last_failed = last_failed or c
+            elif cst.get("phase") == "Succeeded":
+                break
+        self_paused = consecutive >= spec.guards.pause_after_failures and not changes.get("failuresResetAt")
+        was_paused = (get_condition(conds, "Paused") or {}).get("status") == "True"
+        if spec.paused:
+            conds = set_condition(conds, "Paused", "True", "PausedBySpec", "spec.paused is true", gen)
+        elif self_paused:
+            lf = last_failed or {}
+            reason = ((get_condition((lf.get("status") or {}).get("conditions") or [], "Completed") or {}).get("reason")) or "Failed"
+            msg = (f"paused itself after {consecutive} consecutive failed remediations (last: "
+                   f"{lf.get('metadata', {}).get('name')}: {reason}); resume with `kubectl remedy resume {meta['name']}`")
+            conds = set_condition(conds, "Paused", "True", "TooManyFailures", msg, gen)
+            if not st.get("selfPausedAt"):
+                changes["selfPausedAt"] = now_rfc3339()
+        else:
+            conds = set_condition(conds, "Paused", "False", "Active", "creating remediations when the trigger fires", gen)
+        now_paused = spec.paused or self_paused
+        if now_paused and not was_paused:
+            self.recorder.event(policy, "Warning", "Paused", (get_condition(conds, "Paused") or {}).get("message", ""))
+        if now_paused:
+            self._paused.add(key)
+        else:
+            self._paused.discard(key)
+        POLICIES_PAUSED.set(len(self._paused))
+        last = finals[-1] if finals else None
+        if last is not None and (last.get("status") or {}).get("phase") == "Failed":
+            lc = get_condition(last["status"].get("conditions") or [], "Completed") or {}
+            conds = set_condition(conds, "Degraded", "True", "LastRemediationFailed",
+                                  f"{last['metadata']['name']}: {lc.get('reason')}: {lc.get('message', '')}", gen)
+        else:
+            prev = get_condition(conds, "Degraded") or {}
+            if prev.get("reason") not in ("TemplateError",) or prev.get("observedGeneration") != gen:
+                conds = set_condition(conds, "Degraded", "False", "Healthy", "no failed remediation", gen)
+        ready_prev = get_condition(conds, "Ready") or {}
+        if ready_prev.get("status") != "True" or ready_prev.get("observedGeneration") != gen:
+            conds = set_condition(conds, "Ready", "True", "Evaluating", "trigger valid and evaluated", gen)
+        pending = self._pending.pop(key, Counter())
+        counters = dict(st.get("counters") or {})
+        last_fired = pending.pop("_lastFired", 0)
+        for k, v in pending.items():
+            camel = "".join(w if i == 0 else w.capitalize() for i, w in enumerate(k.split("_")))
+            counters[camel] = int(counters.get(camel, 0)) + v
+        counters["succeeded"] = sum(1 for c in finals if c["status"].get("phase") == "Succeeded")
+        counters["failed"] = sum(1 for c in finals if c["status"].get("phase") == "Failed")
+        changes.update({"conditions": conds, "observedGeneration": gen, "counters": counters,
+                        "consecutiveFailures": consecutive, "activeChildren": active[:50]})
+        if last_fired:
+            changes["lastFiredAt"] = datetime.fromtimestamp(last_fired, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            updated: dict[str, Any] = await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"], changes)
+        except Exception:
+            for k, v in pending.items():  # do not lose counts on a failed flush
+                self._pending[key][k] += v
+            raise
+        if spec.escalate and not now_paused:
+            await self._escalate(updated, spec, children)
+        return updated
+
+    async def _escalate(self, policy: dict[str, Any], spec: RemediationPolicySpec, children: list[dict[str, Any]]) -> None:
+        by_firing: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for c in children:
+            by_firing[(c["metadata"].get("labels") or {}).get(LABEL_FIRING, "")].append(c)
+        for base, group in by_firing.items():
+            top = max(group, key=lambda c: int((c["metadata"].get("labels") or {}).get(LABEL_STEP, "0")))
+            step = int((top["metadata"].get("labels") or {}).get(LABEL_STEP, "0"))
+            tst = top.get("status") or {}
+            if tst.get("phase") != "Failed" or step >= len(spec.escalate):
+                continue
+            nxt = spec.escalate[step]
+            due = (_ts(tst.get("completedAt")) or time.time()) + parse_duration(nxt.after)
+            delay = due - time.time()
+            if delay > 0:
+                self._schedule(policy, delay)
+                continue
+            ann = top["metadata"].get("annotations") or {}
+            firing = Firing(ann.get(ANN_FINGERPRINT, ""), ann.get(ANN_STARTS_AT, ""), json.loads(ann.get(ANN_LABELS, "{}")), {}, "escalation")
+            try:
+                action, target = self._render(nxt.action, firing, policy["metadata"]["name"])
+            except InvalidSpecError as exc:
+                await self._degrade(policy, exc.reason, f"escalation step {step + 1}: {exc.message}")
+                continue
+            th = hashlib.sha256(target.encode()).hexdigest()[:16]
+            body = self._child_body(policy, spec, f"{base}-e{step + 1}", action, target, th, firing, step + 1)
+            _, created = await self.kube.create_object_if_absent(REMEDIATIONS, policy["metadata"]["namespace"], body)
+            if created:
+                self.recorder.event(policy, "Warning", "Escalated",
+                                    f"{top['metadata']['name']} failed; escalation step {step + 1}: {target}")
+
+    def _schedule(self, policy: dict[str, Any], delay: float) -> None:
+        key = (policy["metadata"]["namespace"], policy["metadata"]["name"])
+        if key in self._scheduled or self.refresh_requested is None:
+            return
+        queue = self.refresh_requested
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._scheduled.pop(key, None)
+            queue.put_nowait(key)
+
+        self._scheduled[key] = loop.call_later(delay + 0.1, fire)

@@ -1,0 +1,1 @@
+"""Triggers: where firings come from (Alertmanager webhook, Prometheus polling)."""

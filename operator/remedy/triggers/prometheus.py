@@ -1,0 +1,63 @@
+"""The Prometheus trigger: poll a PromQL query; each series that stays non-empty for `for`
+fires once. First-seen times live in the policy's status (activeSeries), so an operator
+restart keeps the same dedup keys instead of firing again."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..api.common import now_rfc3339, parse_duration
+from ..api.policy import RemediationPolicySpec
+from ..engine.conditions import set_condition
+from ..engine.policy import POLICIES, Firing, PolicyEngine, series_fingerprint
+from ..engine.verify import query
+from ..errors import RemedyError
+
+
+async def poll_once(engine: PolicyEngine, policy: dict[str, Any], prometheus_url: str | None) -> dict[str, str]:
+    meta = policy["metadata"]
+    spec = RemediationPolicySpec.model_validate(policy["spec"])
+    trig = spec.trigger.prometheus
+    assert trig is not None
+    st = policy.get("status") or {}
+    if not prometheus_url:
+        await _condition(engine, policy, "Degraded", "True", "NoPrometheus", "REMEDY_PROMETHEUS_URL is not configured")
+        return {}
+    try:
+        series = await query(prometheus_url, trig.query)
+    except RemedyError as exc:
+        await _condition(engine, policy, "Degraded", "True", exc.reason, exc.message)
+        return {}
+    active: dict[str, Any] = dict(st.get("activeSeries") or {})
+    patch: dict[str, Any] = {}
+    outcomes: dict[str, str] = {}
+    now = time.time()
+    seen = set()
+    hold = parse_duration(trig.for_)
+    for s in series:
+        labels = {str(k): str(v) for k, v in (s.get("metric") or {}).items()}
+        fp = series_fingerprint(labels)
+        seen.add(fp)
+        entry = dict(active.get(fp) or {"firstSeen": now_rfc3339(), "firstSeenUnix": now, "fired": False, "labels": labels})
+        if fp not in active:
+            patch[fp] = entry
+        if not entry.get("fired") and now - float(entry.get("firstSeenUnix", now)) >= hold:
+            outcome = await engine.fire(policy, Firing(fp, entry["firstSeen"], labels, {}, "prometheus"))
+            outcomes[fp] = outcome
+            if outcome in ("created", "deduplicated"):
+                entry["fired"] = True
+                patch[fp] = entry
+    for fp, entry in active.items():
+        if fp not in seen:
+            await engine.resolve(policy, Firing(fp, entry.get("firstSeen", ""), entry.get("labels") or {}, {}, "prometheus"))
+            patch[fp] = None  # merge patch: null deletes the key
+    if patch:
+        await engine.kube.patch_status(POLICIES, meta["namespace"], meta["name"], {"activeSeries": patch})
+    return outcomes
+
+
+async def _condition(engine: PolicyEngine, policy: dict[str, Any], type_: str, status: str, reason: str, message: str) -> None:
+    meta = policy["metadata"]
+    conds = set_condition((policy.get("status") or {}).get("conditions") or [], type_, status, reason, message, meta.get("generation"))
+    await engine.kube.patch_status(POLICIES, meta["namespace"], meta["name"], {"conditions": conds})
