@@ -30,16 +30,24 @@ from .triggers.index import PolicyIndex
 log = logging.getLogger("remedy")
 
 
-class KopfRecorder:
-    """Kubernetes Events through kopf's poster (batched, non-blocking)."""
+class ApiRecorder:
+    """Kubernetes Events posted through our own client, from any task (the webhook's too),
+    without blocking the caller; a failed post is logged, never raised."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        body = {
-            "apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"),
-            "kind": obj.get("kind", "Remediation"),
-            "metadata": obj["metadata"],
-        }
-        (kopf.warn if type_ == "Warning" else kopf.info)(body, reason=reason, message=message)
+        task = asyncio.get_running_loop().create_task(self._post(obj, type_, reason, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        try:
+            await self.kube.post_event(obj, type_, reason, message)
+        except Exception as exc:  # noqa: BLE001 - an event is best effort
+            log.debug("event %s on %s not posted: %s", reason, obj.get("metadata", {}).get("name"), exc)
 
 
 def kube_client() -> KubeClient:
@@ -59,7 +67,7 @@ def build_engine(settings: Settings, kube: KubeClient) -> Engine:
         return ActionContext(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], kube=kube,
                              logger=logger, prometheus_url=settings.prometheus_url)
 
-    return Engine(store=kube, recorder=KopfRecorder(), registry=REGISTRY, context_factory=context_factory,
+    return Engine(store=kube, recorder=ApiRecorder(kube), registry=REGISTRY, context_factory=context_factory,
                   observer=MetricsObserver(), max_attempts=settings.max_attempts, prometheus_url=settings.prometheus_url,
                   hooks=fault_injection_hooks(os.environ.get("REMEDY_FAULT_INJECT", "")),
                   heartbeat_interval=settings.heartbeat_seconds)
@@ -97,7 +105,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.settings = cfg
     memo.kube = kube_client()
     memo.engine = build_engine(cfg, memo.kube)
-    memo.policies = PolicyEngine(memo.kube, KopfRecorder(), REGISTRY)
+    memo.policies = PolicyEngine(memo.kube, ApiRecorder(memo.kube), REGISTRY)
     memo.policies.refresh_requested = asyncio.Queue()
     memo.index = PolicyIndex()
     memo.background = [asyncio.create_task(_refresh_loop(memo.policies, logger))]

@@ -195,7 +195,7 @@ def timeline(obj: dict[str, Any], events: Iterable[dict[str, Any]]) -> list[Entr
             msg += f": {c['message']}"
         add(c.get("lastTransitionTime"), "condition", msg, 2)
     for e in events:
-        when = e.get("eventTime") or e.get("lastTimestamp") or e.get("firstTimestamp") or _meta(e).get("creationTimestamp")
+        when = e.get("eventTime") or e.get("firstTimestamp") or e.get("lastTimestamp") or _meta(e).get("creationTimestamp")
         count = int(e.get("count") or 1)
         text = f"{e.get('type') or 'Normal'} {e.get('reason') or ''}: {e.get('message') or ''}"
         if count > 1:
@@ -512,7 +512,8 @@ def render_report(obj: dict[str, Any], events: list[dict[str, Any]], now: dateti
     policy = (meta.get("labels") or {}).get(POLICY_LABEL)
     trigger = f"RemediationPolicy `{policy}`" if policy else "created directly (kubectl / GitOps)"
     approval = (spec.get("approval") or {})
-    approved = status.get("approvedBy") or ("not required" if not approval.get("required") else "pending")
+    approved = status.get("approvedBy") or (
+        "not required" if not approval.get("required") else "never given" if phase in ("Succeeded", "Failed", "Skipped") else "pending")
     generated = fmt_time(now or datetime.now(timezone.utc))
     out: list[str] = [
         f"# Incident report: {ns}/{name}\n\n",

@@ -115,6 +115,25 @@ class KubeClient:
         items: list[dict[str, Any]] = res.get("items", [])
         return items
 
+    # --- events -------------------------------------------------------------------------
+    async def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on ``obj``; works from any task (kopf's poster needs its own context)."""
+        import uuid
+        from datetime import datetime, timezone
+
+        meta = obj["metadata"]
+        now = datetime.now(timezone.utc)
+        body = {
+            "metadata": {"name": f"{meta['name'][:200]}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": obj.get("kind", "Remediation"),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "type": type_, "reason": reason[:128], "message": message[:1024],
+            "source": {"component": "remedy"}, "reportingComponent": "remedy.dev/operator",
+            "reportingInstance": "remedy", "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        await self.call(f"event on {meta['name']}", self.core.create_namespaced_event, meta["namespace"], body)
+
     # --- secrets ------------------------------------------------------------------------
     async def read_secret_key(self, namespace: str, ref: SecretKeyRef) -> str:
         """The decoded value; errors name the Secret and key, never the value."""

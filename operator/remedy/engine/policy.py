@@ -64,6 +64,11 @@ def series_fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:16]
 
 
+def _variables(firing: Firing, policy_name: str) -> dict[str, Any]:
+    return {"labels": firing.labels, "annotations": firing.annotations, "fingerprint": firing.fingerprint,
+            "startsAt": firing.starts_at, "policy": policy_name}
+
+
 def _ts(text: str | None) -> float | None:
     if not text:
         return None
@@ -167,9 +172,7 @@ class PolicyEngine:
         return f"blocked:{guard}"
 
     def _render(self, template_action: dict[str, Any], firing: Firing, policy_name: str) -> tuple[dict[str, Any], str]:
-        variables = {"labels": firing.labels, "annotations": firing.annotations, "fingerprint": firing.fingerprint,
-                     "startsAt": firing.starts_at, "policy": policy_name}
-        action = render(template_action, variables, "spec.template.action")
+        action = render(template_action, _variables(firing, policy_name), "spec.template.action")
         try:
             member, params = ActionSpec.model_validate(action).only()
         except (ValidationError, ValueError) as exc:
@@ -185,8 +188,13 @@ class PolicyEngine:
         meta = policy["metadata"]
         child_spec: dict[str, Any] = {
             "action": action, "dryRun": spec.template.dry_run, "timeout": spec.template.timeout,
-            "reason": spec.template.reason or f"policy {meta['name']}: {firing.labels.get('alertname', firing.source)}",
+            "reason": f"policy {meta['name']}: {firing.labels.get('alertname', firing.source)}",
         }
+        if spec.template.reason:
+            try:
+                child_spec["reason"] = str(render(spec.template.reason, _variables(firing, meta["name"]), "spec.template.reason"))[:1024]
+            except InvalidSpecError as exc:
+                child_spec["reason"] = f"{spec.template.reason} ({exc.message})"[:1024]
         if spec.require_approval:
             child_spec["approval"] = {"required": True}
         if spec.verify is not None:

@@ -105,7 +105,7 @@ def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_b
         for result in await asyncio.gather(*jobs, return_exceptions=True):
             key = result if isinstance(result, str) else f"error:{type(result).__name__}"
             if not isinstance(result, str):
-                log.warning("webhook: alert handling failed: %s", result)
+                log.warning("webhook: alert handling failed: %r", result, exc_info=result)
             outcomes[key] = outcomes.get(key, 0) + 1
         return web.json_response({"alerts": len(payload.alerts), "outcomes": outcomes})
 

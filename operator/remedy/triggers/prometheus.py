@@ -48,8 +48,19 @@ async def poll_once(engine: PolicyEngine, policy: dict[str, Any], prometheus_url
             if outcome in ("created", "deduplicated"):
                 entry["fired"] = True
                 patch[fp] = entry
+    # A series missing from one poll is not resolved yet: a failed scrape (a restarting target)
+    # writes staleness markers, and treating that gap as "resolved" would start a new episode
+    # (and a second remediation) for the same incident.
+    grace = max(2 * parse_duration(trig.interval), 10.0)
     for fp, entry in active.items():
-        if fp not in seen:
+        if fp in seen:
+            if entry.get("absentSince"):
+                patch[fp] = {**entry, "absentSince": None}
+            continue
+        absent_since = float(entry.get("absentSince") or 0)
+        if not absent_since:
+            patch[fp] = {**entry, "absentSince": now}
+        elif now - absent_since >= grace:
             await engine.resolve(policy, Firing(fp, entry.get("firstSeen", ""), entry.get("labels") or {}, {}, "prometheus"))
             patch[fp] = None  # merge patch: null deletes the key
     if patch:
