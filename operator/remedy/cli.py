@@ -16,8 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--priority", type=int, default=0)
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8082/healthz")
     sub.add_parser("crdgen", help="write crds/ from the models").add_argument("--check", action="store_true")
-    demo = sub.add_parser("demo", help="run the local incident demo")
-    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    demo_cmd = sub.add_parser("demo", help="run the local incident demo")
+    demo_cmd.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     if args.cmd == "crdgen":

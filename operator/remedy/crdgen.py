@@ -194,15 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "crds"))
     args = parser.parse_args(argv)
     out_dir = Path(args.out)
+    # The Helm chart ships the same files (Helm installs crds/ of a chart before templates).
+    dirs = [out_dir, out_dir.parent / "charts" / "remedy" / "crds"]
     stale = []
     for name, text in render_all().items():
-        path = out_dir / name
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
-        else:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+        for d in dirs:
+            path = d / name
+            if args.check:
+                if not path.exists() or path.read_text() != text:
+                    stale.append(str(path))
+            elif d.exists() or d == out_dir:
+                d.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
     if stale:
         print("stale CRDs (run `python -m remedy.crdgen`): " + ", ".join(stale), file=sys.stderr)
         return 1

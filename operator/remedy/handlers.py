@@ -54,10 +54,10 @@ def kube_client() -> KubeClient:
     from kubernetes import client
 
     try:
-        kube_config.load_incluster_config()
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
         return KubeClient(client.ApiClient())
     except kube_config.ConfigException:
-        return KubeClient(kube_config.new_client_from_config())
+        return KubeClient(kube_config.new_client_from_config())  # type: ignore[no-untyped-call]
 
 
 def build_engine(settings: Settings, kube: KubeClient) -> Engine:

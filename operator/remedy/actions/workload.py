@@ -14,14 +14,19 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils import parse_quantity
+from kubernetes.utils import parse_quantity as _parse_quantity
 
-from ..api.workload import RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload, WorkloadRef
+from ..api.workload import DeploymentRef, RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload, WorkloadRef
 from ..api.common import parse_duration
 from ..errors import OverCapError, PermanentError, SkipError, TargetNotFoundError
 from .base import ActionContext, ActionDef, Evidence
 
 RESTART_ANNOTATION = "remedy.dev/restarted-by"
+
+
+def parse_quantity(text: str) -> Decimal:
+    value: Decimal = _parse_quantity(text)  # type: ignore[no-untyped-call]
+    return value
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 
 
@@ -57,7 +62,7 @@ def _selector(workload: Any) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-async def pod_snapshot(ctx: ActionContext, ref: WorkloadRef) -> Evidence:
+async def pod_snapshot(ctx: ActionContext, ref: WorkloadRef | DeploymentRef) -> Evidence:
     """Pods, restart counts, last termination reasons and recent Events: the runbooks' 'before' picture."""
     workload = await _read(ctx, ref.kind, ref.name)
     pods = await ctx.kube.call("list pods", ctx.kube.core.list_namespaced_pod, ctx.namespace, label_selector=_selector(workload))
@@ -191,7 +196,8 @@ async def rollback_plan(ctx: ActionContext, p: RollbackWorkload) -> Evidence:
     if target_rev == current:
         raise SkipError(f"Deployment/{p.target.name} already at revision {current}", reason="AlreadyAtRevision")
     api = ctx.kube.api_client
-    template = _strip_template(api.sanitize_for_serialization(by_rev[target_rev].spec.template))
+    raw_template = api.sanitize_for_serialization(by_rev[target_rev].spec.template)  # type: ignore[no-untyped-call]
+    template = _strip_template(raw_template)
     images = [c.get("image") for c in template.get("spec", {}).get("containers", [])]
     return {
         "workload": _target(p.target), "fromRevision": current, "toRevision": target_rev,

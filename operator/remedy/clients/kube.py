@@ -55,7 +55,9 @@ class KubeClient:
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
 
-    async def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one client call in a thread. Returns Any: the generated models type every field
+        as Optional, which says nothing useful about objects the API server returned."""
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except ApiException as exc:
@@ -97,7 +99,7 @@ class KubeClient:
         """Create; (None, False) when the name exists. Deterministic names make this the dedup primitive."""
         try:
             obj: dict[str, Any] = await asyncio.to_thread(
-                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body
+                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body  # type: ignore[arg-type]
             )
             return obj, True
         except ApiException as exc:

@@ -22,7 +22,7 @@ log = logging.getLogger("remedy.devenv.rollout")
 
 def template_hash(dep: Any) -> str:
     api = client.ApiClient()
-    tpl = api.sanitize_for_serialization(dep.spec.template)
+    tpl = api.sanitize_for_serialization(dep.spec.template)  # type: ignore[no-untyped-call]
     return hashlib.sha256(json.dumps(tpl, sort_keys=True).encode()).hexdigest()[:12]
 
 

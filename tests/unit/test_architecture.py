@@ -1,0 +1,59 @@
+"""Layers are a contract (import-linter); the public surface is listed and importable; the
+error tree maps to kopf in one place; mypy strict holds for the package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import kopf
+import pytest
+
+import remedy
+from remedy import errors
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_import_layers_contract_is_kept() -> None:
+    res = subprocess.run([str(BIN / "lint-imports")], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_api_package_imports_nothing_else_of_remedy() -> None:
+    for path in (REPO / "operator" / "remedy" / "api").glob("*.py"):
+        text = path.read_text()
+        assert "from .." not in text and "import remedy" not in text, path
+
+
+def test_public_surface() -> None:
+    from remedy import api
+    from remedy.actions import registry
+
+    assert set(api.__all__) >= {"Remediation", "RemediationPolicy", "RemediationSpec", "ActionSpec", "Condition"}
+    assert callable(registry.get) and remedy.GROUP == "remedy.dev" and remedy.VERSION == "v1alpha1"
+    for name in ("RetryableError", "PermanentError", "InvalidSpecError", "TargetNotFoundError", "ForbiddenError",
+                 "SecretRefError", "OverCapError", "SkipError"):
+        assert issubclass(getattr(errors, name), errors.RemedyError)
+
+
+async def test_retryable_error_becomes_kopf_temporary_error_with_its_delay() -> None:
+    from remedy import handlers
+
+    class Engine:
+        async def reconcile(self, namespace: str, name: str) -> None:
+            raise errors.RetryableError("api down", delay=7.0)
+
+    memo = kopf.Memo()
+    memo.engine = Engine()
+    with pytest.raises(kopf.TemporaryError) as info:
+        await handlers.reconcile_remediation(namespace="n", name="x", memo=memo)
+    assert info.value.delay == 7.0
+
+
+def test_mypy_strict_on_the_package() -> None:
+    res = subprocess.run([str(BIN / "mypy"), "--config-file", str(REPO / "pyproject.toml")], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:]
