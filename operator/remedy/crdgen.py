@@ -93,7 +93,8 @@ def remediation_crd() -> dict[str, Any]:
     ]
     scale = spec["properties"]["action"]["properties"]["scaleWorkload"]
     scale["x-kubernetes-validations"] = [
-        {"rule": "self.replicas <= self.maxReplicas", "message": "scaleWorkload.replicas exceeds maxReplicas"}
+        {"rule": "has(self.replicas) != has(self.delta)", "message": "scaleWorkload needs exactly one of replicas or delta"},
+        {"rule": "self.minReplicas <= self.maxReplicas", "message": "scaleWorkload.minReplicas exceeds maxReplicas"},
     ]
     status = model_schema(RemediationStatus)
     return _crd(

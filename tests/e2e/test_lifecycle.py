@@ -54,7 +54,9 @@ BAD_MANIFESTS = {
         "must set exactly one of",
     ),
     "negative replicas": ("spec: {action: {scaleWorkload: {target: {name: a}, replicas: -1}}}", "replicas"),
-    "memory factor below 1": ("spec: {action: {raiseMemoryOnOOM: {target: {name: a}, factor: 0.5}}}", "factor"),
+    "memory factor below 1": ("spec: {action: {raiseMemoryOnOOM: {target: {name: a}, factor: 0.5, maxLimit: 1Gi}}}", "factor"),
+    "memory without maxLimit": ("spec: {action: {raiseMemoryOnOOM: {target: {name: a}}}}", "maxLimit"),
+    "replicas and delta": ("spec: {action: {scaleWorkload: {target: {name: a}, replicas: 2, delta: 1}}}", "exactly one of replicas or delta"),
     "unknown field": ("spec: {action: {restartWorkload: {target: {name: a}, bogus: 1}}}", "unknown field"),
     "bad duration": ("spec: {timeout: soon, action: {restartWorkload: {target: {name: a}}}}", "timeout"),
 }
@@ -132,7 +134,7 @@ def test_missing_target_fails_with_actionable_reason(kube_admin: client.ApiClien
 def test_over_cap_is_refused_not_truncated(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
     make_deployment(kube_admin, namespace, "web", memory="1Gi")
     pods_oom(kube_admin, namespace, "web")
-    create_rem(kube_admin, namespace, "too-much", {"action": {"raiseMemoryOnOOM": {"target": {"name": "web"}, "factor": 4, "maxMemory": "2Gi"}}})
+    create_rem(kube_admin, namespace, "too-much", {"action": {"raiseMemoryOnOOM": {"target": {"name": "web"}, "factor": 4, "maxLimit": "1Gi"}}})
     obj = wait_phase(kube_admin, namespace, "too-much", "Failed")
     assert condition(obj, "Completed")["reason"] == "OverCap"
     dep = client.AppsV1Api(kube_admin).read_namespaced_deployment("web", namespace)
@@ -154,7 +156,7 @@ def pods_oom(api: client.ApiClient, ns: str, app: str) -> list[str]:
 def test_raise_memory_on_oom_patches_template(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
     make_deployment(kube_admin, namespace, "inventory", memory="256Mi")
     pods_oom(kube_admin, namespace, "inventory")
-    create_rem(kube_admin, namespace, "oom", {"action": {"raiseMemoryOnOOM": {"target": {"name": "inventory"}, "factor": 1.5}}})
+    create_rem(kube_admin, namespace, "oom", {"action": {"raiseMemoryOnOOM": {"target": {"name": "inventory"}, "factor": 1.5, "maxLimit": "2Gi"}}})
     obj = wait_phase(kube_admin, namespace, "oom", {"Succeeded", "Failed"})
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     change = obj["status"]["plan"]["containers"][0]
@@ -164,9 +166,29 @@ def test_raise_memory_on_oom_patches_template(kube_admin: client.ApiClient, oper
     assert dep.spec.template.spec.containers[0].resources.limits["memory"] == "384Mi"
 
 
+def test_raise_memory_min_step_and_cap(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    """new = max(old x factor, old + minStep), capped at maxLimit (and says so)."""
+    make_deployment(kube_admin, namespace, "tiny", memory="100Mi")
+    pods_oom(kube_admin, namespace, "tiny")
+    create_rem(kube_admin, namespace, "tiny-oom", {"action": {"raiseMemoryOnOOM": {
+        "target": {"name": "tiny"}, "factor": 1.2, "minStep": "100Mi", "maxLimit": "150Mi"}}})
+    obj = wait_phase(kube_admin, namespace, "tiny-oom", {"Succeeded", "Failed"})
+    change = obj["status"]["plan"]["containers"][0]
+    assert (change["oldLimit"], change["newLimit"], change["cappedAtMaxLimit"]) == ("100Mi", "150Mi", True)
+
+
+def test_scale_by_delta_is_clamped(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
+    make_deployment(kube_admin, namespace, "inv", replicas=3)
+    create_rem(kube_admin, namespace, "scale-out", {"action": {"scaleWorkload": {"target": {"name": "inv"}, "delta": 10, "maxReplicas": 5}}})
+    obj = wait_phase(kube_admin, namespace, "scale-out", {"Succeeded", "Failed"})
+    assert obj["status"]["phase"] == "Succeeded"
+    assert (obj["status"]["plan"]["wanted"], obj["status"]["plan"]["to"], obj["status"]["plan"]["clamped"]) == (13, 5, True)
+    assert client.AppsV1Api(kube_admin).read_namespaced_deployment("inv", namespace).spec.replicas == 5
+
+
 def test_no_oom_is_skipped(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
     make_deployment(kube_admin, namespace, "calm")
-    create_rem(kube_admin, namespace, "calm-oom", {"action": {"raiseMemoryOnOOM": {"target": {"name": "calm"}}}})
+    create_rem(kube_admin, namespace, "calm-oom", {"action": {"raiseMemoryOnOOM": {"target": {"name": "calm"}, "maxLimit": "1Gi"}}})
     obj = wait_phase(kube_admin, namespace, "calm-oom", {"Skipped", "Failed"})
     assert obj["status"]["phase"] == "Skipped" and condition(obj, "Completed")["reason"] == "NoOOMKilled"
 

@@ -18,7 +18,7 @@ from kubernetes.utils import parse_quantity as _parse_quantity
 
 from ..api.workload import DeploymentRef, RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload, WorkloadRef
 from ..api.common import parse_duration
-from ..errors import OverCapError, PermanentError, SkipError, TargetNotFoundError
+from ..errors import InvalidSpecError, OverCapError, PermanentError, SkipError, TargetNotFoundError
 from .base import ActionContext, ActionDef, Evidence
 
 RESTART_ANNOTATION = "remedy.dev/restarted-by"
@@ -142,18 +142,26 @@ RESTART = ActionDef(
 
 
 async def scale_plan(ctx: ActionContext, p: ScaleWorkload) -> Evidence:
-    if p.replicas > p.max_replicas:
-        raise OverCapError(f"replicas {p.replicas} exceeds maxReplicas {p.max_replicas}; refused")
     workload = await _read(ctx, p.target.kind, p.target.name)
-    current = workload.spec.replicas
-    return {"workload": _target(p.target), "from": current, "to": p.replicas, "change": f"replicas {current} -> {p.replicas}"}
+    current = int(workload.spec.replicas or 0)
+    wanted = p.replicas if p.replicas is not None else current + int(p.delta or 0)
+    if p.min_replicas > p.max_replicas:
+        raise InvalidSpecError(f"minReplicas {p.min_replicas} exceeds maxReplicas {p.max_replicas}")
+    to = min(max(wanted, p.min_replicas), p.max_replicas)
+    clamped = to != wanted
+    if to == current:
+        raise SkipError(f"{_target(p.target)} already has {current} replicas" + (f" (wanted {wanted}, clamped)" if clamped else ""),
+                        reason="AlreadyScaled")
+    note = f" (wanted {wanted}, clamped to [{p.min_replicas}, {p.max_replicas}])" if clamped else ""
+    return {"workload": _target(p.target), "from": current, "to": to, "wanted": wanted, "clamped": clamped,
+            "change": f"replicas {current} -> {to}{note}"}
 
 
 async def scale_execute(ctx: ActionContext, p: ScaleWorkload, plan: Evidence) -> Evidence:
     apps = ctx.kube.apps
     fn = apps.patch_namespaced_deployment_scale if p.target.kind == "Deployment" else apps.patch_namespaced_stateful_set_scale
-    await ctx.kube.call(f"scale {_target(p.target)}", fn, p.target.name, ctx.namespace, {"spec": {"replicas": p.replicas}})
-    return {"workload": _target(p.target), "from": plan.get("from"), "to": p.replicas}
+    await ctx.kube.call(f"scale {_target(p.target)}", fn, p.target.name, ctx.namespace, {"spec": {"replicas": plan["to"]}})
+    return {"workload": _target(p.target), "from": plan.get("from"), "to": plan["to"], "clamped": plan.get("clamped", False)}
 
 
 SCALE = ActionDef(
@@ -242,7 +250,8 @@ async def memory_plan(ctx: ActionContext, p: RaiseMemoryOnOOM) -> Evidence:
                 oom.setdefault(cs.name, []).append(pod.metadata.name)
     if p.require_oom_killed and not oom:
         raise SkipError(f"no OOMKilled containers in pods of {_target(p.target)}", reason="NoOOMKilled")
-    cap = parse_quantity(p.max_memory)
+    cap = parse_quantity(p.max_limit)
+    step = parse_quantity(p.min_step)
     changes = []
     for c in workload.spec.template.spec.containers:
         if (oom and c.name not in oom) or (p.container and c.name != p.container):
@@ -252,12 +261,12 @@ async def memory_plan(ctx: ActionContext, p: RaiseMemoryOnOOM) -> Evidence:
         if "memory" not in limits:
             raise PermanentError(f"container {c.name} has no memory limit to raise", reason="NoMemoryLimit")
         old = parse_quantity(limits["memory"])
-        new = Decimal(math.ceil(old * Decimal(str(p.factor))))
-        if new > cap:
-            raise OverCapError(
-                f"container {c.name}: {limits['memory']} x {p.factor} = {_mi(new)} exceeds maxMemory {p.max_memory}; refused"
-            )
-        change = {"container": c.name, "oldLimit": limits["memory"], "newLimit": _mi(new), "oomKilledPods": oom.get(c.name, [])}
+        if old >= cap:
+            raise OverCapError(f"container {c.name}: memory limit {limits['memory']} is already at maxLimit {p.max_limit}; refused")
+        bumped = max(Decimal(math.ceil(old * Decimal(str(p.factor)))), old + step)
+        new = min(bumped, cap)
+        change = {"container": c.name, "oldLimit": limits["memory"], "newLimit": _mi(new),
+                  "cappedAtMaxLimit": new < bumped, "oomKilledPods": oom.get(c.name, [])}
         if "memory" in requests and parse_quantity(requests["memory"]) > new:
             change["newRequest"] = _mi(new)
         changes.append(change)

@@ -42,11 +42,13 @@ class RestartWorkload(ApiModel):
 
 
 class ScaleWorkload(ApiModel):
-    """Set replicas (kubectl scale), refusing counts above maxReplicas."""
+    """Set replicas (kubectl scale) to a number or by a delta, clamped to [minReplicas, maxReplicas]."""
 
     target: ScalableRef
-    replicas: int = Field(ge=0, le=10000)
-    max_replicas: int = Field(default=50, ge=0, le=10000, description="Blast-radius cap; a larger replicas is refused.")
+    replicas: int | None = Field(default=None, ge=0, le=10000, description="Absolute count (exclusive with delta).")
+    delta: int | None = Field(default=None, ge=-10000, le=10000, description="Change relative to the current count.")
+    min_replicas: int = Field(default=0, ge=0, le=10000, description="Lower bound the result is clamped to.")
+    max_replicas: int = Field(default=50, ge=0, le=10000, description="Upper bound (blast-radius cap) the result is clamped to.")
 
 
 class RollbackWorkload(ApiModel):
@@ -56,19 +58,20 @@ class RollbackWorkload(ApiModel):
     to_revision: int | None = Field(default=None, ge=1, description="Revision to restore; default the previous one.")
 
 
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+
+
 class RaiseMemoryOnOOM(ApiModel):
-    """Raise the memory limit (and request if needed) of containers that were OOMKilled."""
+    """Raise the memory limit of containers whose last termination was OOMKilled:
+    new = max(old x factor, old + minStep), capped at maxLimit; requests kept <= limits."""
 
     target: WorkloadRef
     container: str | None = Field(default=None, description="Only this container; default every OOMKilled container.")
-    factor: float = Field(default=1.5, ge=1.0, le=4.0, description="New limit = old limit x factor (>= 1).")
-    max_memory: str = Field(
-        default="4Gi",
-        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
-        description="Cap on the new limit; a plan above it is refused, not truncated.",
-    )
+    factor: float = Field(default=1.2, ge=1.0, le=4.0, description="Multiplier on the old limit (>= 1); VPA's bump is 1.2.")
+    min_step: str = Field(default="100Mi", pattern=QUANTITY, description="Minimum increase; VPA's bump is +100Mi.")
+    max_limit: str = Field(pattern=QUANTITY, description="Required cap; at the cap the action is refused.")
     require_oom_killed: bool = Field(default=True, description="Refuse (Skipped) when no pod shows an OOMKilled termination.")
     strategy: Literal["rollout", "inPlace"] = Field(
         default="rollout",
-        description="rollout patches the pod template; inPlace resizes running pods through pods/resize (Kubernetes 1.33+).",
+        description="rollout patches the pod template; inPlace also resizes running pods through pods/resize (Kubernetes 1.33+).",
     )
