@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--peering", default=None, help="kopf peering name for HA (default: standalone)")
     run.add_argument("--priority", type=int, default=0)
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8082/healthz")
+    run.add_argument("--log-format", choices=["plain", "json"], default="plain",
+                     help="json: one object per line with the Remediation's namespace/name/uid")
     sub.add_parser("crdgen", help="write crds/ from the models").add_argument("--check", action="store_true")
     demo_cmd = sub.add_parser("demo", help="run the local incident demo")
     demo_cmd.add_argument("rest", nargs=argparse.REMAINDER)
@@ -31,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     import kopf
 
     from . import handlers  # noqa: F401  (registers the handlers)
-    kopf.configure(verbose=False)
+    from .observability import configure_logging
+
+    configure_logging(args.log_format)
     kopf.run(
         standalone=args.peering is None,
         peering_name=args.peering,

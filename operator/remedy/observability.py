@@ -5,6 +5,8 @@ Metric names are part of the public surface: dashboards and alert rules in deplo
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -43,3 +45,42 @@ class MetricsObserver:
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> Any:
     return start_http_server(port, addr=host, registry=REGISTRY)
+
+
+class _IdentityFilter(logging.Filter):
+    """Puts the Remediation's identity into every record that carries it (plain format)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ident = getattr(record, "remediation", None)
+        if ident and not str(record.msg).startswith("["):
+            record.msg = f"[{ident} uid={getattr(record, 'uid', '')}] {record.msg}"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"time": self.formatTime(record), "level": record.levelname.lower(),
+                               "logger": record.name, "message": record.getMessage()}
+        for key in ("remediation", "uid"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        k8s = getattr(record, "k8s_ref", None)  # kopf's per-object loggers
+        if isinstance(k8s, dict):
+            out["remediation"] = f"{k8s.get('namespace')}/{k8s.get('name')}"
+            out["uid"] = k8s.get("uid")
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def configure_logging(fmt: str = "plain") -> None:
+    import kopf
+
+    if fmt == "json":
+        kopf.configure(verbose=False, log_format=kopf.LogFormat.JSON)
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+    else:
+        kopf.configure(verbose=False)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_IdentityFilter())

@@ -116,6 +116,9 @@ class _Run:
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.e.recorder.event(self.obj, type_, reason, message)
+        # One log line per transition, carrying the object's identity (grep-able by name or uid).
+        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s: %s",
+                reason, message, extra={"remediation": f"{self.ns}/{self.name}", "uid": self.meta.get("uid")})
 
     async def finish(self, phase: str, reason: str, message: str, **extra: Any) -> str:
         executed = extra.pop("executed", None)
