@@ -135,7 +135,7 @@ class _Run:
         self.event("Normal" if phase != "Failed" else "Warning", reason, f"{phase}: {message}")
         if self.e.observer:
             started = self.status.get("startedAt")
-            self.e.observer.finished(str(self.status.get("action") or "unknown"), phase, reason, _seconds_since(started))
+            self.e.observer.finished(str(self.status.get("action") or "unknown"), phase, reason, _age(started))
         return phase
 
     async def advance(self) -> str | None:
@@ -366,15 +366,3 @@ def _readable(exc: Exception) -> str:
             parts.append(f"spec.{loc}: {err['msg']}")
         return "; ".join(parts)
     return str(exc)
-
-
-def _seconds_since(ts: Any) -> float | None:
-    if not ts:
-        return None
-    from datetime import datetime, timezone
-
-    try:
-        start = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (datetime.now(timezone.utc) - start).total_seconds()
