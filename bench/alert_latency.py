@@ -79,7 +79,18 @@ def percentiles(values: list[float]) -> dict[str, float | int]:
 
 
 def ratio(a: float, b: float) -> float:
-    return round(a / b, 2) if b and not math.isnan(a) and not math.isnan(b) else math.nan
+    if not b or math.isnan(a) or math.isnan(b):
+        return math.nan
+    r = a / b
+    return float(f"{r:.4g}")
+
+
+def by_decile(series: list[float]) -> list[float]:
+    """Median latency of each tenth of the run, in send order: shows queueing build-up."""
+    if len(series) < 10:
+        return []
+    k = len(series) / 10
+    return [round(statistics.median(series[int(i * k):int((i + 1) * k)]), 4) for i in range(10)]
 
 
 def parse_ts(text: str) -> float:
@@ -211,10 +222,11 @@ class Env:
             self.started_cp = True
             self.kubeconfig = self.cp.admin_kubeconfig
             log(f"control plane ready in {self.cp.ready_seconds:.1f}s at {self.cp.server}")
-        kc = ["--kubeconfig", str(self.kubeconfig)]
-        self.cp.kubectl(*kc, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-        self.cp.kubectl(*kc, "wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev")
+        self.cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"), kubeconfig=self.kubeconfig)
+        wait_for(lambda: self.cp.kubectl("wait", "--for=condition=Established", "--timeout=10s",
+                                         "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev",
+                                         check=False, kubeconfig=self.kubeconfig).returncode == 0,
+                 60, "CRDs established", interval=0.5)
         self.kube = config.new_client_from_config(config_file=str(self.kubeconfig))
         core = client.CoreV1Api(self.kube)
         suffix = uuid.uuid4().hex[:6]
@@ -371,16 +383,20 @@ async def remedy_latency(env: Env, api: Api, webhook: str, token: str, n: int, r
         phases.clear()
         for c in items:
             fp = (c["metadata"].get("annotations") or {}).get("remedy.dev/fingerprint", "")
+            if fp not in sent:
+                continue  # warm-up
             st = c.get("status") or {}
             phases[st.get("phase", "None")] = phases.get(st.get("phase", "None"), 0) + 1
-            if fp in sent and st.get("heartbeatAt"):
+            if st.get("heartbeatAt"):
                 latencies[fp] = parse_ts(st["heartbeatAt"]) - sent[fp]
         done = len(latencies) == len(sent) and all(p in ("Succeeded", "Failed", "Skipped") for p in phases)
         if done or time.monotonic() > deadline:
             break
         await asyncio.sleep(2)
+    order = sorted(latencies, key=lambda fp: sent[fp])
     return {"sent": len(sent), "send_seconds": round(send_seconds, 2), "outcomes": outcomes,
             "started": len(latencies), "phases": phases, "latency_s": percentiles(list(latencies.values())),
+            "p50_by_decile_s": by_decile([latencies[fp] for fp in order]),
             "webhook_rtt_s": percentiles(rtts)}
 
 
@@ -446,9 +462,10 @@ async def baseline_latency(env: Env, api: Api, n: int, rate: float, timeout: flo
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, *patch_tasks, return_exceptions=True)
-    lat = [acted[k] - sent[k] for k in sent if k in acted]
+    order = sorted((k for k in sent if k in acted), key=lambda k: sent[k])
+    lat = [acted[k] - sent[k] for k in order]
     return {"sent": len(sent), "acted": len(lat), "patched": sum(1 for k in sent if k in patched),
-            "latency_s": percentiles(lat)}
+            "latency_s": percentiles(lat), "p50_by_decile_s": by_decile(lat)}
 
 
 # --- phase 2: storm throughput ---------------------------------------------------------------
@@ -544,6 +561,7 @@ async def run(env: Env, args: argparse.Namespace, summary: dict[str, Any]) -> No
             "remedy": rem["latency_s"], "baseline": base["latency_s"],
             "ratio": {k: ratio(float(rem["latency_s"][k]), float(base["latency_s"][k])) for k in ("p50", "p90", "p99", "max")},
             "remedy_webhook_rtt": rem["webhook_rtt_s"],
+            "remedy_p50_by_decile": rem["p50_by_decile_s"], "baseline_p50_by_decile": base["p50_by_decile_s"],
             "remedy_detail": {k: rem[k] for k in ("sent", "send_seconds", "outcomes", "started", "phases")},
             "baseline_detail": {k: base[k] for k in ("sent", "acted", "patched")},
         },
@@ -565,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alerts", type=int, default=1000, help="distinct alerts for the latency phase (default 1000)")
     p.add_argument("--storm", type=int, default=10_000, help="alerts in the storm, over 100 fingerprints (default 10000)")
     p.add_argument("--quick", action="store_true", help="smoke: 100 alerts, 1,000 storm alerts")
-    p.add_argument("--rate", type=float, default=10.0, help="latency phase: alerts (and baseline creates) per second")
+    p.add_argument("--rate", type=float, default=5.0, help="latency phase: alerts (and baseline creates) per second")
     p.add_argument("--concurrency", type=int, default=20, help="storm: requests in flight")
     p.add_argument("--kubeconfig", help="reuse this cluster (e.g. scripts/cluster up) instead of starting one")
     p.add_argument("--out", help="write the JSON here (default bench/results/alert_latency[-quick]-<date>.json)")

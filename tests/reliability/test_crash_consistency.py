@@ -114,27 +114,27 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(kube_admin: client.Ap
 
         kills = 0
         kill_phases: Counter[str] = Counter()
-        started = time.monotonic()
-        # Create in waves while killing, so kills land at every step of the lifecycle,
-        # including before intent (objects not yet seen) and during operator startup.
-        waves = [specs[i:i + 25] for i in range(0, len(specs), 25)]
-        with ThreadPoolExecutor(8) as pool:
-            for wave in waves:
-                list(pool.map(create, wave))
-                time.sleep(rng.uniform(0.3, 2.5))
-                if kills < MAX_KILLS:
-                    snapshot = Counter(phase(o) or "new" for o in list_rems(kube_admin, ns))
-                    op.kill()
-                    kills += 1
-                    kill_phases.update({p: n for p, n in snapshot.items() if p not in FINAL})
-                    op.start()
-        while kills < MAX_KILLS and not all_final(kube_admin, ns, N_TOTAL):
-            time.sleep(rng.uniform(0.5, 4.0))
+
+        def kill_at_random_point() -> None:
+            nonlocal kills
+            # Random delay after the operator is up, so the kill lands while it works:
+            # before intent (objects not yet picked up), after intent, mid-action, after action.
+            op.wait_ready(60)
+            time.sleep(rng.uniform(0.3, 3.0))
             snapshot = Counter(phase(o) or "new" for o in list_rems(kube_admin, ns))
             op.kill()
             kills += 1
             kill_phases.update({p: n for p, n in snapshot.items() if p not in FINAL})
             op.start()
+
+        started = time.monotonic()
+        waves = [specs[i:i + 50] for i in range(0, len(specs), 50)]
+        with ThreadPoolExecutor(8) as pool:
+            for wave in waves:  # creations interleaved with kills
+                list(pool.map(create, wave))
+                kill_at_random_point()
+        while kills < MAX_KILLS and not all_final(kube_admin, ns, N_TOTAL):
+            kill_at_random_point()
         assert op.alive
         items = wait_for(lambda: all_final(kube_admin, ns, N_TOTAL), 240, f"all {N_TOTAL} Remediations final")
         elapsed = time.monotonic() - started
