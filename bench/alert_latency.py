@@ -141,7 +141,7 @@ class Api:
         from kubernetes import client, config
 
         cfg = client.Configuration()
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
         self.host = cfg.host.rstrip("/")
         self.ssl = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
         if cfg.cert_file:
@@ -227,7 +227,7 @@ class Env:
                                          "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev",
                                          check=False, kubeconfig=self.kubeconfig).returncode == 0,
                  60, "CRDs established", interval=0.5)
-        self.kube = config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.kube = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
         core = client.CoreV1Api(self.kube)
         suffix = uuid.uuid4().hex[:6]
         for ns in (f"bench-{suffix}", f"bench-base-{suffix}"):
@@ -368,7 +368,9 @@ async def remedy_latency(env: Env, api: Api, webhook: str, token: str, n: int, r
         # Warm-up (not measured): kopf's watch, the operator's client pool, the apiserver caches.
         await paced(WARMUP, rate, lambda i: send_one(f"warm{i:04d}", i))
         await asyncio.sleep(2)
-        sent.clear(), rtts.clear(), outcomes.clear()
+        sent.clear()
+        rtts.clear()
+        outcomes.clear()
         t_begin = time.monotonic()
         await paced(n, rate, lambda i: send_one(f"lat{i:05d}", i))
         send_seconds = time.monotonic() - t_begin

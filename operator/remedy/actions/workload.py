@@ -80,14 +80,14 @@ async def pod_snapshot(ctx: ActionContext, ref: WorkloadRef | DeploymentRef) -> 
                 }
             )
         out.append({"name": pod.metadata.name, "phase": pod.status.phase, "containers": containers})
-    events = await ctx.kube.call(
-        "list events", ctx.kube.core.list_namespaced_event, ctx.namespace,
-        field_selector=f"involvedObject.name={ref.name}",
-    )
+    # The workload's own Events and its pods' (OOMKilled, BackOff live on the pods).
+    names = {ref.name} | {pod.metadata.name for pod in pods.items}
+    events = await ctx.kube.call("list events", ctx.kube.core.list_namespaced_event, ctx.namespace, limit=500)
     recent = [
-        {"reason": e.reason, "message": (e.message or "")[:200], "count": e.count}
-        for e in sorted(events.items, key=lambda e: str(e.last_timestamp or ""))[-10:]
-    ]
+        {"object": e.involved_object.name, "reason": e.reason, "message": (e.message or "")[:200], "count": e.count}
+        for e in sorted(events.items, key=lambda e: str(e.last_timestamp or ""))
+        if e.involved_object is not None and e.involved_object.name in names
+    ][-10:]
     return {"workload": _target(ref), "pods": out, "podCount": len(pods.items), "events": recent}
 
 
@@ -264,11 +264,14 @@ async def memory_plan(ctx: ActionContext, p: RaiseMemoryOnOOM) -> Evidence:
         if old >= cap:
             raise OverCapError(f"container {c.name}: memory limit {limits['memory']} is already at maxLimit {p.max_limit}; refused")
         bumped = max(Decimal(math.ceil(old * Decimal(str(p.factor)))), old + step)
-        new = min(bumped, cap)
-        change = {"container": c.name, "oldLimit": limits["memory"], "newLimit": _mi(new),
-                  "cappedAtMaxLimit": new < bumped, "oomKilledPods": oom.get(c.name, [])}
+        mib = Decimal(1024 * 1024)
+        rounded = Decimal(math.ceil(bumped / mib)) * mib
+        # Rounding up to whole Mi must never cross the cap (e.g. a decimal-unit cap like 3G).
+        new, new_text = (cap, p.max_limit) if rounded >= cap else (rounded, _mi(rounded))
+        change = {"container": c.name, "oldLimit": limits["memory"], "newLimit": new_text,
+                  "cappedAtMaxLimit": bumped > cap, "oomKilledPods": oom.get(c.name, [])}
         if "memory" in requests and parse_quantity(requests["memory"]) > new:
-            change["newRequest"] = _mi(new)
+            change["newRequest"] = new_text
         changes.append(change)
     if not changes:
         raise SkipError("no container matched", reason="NoMatchingContainer")
@@ -283,13 +286,12 @@ async def memory_execute(ctx: ActionContext, p: RaiseMemoryOnOOM, plan: Evidence
         if "newRequest" in c:
             res["requests"] = {"memory": c["newRequest"]}
         containers.append({"name": c["container"], "resources": res})
+    # The template first, in both strategies: new pods must keep the raised limit even if an
+    # in-place resize below fails halfway. Strategic merge keys containers by name: memory only.
+    await _patch(ctx, p.target.kind, p.target.name, {"spec": {"template": {"spec": {"containers": containers}}}})
     resized: list[str] = []
     if p.strategy == "inPlace":
         resized = await _resize_pods_in_place(ctx, p, containers)
-    # The template is patched in both strategies so that new pods keep the raised limit.
-    # Strategic merge on containers keys by name, so this touches memory only.
-    if p.strategy == "rollout" or resized:
-        await _patch(ctx, p.target.kind, p.target.name, {"spec": {"template": {"spec": {"containers": containers}}}})
     return {"workload": _target(p.target), "containers": plan["containers"], "resizedInPlace": resized}
 
 

@@ -855,7 +855,9 @@ def check_oom(st: Stack, obj: dict[str, Any]) -> str:
     def new_rs() -> Any:
         for rs in apps.list_namespaced_replica_set(NS, label_selector="app=inventory").items:
             c = rs.spec.template.spec.containers[0]
-            if c.resources.limits.get("memory") == limit and (rs.status.ready_replicas or 0) >= (rs.spec.replicas or 1):
+            want = dep.spec.replicas or 1
+            if c.resources.limits.get("memory") == limit and rs.spec.replicas == want \
+                    and (rs.status.ready_replicas or 0) >= want:
                 return rs
         return None
 

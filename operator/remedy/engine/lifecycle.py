@@ -289,6 +289,7 @@ class _Run:
     async def _execute_inner(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
                              plan: dict[str, Any]) -> str:
         timeout = parse_duration(spec.timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
             result = await asyncio.wait_for(action.execute(ctx, params, plan), timeout=timeout)
         except RetryableError as exc:
@@ -303,19 +304,31 @@ class _Run:
             await self.patch({"phase": "Verifying", "result": result, "message": "verifying",
                               "conditions": self.conds(Executed=("True", "Executed", _summary(result, plan)),
                                                        Verified=("Unknown", "InProgress", "verifying"))}, lock=False)
-            return await self._verify(spec, action, params, ctx, plan, result)
+            return await self._verify(spec, action, params, ctx, plan, result, deadline)
         msg = _summary(result, plan)
         return await self.finish("Succeeded", "Succeeded", msg, result=result, executed=("True", "Executed", msg),
                                  verified=("Unknown", "NotConfigured", "no verification configured"))
 
     async def _verify(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
-                      plan: dict[str, Any], result: dict[str, Any]) -> str:
+                      plan: dict[str, Any], result: dict[str, Any], deadline: float | None = None) -> str:
+        """spec.timeout bounds execution plus verification: verification gets what is left."""
         checks: dict[str, Any] = {}
-        try:
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + parse_duration(spec.timeout)
+
+        async def run_checks() -> None:
             if action.verify is not None:
                 checks["action"] = await action.verify(ctx, params, plan, result)
             if spec.verify is not None:
                 checks["promql"] = await verify_promql(self.e.prometheus_url, spec.verify)
+
+        try:
+            await asyncio.wait_for(run_checks(), timeout=max(0.1, deadline - loop.time()))
+        except TimeoutError:
+            msg = f"verification did not finish within spec.timeout {spec.timeout}"
+            return await self.finish("Failed", "VerificationTimeout", msg, result=result,
+                                     verified=("False", "VerificationTimeout", msg))
         except RetryableError:
             raise
         except RemedyError as exc:
