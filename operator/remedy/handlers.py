@@ -55,9 +55,11 @@ def kube_client() -> KubeClient:
 
     try:
         kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return KubeClient(client.ApiClient())
+        api = client.ApiClient()
     except kube_config.ConfigException:
-        return KubeClient(kube_config.new_client_from_config())  # type: ignore[no-untyped-call]
+        api = kube_config.new_client_from_config()  # type: ignore[no-untyped-call]
+    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = 32
+    return KubeClient(api)
 
 
 def build_engine(settings: Settings, kube: KubeClient) -> Engine:
@@ -99,10 +101,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         prefix=f"kopf.{GROUP}", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    # Peering (HA): a standby takes over once the active replica's lease expires; kopf's
+    # default of 60 s is long for remediation, so it is configurable and shorter by default.
+    settings.peering.lifetime = int(os.environ.get("REMEDY_PEERING_LIFETIME", "15"))
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     cfg = load()
     memo.settings = cfg
+    # Every API call runs in a worker thread; the default pool (cores + 4) queues under alert
+    # storms, and the client's connection pool must be at least as large.
+    from concurrent.futures import ThreadPoolExecutor
+
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="remedy-api"))
     memo.kube = kube_client()
     memo.engine = build_engine(cfg, memo.kube)
     memo.policies = PolicyEngine(memo.kube, ApiRecorder(memo.kube), REGISTRY)
@@ -205,7 +215,8 @@ async def poll_prometheus(namespace: str, name: str, memo: kopf.Memo, stopped: k
 
 
 @kopf.on.event(GROUP, VERSION, "remediations", labels={LABEL_POLICY: kopf.PRESENT})
-async def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, type: str | None = None, **_: Any) -> None:
+    memo.policies.observe_child(dict(body), type)
     phase = (body.get("status") or {}).get("phase")
     if phase in ("Succeeded", "Failed", "Skipped"):
         await memo.policies.refresh_requested.put((namespace, body["metadata"]["labels"][LABEL_POLICY]))

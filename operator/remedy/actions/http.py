@@ -443,6 +443,8 @@ NOTIFY = ActionDef(
     name="notify", params=Notify,
     target=lambda p: f"Notify/{p.severity}" + (f" via {_host(p.webhook.url)}" if p.webhook else ""),
     plan=notify_plan, execute=notify_execute,
-    idempotent=False,  # a second run posts the message twice
+    # After a crash mid-notify, a duplicate message is better than a lost one: an on-call
+    # human de-duplicates easily, but never learns of a message that was not sent.
+    idempotent=True,
     destructive=False,
 )

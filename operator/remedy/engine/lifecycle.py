@@ -232,7 +232,7 @@ class _Run:
         # Intent first: if we die after this, the next operator sees Running and does not act blindly.
         await self.patch({
             "phase": "Running", "attemptId": attempt_id, "executor": self.e.executor_id, "heartbeatAt": _now_precise(), "attempts": attempts, "plan": plan,
-            "evidence": evidence, "startedAt": self.status.get("startedAt") or now_rfc3339(),
+            "evidence": evidence, "startedAt": self.status.get("startedAt") or _now_precise(),
             "approvedBy": approved_by, "message": f"running: {plan.get('change') or action.name}",
             "conditions": self.conds(Approved=approved, Executed=("Unknown", "InProgress", f"attempt {attempt_id} started")),
         })

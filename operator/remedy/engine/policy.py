@@ -64,6 +64,22 @@ def series_fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:16]
 
 
+def consecutive_failures(finals: list[dict[str, Any]], reset_at: str | None) -> tuple[int, dict[str, Any] | None]:
+    """Trailing Failed children (by completion time) since the last success or resume."""
+    consecutive = 0
+    last_failed: dict[str, Any] | None = None
+    for c in reversed(finals):
+        cst = c.get("status") or {}
+        if reset_at and (cst.get("completedAt") or "") <= reset_at:
+            break
+        if cst.get("phase") == "Failed":
+            consecutive += 1
+            last_failed = last_failed or c
+        elif cst.get("phase") == "Succeeded":
+            break
+    return consecutive, last_failed
+
+
 def _variables(firing: Firing, policy_name: str) -> dict[str, Any]:
     return {"labels": firing.labels, "annotations": firing.annotations, "fingerprint": firing.fingerprint,
             "startsAt": firing.starts_at, "policy": policy_name}
@@ -90,6 +106,42 @@ class PolicyEngine:
         self._paused: set[tuple[str, str]] = set()
         self._scheduled: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.refresh_requested: asyncio.Queue[tuple[str, str]] | None = None
+        # Children per policy, seeded by one LIST per policy and kept current by watch events
+        # (observe_child), so guard checks cost O(1) API calls however long the history is.
+        self._children: defaultdict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._synced: set[tuple[str, str]] = set()
+
+    # --- children cache -----------------------------------------------------------------------
+    @staticmethod
+    def _slim(body: dict[str, Any]) -> dict[str, Any]:
+        meta = body.get("metadata") or {}
+        st = body.get("status") or {}
+        return {
+            "metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "annotations", "creationTimestamp")},
+            "status": {k: st.get(k) for k in ("phase", "completedAt", "conditions") if st.get(k) is not None},
+        }
+
+    def observe_child(self, body: dict[str, Any], event_type: str | None) -> None:
+        """Called for every watch event of a Remediation labelled with a policy."""
+        meta = body.get("metadata") or {}
+        policy = (meta.get("labels") or {}).get(LABEL_POLICY)
+        if not policy:
+            return
+        key = (meta.get("namespace", ""), policy)
+        if event_type == "DELETED":
+            self._children[key].pop(meta.get("name", ""), None)
+        else:
+            self._children[key][meta.get("name", "")] = self._slim(body)
+
+    async def children(self, namespace: str, policy: str) -> list[dict[str, Any]]:
+        key = (namespace, policy)
+        if key not in self._synced:
+            listed = await self.kube.list_objects(REMEDIATIONS, namespace, f"{LABEL_POLICY}={policy}")
+            cache = self._children[key]
+            for child in listed:
+                cache.setdefault(child["metadata"]["name"], self._slim(child))
+            self._synced.add(key)
+        return list(self._children[key].values())
 
     # --- firing ---------------------------------------------------------------------------
     def _remember(self, name: str) -> None:
@@ -134,9 +186,19 @@ class PolicyEngine:
                 await self._degrade(fresh, exc.reason, exc.message)
                 self.recorder.event(fresh, "Warning", exc.reason, exc.message)
                 return f"error:{exc.reason}"
-            children = await self.kube.list_objects(REMEDIATIONS, ns, f"{LABEL_POLICY}={name}")
+            children = await self.children(ns, name)
             now = time.time()
             active = [c for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
+            # The refresh loop writes the Paused condition about once a second; within a burst,
+            # check the failure streak here too so the pause takes effect at the threshold.
+            finals = sorted((c for c in children if (c.get("status") or {}).get("phase") in FINAL_PHASES),
+                            key=lambda c: (c.get("status") or {}).get("completedAt") or "")
+            streak, _ = consecutive_failures(finals, status.get("failuresResetAt"))
+            resumed_at = (fresh["metadata"].get("annotations") or {}).get(ANN_RESUMED_AT)
+            if streak >= spec.guards.pause_after_failures and not (
+                    resumed_at and status.get("selfPausedAt") and resumed_at > status["selfPausedAt"]):
+                self._queue_refresh(key)
+                return self._block(fresh, "paused", f"{streak} consecutive failed remediations (pauseAfterFailures {spec.guards.pause_after_failures})")
             if len(active) >= spec.guards.max_concurrent:
                 return self._block(fresh, "concurrency", f"{len(active)} remediations still active (maxConcurrent {spec.guards.max_concurrent})")
             last_hour = [c for c in children if (_ts(c["metadata"].get("creationTimestamp")) or 0) > now - 3600
@@ -150,10 +212,12 @@ class PolicyEngine:
             if cooldown and recent_same:
                 return self._block(fresh, "cooldown", f"{target} was remediated less than {spec.guards.cooldown} ago")
             body = self._child_body(fresh, spec, cname, action, target, target_hash, firing, step=0)
-            _, created = await self.kube.create_object_if_absent(REMEDIATIONS, ns, body)
+            created_obj, created = await self.kube.create_object_if_absent(REMEDIATIONS, ns, body)
             self._remember(cname)
             if not created:
                 return self._dedup(key, name)
+            if created_obj is not None:  # visible to the next guard check before its watch event arrives
+                self._children[key][cname] = self._slim(created_obj)
             self._count(key, "created")
             self._pending[key]["_lastFired"] = int(now)
             self.recorder.event(fresh, "Normal", "Remediating", f"created Remediation {cname} for {target} ({firing.source} {firing.fingerprint})")
@@ -259,6 +323,8 @@ class PolicyEngine:
             if policy is None:
                 self._pending.pop(key, None)
                 self._paused.discard(key)
+                self._children.pop(key, None)
+                self._synced.discard(key)
                 return None
             return await self._refresh(policy, key)
 
@@ -275,7 +341,7 @@ class PolicyEngine:
             conds = set_condition(conds, "Ready", "False", "InvalidSpec", msg, gen)
             conds = set_condition(conds, "Degraded", "True", "InvalidSpec", msg, gen)
             return await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"], {"conditions": conds, "observedGeneration": gen})  # type: ignore[no-any-return]
-        children = await self.kube.list_objects(REMEDIATIONS, meta["namespace"], f"{LABEL_POLICY}={meta['name']}")
+        children = await self.children(meta["namespace"], meta["name"])
         finals = sorted((c for c in children if (c.get("status") or {}).get("phase") in FINAL_PHASES),
                         key=lambda c: (c.get("status") or {}).get("completedAt") or "")
         active = [c["metadata"]["name"] for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
@@ -287,17 +353,7 @@ class PolicyEngine:
             changes["failuresResetAt"] = resumed_at
             changes["selfPausedAt"] = None
             self.recorder.event(policy, "Normal", "Resumed", f"resumed by annotation {ANN_RESUMED_AT}={resumed_at}")
-        consecutive = 0
-        last_failed: dict[str, Any] | None = None
-        for c in reversed(finals):
-            cst = c.get("status") or {}
-            if reset_at and (cst.get("completedAt") or "") <= reset_at:
-                break
-            if cst.get("phase") == "Failed":
-                consecutive += 1
-                last_failed = last_failed or c
-            elif cst.get("phase") == "Succeeded":
-                break
+        consecutive, last_failed = consecutive_failures(finals, reset_at)
         self_paused = consecutive >= spec.guards.pause_after_failures and not changes.get("failuresResetAt")
         was_paused = (get_condition(conds, "Paused") or {}).get("status") == "True"
         if spec.paused:
@@ -383,6 +439,10 @@ class PolicyEngine:
             if created:
                 self.recorder.event(policy, "Warning", "Escalated",
                                     f"{top['metadata']['name']} failed; escalation step {step + 1}: {target}")
+
+    def _queue_refresh(self, key: tuple[str, str]) -> None:
+        if self.refresh_requested is not None:
+            self.refresh_requested.put_nowait(key)
 
     def _schedule(self, policy: dict[str, Any], delay: float) -> None:
         key = (policy["metadata"]["namespace"], policy["metadata"]["name"])
