@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("crdgen", help="write crds/ from the models").add_argument("--check", action="store_true")
     demo_cmd = sub.add_parser("demo", help="run the local incident demo")
     demo_cmd.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["demo"]:  # everything after `demo` belongs to the demo's own parser
+        from .devenv import demo
+
+        return int(demo.main(raw[1:]) or 0)
+    args = parser.parse_args(raw)
 
     if args.cmd == "crdgen":
         from . import crdgen
