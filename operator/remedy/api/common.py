@@ -70,6 +70,11 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def now_rfc3339_ms() -> str:
+    """Millisecond precision: timelines sort start and end of sub-second actions correctly."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def preserve_unknown() -> dict[str, Any]:
     """JSON-schema extra for free-form evidence objects (plan, result)."""
     return {"x-kubernetes-preserve-unknown-fields": True}

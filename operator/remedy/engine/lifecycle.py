@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from ..actions.base import ActionContext, ActionDef
-from ..api.common import now_rfc3339, parse_duration
+from ..api.common import now_rfc3339_ms, parse_duration
 from ..api.remediation import CONDITION_TYPES, FINAL_PHASES, RemediationSpec
 from ..errors import OverCapError, PermanentError, RemedyError, RetryableError, SkipError
 from .conditions import initial_conditions, set_condition
@@ -129,7 +129,7 @@ class _Run:
         if verified:
             updates["Verified"] = verified
         await self.patch(
-            {"phase": phase, "completedAt": now_rfc3339(), "message": message, "conditions": self.conds(**updates), **extra},
+            {"phase": phase, "completedAt": now_rfc3339_ms(), "message": message, "conditions": self.conds(**updates), **extra},
             lock=False,
         )
         self.event("Normal" if phase != "Failed" else "Warning", reason, f"{phase}: {message}")
@@ -193,7 +193,7 @@ class _Run:
             return await self._resume_running(spec, action, params, ctx)
         if phase == "Verifying":
             self._check_not_live_elsewhere()
-            await self.patch({"executor": self.e.executor_id, "heartbeatAt": _now_precise()})
+            await self.patch({"executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms()})
             beat = asyncio.create_task(self._heartbeat())
             try:
                 return await self._verify(spec, action, params, ctx, dict(self.status.get("plan") or {}),
@@ -231,8 +231,8 @@ class _Run:
         attempt_id = f"{self.meta['uid'][:8]}-{attempts}"
         # Intent first: if we die after this, the next operator sees Running and does not act blindly.
         await self.patch({
-            "phase": "Running", "attemptId": attempt_id, "executor": self.e.executor_id, "heartbeatAt": _now_precise(), "attempts": attempts, "plan": plan,
-            "evidence": evidence, "startedAt": self.status.get("startedAt") or _now_precise(),
+            "phase": "Running", "attemptId": attempt_id, "executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms(), "attempts": attempts, "plan": plan,
+            "evidence": evidence, "startedAt": self.status.get("startedAt") or now_rfc3339_ms(),
             "approvedBy": approved_by, "message": f"running: {plan.get('change') or action.name}",
             "conditions": self.conds(Approved=approved, Executed=("Unknown", "InProgress", f"attempt {attempt_id} started")),
         })
@@ -246,7 +246,7 @@ class _Run:
         attempt_id = self.status.get("attemptId")
         plan = dict(self.status.get("plan") or {})
         self._check_not_live_elsewhere()
-        await self.patch({"executor": self.e.executor_id, "heartbeatAt": _now_precise()})
+        await self.patch({"executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms()})
         if action.idempotent:
             msg = f"operator restarted during attempt {attempt_id}; re-applying the recorded plan (idempotent)"
             await self.patch({"conditions": self.conds(Executed=("Unknown", "Resumed", msg))}, lock=False)
@@ -273,7 +273,7 @@ class _Run:
         while True:
             await asyncio.sleep(self.e.heartbeat_interval)
             try:
-                self.obj = await self.e.store.patch_status(PLURAL, self.ns, self.name, {"heartbeatAt": _now_precise()})
+                self.obj = await self.e.store.patch_status(PLURAL, self.ns, self.name, {"heartbeatAt": now_rfc3339_ms()})
                 self.meta = self.obj["metadata"]
             except RemedyError as exc:
                 log.warning("heartbeat for %s/%s failed: %s", self.ns, self.name, exc.message)
@@ -350,10 +350,6 @@ class _Run:
         await self.patch(changes, lock=False)
         self.event("Warning", exc.reason, msg)
         exc.delay = min(60.0, max(exc.delay, 2.0 ** attempts))
-
-
-def _now_precise() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _age(ts: Any) -> float | None:

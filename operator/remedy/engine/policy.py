@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..actions.base import ActionDef
-from ..api.common import now_rfc3339, parse_duration
+from ..api.common import now_rfc3339, now_rfc3339_ms, parse_duration
 from ..api.policy import RemediationPolicySpec
 from ..api.remediation import FINAL_PHASES, ActionSpec
 from ..errors import InvalidSpecError, RetryableError
@@ -294,7 +294,7 @@ class PolicyEngine:
             conds = set_condition(conds, "Executed", "False", "AlertResolved", msg, child["metadata"].get("generation"))
             try:
                 await self.kube.patch_status(REMEDIATIONS, meta["namespace"], cname,
-                                             {"phase": "Skipped", "message": msg, "completedAt": now_rfc3339(), "conditions": conds},
+                                             {"phase": "Skipped", "message": msg, "completedAt": now_rfc3339_ms(), "conditions": conds},
                                              child["metadata"]["resourceVersion"])
             except RetryableError:
                 continue  # the lifecycle engine moved it meanwhile; look again
