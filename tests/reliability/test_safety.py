@@ -114,9 +114,8 @@ def test_mass_oom_is_capped_and_pauses_the_policy(kube_admin: client.ApiClient, 
     pol = get_policy(kube_admin, ns, "oom")
     paused = cond(pol, "Paused")
     executed = sum(1 for _, ph, _ in results if ph == "Succeeded")
-    # The self-pause is evaluated by the policy refresh loop (about once a second) from the
-    # children's outcomes, so inside one burst more refused (OverCap) children than
-    # pauseAfterFailures can be created before it takes effect: recorded as pauseOvershoot.
+    # pauseOvershoot: refused children beyond pauseAfterFailures (0 since the streak is also
+    # checked at fire time, not only by the refresh loop).
     record("safety-mass-oom", {"pods": PODS, "pauseAfterFailures": 2, "maxPerHour": 10, "maxConcurrent": 1,
                                "pauseOvershoot": sum(1 for _, ph, _ in results if ph == "Failed") - 2, "waves": waves, "alertsSent": sum(w["alerts"] for w in waves),
                                "children": len(kids), "executed": executed,
@@ -131,5 +130,11 @@ def test_mass_oom_is_capped_and_pauses_the_policy(kube_admin: client.ApiClient, 
     assert len(kids) <= 10
     # ...and once paused, later waves create nothing.
     assert paused["status"] == "True" and paused["reason"] == "TooManyFailures"
-    assert all(w["outcomes"].get("created", 0) == 0 and w["outcomes"].get("blocked:paused") == PODS for w in waves[1:])
+    # The failure streak is checked when each child is created, so the pause lands exactly at
+    # pauseAfterFailures (no overshoot) and every wave after the one that paused it creates nothing.
+    assert len(failed) == 2, results
+    first_paused = next(i for i, w in enumerate(waves) if w["outcomes"].get("blocked:paused"))
+    assert all(w["outcomes"].get("created", 0) == 0 and w["outcomes"].get("blocked:paused") == PODS
+               for w in waves[first_paused + 1:])
+    assert first_paused <= 2
     assert op.alive
