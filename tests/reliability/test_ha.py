@@ -10,6 +10,8 @@ resume the orphaned attempt.
 
 from __future__ import annotations
 
+import os
+
 import json
 import time
 import urllib.request
@@ -95,7 +97,7 @@ def test_standby_takes_over_after_sigkill_without_double_execution(control_plane
         time.sleep(2)
         figures = {
             "replicas": 2, "priorities": [100, 10], "kills": 1, "standbyResumedSeconds": round(resumed, 1), "takeoverSeconds": round(takeover, 1),
-            "takeoverBoundSeconds": TAKEOVER_BOUND, "peeringLifetimeSeconds": 60,
+            "takeoverBoundSeconds": TAKEOVER_BOUND, "peeringLifetimeSeconds": int(os.environ.get("REMEDY_PEERING_LIFETIME", "15")),
             "restart": [restart["status"]["phase"], cond(restart, "Completed").get("reason")],
             "cron": [cron["status"]["phase"], cond(cron, "Completed").get("reason")],
             "deploymentSpecChanges": int(apps.read_namespaced_deployment("web", ns).metadata.generation) - 1,
