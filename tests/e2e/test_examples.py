@@ -41,6 +41,8 @@ from remedy.devenv.kubelet import mark_oomkilled
 from remedy.devenv.mongowire import MongoWireServer
 from remedy.devenv.operator import OperatorProcess
 from remedy.devenv.services import PostgresServer, PrometheusServer, RedisServer
+from tests.fixtures.helpers import http_json as _http
+from tests.fixtures.helpers import wait_for as _wait
 from tests.fixtures.operator import condition, get_rem, make_namespace, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -124,30 +126,6 @@ class World:
 
 def _redis_url(s: RedisServer) -> str:
     return f"redis://:{urllib.parse.quote(s.password or '', safe='')}@{s.host}:{s.port}/{REDIS_DB}"
-
-
-def _http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            raw = r.read()
-            return r.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        return e.code, json.loads(raw) if raw else None
-
-
-def _wait(fn: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _setup_postgres(pg: PostgresServer) -> None:

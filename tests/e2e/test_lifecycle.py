@@ -11,6 +11,7 @@ from kubernetes import client
 
 from remedy.devenv.cluster import ControlPlane
 from remedy.devenv.operator import OperatorProcess
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.operator import condition, create_rem, get_rem, make_namespace, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -31,16 +32,6 @@ def make_deployment(api: client.ApiClient, ns: str, name: str, replicas: int = 2
 
 def replicasets(api: client.ApiClient, ns: str, app: str) -> list[Any]:
     return list(client.AppsV1Api(api).list_namespaced_replica_set(ns, label_selector=f"app={app}").items)
-
-
-def wait_for(fn: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def apply(cp: ControlPlane, ns: str, manifest: str) -> subprocess.CompletedProcess[str]:

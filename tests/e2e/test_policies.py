@@ -21,6 +21,8 @@ from remedy.devenv.demoapp import DemoProcess
 from remedy.devenv.operator import OperatorProcess
 from remedy.devenv.rollout_bridge import RolloutBridge
 from remedy.devenv.services import AlertmanagerServer, PrometheusServer, free_port
+from tests.fixtures.helpers import http_json as _http
+from tests.fixtures.helpers import wait_for as _wait
 from tests.fixtures.operator import GROUP, VERSION, condition, make_namespace, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -85,30 +87,6 @@ def _get_ok(url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
-
-
-def _wait(fn: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.3)
-    raise AssertionError(f"timed out: {what}")
-
-
-def _http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            raw = r.read()
-            return r.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        return e.code, json.loads(raw) if raw else None
 
 
 def create_policy(api: client.ApiClient, ns: str, name: str, spec: dict[str, Any]) -> None:
