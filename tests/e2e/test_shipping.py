@@ -453,7 +453,11 @@ def test_least_privilege_operator_under_chart_rbac(control_plane: ControlPlane, 
     assert obj["status"]["phase"] == "Succeeded", (obj["status"], (tmp_path / "operator-full.log").read_text()[-3000:])
     assert client.AppsV1Api(kube_admin).read_namespaced_deployment("web", ns).spec.replicas == 3
     log = (tmp_path / "operator-full.log").read_text()
-    assert "403" not in log and "Forbidden" not in log, log[-3000:]
+    # With -A the operator also resumes objects left by earlier tests; kopf's Events into their
+    # namespaces, still terminating, are refused with 403 "being terminated" - not an RBAC gap.
+    denied = [line for line in log.splitlines() if ("403" in line or "Forbidden" in line)
+              and "is being terminated" not in line]
+    assert not denied, denied[:5]
     op.stop()
 
     # (b) actions.workload.enabled=false: no apps grants; the same Remediation fails Forbidden,
