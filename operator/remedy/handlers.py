@@ -158,18 +158,15 @@ async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger) -> None:
     queue = policies.refresh_requested
     assert queue is not None
     while True:
-        try:
-            await asyncio.sleep(1.0)
-            keys = set(policies.has_pending())
-            while not queue.empty():
-                keys.add(queue.get_nowait())
-            for ns, name in keys:
-                try:
-                    await policies.refresh(ns, name)
-                except Exception as exc:  # noqa: BLE001 - one policy's failure must not stop the loop
-                    logger.warning("refresh of policy %s/%s failed: %s", ns, name, exc)
-        except asyncio.CancelledError:
-            raise
+        await asyncio.sleep(1.0)
+        keys = set(policies.has_pending())
+        while not queue.empty():
+            keys.add(queue.get_nowait())
+        for ns, name in keys:
+            try:
+                await policies.refresh(ns, name)
+            except Exception as exc:  # noqa: BLE001 - one policy's failure must not stop the loop
+                logger.warning("refresh of policy %s/%s failed: %s", ns, name, exc)
 
 
 # --- RemediationPolicy ----------------------------------------------------------------------

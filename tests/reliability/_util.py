@@ -9,23 +9,16 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kubernetes import client
 
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.operator import GROUP, REPO, VERSION
 
+__all__ = ["wait_for"]  # re-exported for the suite's modules
+
 FINAL = {"Succeeded", "Failed", "Skipped"}
-
-
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def list_rems(api: client.ApiClient, ns: str, selector: str = "") -> list[dict[str, Any]]:
