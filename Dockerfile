@@ -3,7 +3,7 @@
 # Built by `pip install .` on python:3.11-slim.
 #   docker build -t ghcr.io/remedy-dev/remedy:0.1.0 .
 # NOTE: not built or tested in the development environment (there is no Docker there); the
-# e2e tests run the operator as a local process instead (remedy.devenv.operator).
+# e2e tests run the operator as a local process instead (devenv/remedy_devenv/operator.py).
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src

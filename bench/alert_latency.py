@@ -200,7 +200,7 @@ class Env:
     def up(self) -> None:
         from kubernetes import client, config
 
-        from remedy.devenv.cluster import ClusterError, ControlPlane, locate_binaries
+        from remedy_devenv.cluster import ClusterError, ControlPlane, locate_binaries
 
         if self.args.kubeconfig:
             self.kubeconfig = Path(self.args.kubeconfig).expanduser().resolve()
@@ -243,7 +243,7 @@ class Env:
         return self.namespaces[1]
 
     def start_operator(self) -> tuple[str, str]:
-        from remedy.devenv.operator import OperatorProcess
+        from remedy_devenv.operator import OperatorProcess
 
         token = secrets.token_hex(16)
         token_file = self.tmp / "webhook-token"

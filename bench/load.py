@@ -9,7 +9,7 @@ Succeeded) for the same number of objects, with the same client concurrency.
     .venv/bin/python bench/load.py -n 200 -p 50             # the CI smoke size
     .venv/bin/python bench/load.py --kubeconfig ~/.local/state/remedy/cluster/admin.kubeconfig
 
-Without --kubeconfig a throwaway control plane (remedy.devenv.cluster) is started in a temp
+Without --kubeconfig a throwaway control plane (remedy_devenv.cluster) is started in a temp
 dir. Results are printed and written as JSON to bench/results/load-<n>-<p>.json.
 tests/reliability/test_load_smoke.py imports run_load() from here.
 """
@@ -87,7 +87,7 @@ def baseline(api: client.ApiClient, n: int, workers: int) -> float:
 
 def run_load(kubeconfig: Path, n: int, p: int, log_dir: Path, workers: int = 8, timeout: float = 900.0,
              with_baseline: bool = True) -> dict[str, Any]:
-    from remedy.devenv.operator import OperatorProcess
+    from remedy_devenv.operator import OperatorProcess
 
     api = _api(kubeconfig)
     co = client.CustomObjectsApi(api)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kubeconfig", type=Path, default=None, help="reuse a cluster (CRDs applied here)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "operator"))
-    from remedy.devenv.cluster import ControlPlane
+    from remedy_devenv.cluster import ControlPlane
 
     tmp = Path(tempfile.mkdtemp(prefix="remedy-load-"))
     cp = None
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import subprocess
 
-        from remedy.devenv.cluster import locate_binaries
+        from remedy_devenv.cluster import locate_binaries
         kubectl = str(locate_binaries() / "kubectl")
         subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "--server-side", "-f", str(REPO / "crds")], check=True,
                        capture_output=True)

@@ -1,4 +1,7 @@
-"""`remedy` console script: run the operator, generate CRDs, run the demo."""
+"""`remedy` console script: run the operator or generate CRDs.
+
+The local demo is not part of the shipped operator; it lives in the development harness
+(devenv/, `./scripts/demo`)."""
 
 from __future__ import annotations
 
@@ -18,23 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--log-format", choices=["plain", "json"], default="plain",
                      help="json: one object per line with the Remediation's namespace/name/uid")
     sub.add_parser("crdgen", help="write crds/ from the models").add_argument("--check", action="store_true")
-    demo_cmd = sub.add_parser("demo", help="run the local incident demo")
-    demo_cmd.add_argument("rest", nargs=argparse.REMAINDER)
-    raw = sys.argv[1:] if argv is None else argv
-    if raw[:1] == ["demo"]:  # everything after `demo` belongs to the demo's own parser
-        from .devenv import demo
-
-        return int(demo.main(raw[1:]) or 0)
-    args = parser.parse_args(raw)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     if args.cmd == "crdgen":
         from . import crdgen
 
         return crdgen.main(["--check"] if args.check else [])
-    if args.cmd == "demo":
-        from .devenv import demo
-
-        return int(demo.main(args.rest) or 0)
     import kopf
 
     from . import handlers  # noqa: F401  (registers the handlers)

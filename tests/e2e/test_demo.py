@@ -1,4 +1,4 @@
-"""The README's main command end to end: `remedy demo` as a subprocess, every scenario, then
+"""The README's main command end to end: `./scripts/demo` as a subprocess, every scenario, then
 proof that nothing it started is left behind. Also: Ctrl-C during startup cleans up."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from remedy.devenv.demo import SCENARIOS
+from remedy_devenv.demo import SCENARIOS
 
 pytestmark = pytest.mark.cluster
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _demo(args: list[str], record: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "remedy.devenv.demo", "--record", str(record), *args],
+    return subprocess.Popen([sys.executable, "-m", "remedy_devenv.demo", "--record", str(record), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

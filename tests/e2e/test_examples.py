@@ -35,12 +35,12 @@ import redis
 import yaml
 from kubernetes import client
 
-from remedy.devenv.cluster import ControlPlane
-from remedy.devenv.demoapp import DemoProcess
-from remedy.devenv.kubelet import mark_oomkilled
-from remedy.devenv.mongowire import MongoWireServer
-from remedy.devenv.operator import OperatorProcess
-from remedy.devenv.services import PostgresServer, PrometheusServer, RedisServer
+from remedy_devenv.cluster import ControlPlane
+from remedy_devenv.demoapp import DemoProcess
+from remedy_devenv.kubelet import mark_oomkilled
+from remedy_devenv.mongowire import MongoWireServer
+from remedy_devenv.operator import OperatorProcess
+from remedy_devenv.services import PostgresServer, PrometheusServer, RedisServer
 from tests.fixtures.helpers import http_json as _http
 from tests.fixtures.helpers import wait_for as _wait
 from tests.fixtures.operator import condition, get_rem, make_namespace, wait_phase

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from remedy.devenv.cluster import ControlPlane, locate_binaries
-from remedy.devenv.operator import OperatorProcess
+from remedy_devenv.cluster import ControlPlane, locate_binaries
+from remedy_devenv.operator import OperatorProcess
 from tests.e2e.test_lifecycle import make_deployment
 from tests.fixtures.operator import GROUP, VERSION, condition, create_rem, get_rem, wait_phase
 

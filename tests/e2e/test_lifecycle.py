@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from remedy.devenv.cluster import ControlPlane
-from remedy.devenv.operator import OperatorProcess
+from remedy_devenv.cluster import ControlPlane
+from remedy_devenv.operator import OperatorProcess
 from tests.fixtures.helpers import wait_for
 from tests.fixtures.operator import condition, create_rem, get_rem, make_namespace, wait_phase
 
@@ -133,7 +133,7 @@ def test_over_cap_is_refused_not_truncated(kube_admin: client.ApiClient, operato
 
 
 def pods_oom(api: client.ApiClient, ns: str, app: str) -> list[str]:
-    from remedy.devenv import kubelet
+    from remedy_devenv import kubelet
 
     core = client.CoreV1Api(api)
     # Let the fake kubelet start them first, or its Running write races ours.
@@ -231,7 +231,7 @@ def test_sigkill_mid_action_non_idempotent_action_is_not_rerun(kube_admin: clien
     import json
     import urllib.request
 
-    from remedy.devenv.demoapp import DemoProcess
+    from remedy_devenv.demoapp import DemoProcess
 
     svc = DemoProcess("reconcile", args=["--token", "s3cret-cron"])
     svc.start()

@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from kubernetes import client
 
-from remedy.devenv.demoapp import DemoProcess
-from remedy.devenv.operator import OperatorProcess
-from remedy.devenv.rollout_bridge import RolloutBridge
-from remedy.devenv.services import AlertmanagerServer, PrometheusServer, free_port
+from remedy_devenv.demoapp import DemoProcess
+from remedy_devenv.operator import OperatorProcess
+from remedy_devenv.rollout_bridge import RolloutBridge
+from remedy_devenv.services import AlertmanagerServer, PrometheusServer, free_port
 from tests.fixtures.helpers import http_json as _http
 from tests.fixtures.helpers import wait_for as _wait
 from tests.fixtures.operator import GROUP, VERSION, condition, make_namespace, wait_phase

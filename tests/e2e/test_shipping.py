@@ -30,8 +30,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from remedy.devenv.cluster import ControlPlane
-from remedy.devenv.operator import OperatorProcess
+from remedy_devenv.cluster import ControlPlane
+from remedy_devenv.operator import OperatorProcess
 from tests.fixtures.operator import condition, create_rem, wait_phase
 
 pytestmark = pytest.mark.cluster

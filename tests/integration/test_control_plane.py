@@ -16,8 +16,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from remedy.devenv.cluster import ControlPlane
-from remedy.devenv.kubelet import mark_oomkilled
+from remedy_devenv.cluster import ControlPlane
+from remedy_devenv.kubelet import mark_oomkilled
 from tests.fixtures.cluster import NODE, api_client_for, user_client, write_pod_status
 
 T = TypeVar("T")

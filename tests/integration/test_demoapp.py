@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import redis
 
-from remedy.devenv.demoapp import (
+from remedy_devenv.demoapp import (
     DEFAULT_ADMIN_TOKEN,
     DemoProcess,
     free_port,

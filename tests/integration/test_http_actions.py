@@ -1,6 +1,6 @@
 """resetCircuitBreaker, httpRequest and notify against real loopback HTTP servers.
 
-The demo services (remedy.devenv.demoapp) stand in for runbooks 001-003's gateway, payments
+The demo services (remedy_devenv.demoapp) stand in for runbooks 001-003's gateway, payments
 and reconcile cron; their /admin/stats counters prove how many times a side effect was
 requested. A tiny local app covers what the demo cannot do on purpose: echo the token back,
 answer 500, hang past the timeout, and receive notifications.
@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from remedy.actions.http import HTTP_REQUEST, NOTIFY, RESET_CIRCUIT_BREAKER, normalize_state, state_of
-from remedy.devenv.demoapp import DEFAULT_ADMIN_TOKEN, free_port, runner_port, start_demo_service
+from remedy_devenv.demoapp import DEFAULT_ADMIN_TOKEN, free_port, runner_port, start_demo_service
 from remedy.errors import ForbiddenError, InvalidSpecError, PermanentError, RetryableError, SecretRefError, SkipError
 from tests.fixtures.actions import make_ctx, run_action
 

@@ -21,8 +21,8 @@ import redis
 from aiohttp import web
 
 from remedy.actions.idempotency import PURGE_IDEMPOTENCY_KEYS
-from remedy.devenv.demoapp import ROLE_KEY, Gateway, start_demo_service, runner_port
-from remedy.devenv.services import RedisServer
+from remedy_devenv.demoapp import ROLE_KEY, Gateway, start_demo_service, runner_port
+from remedy_devenv.services import RedisServer
 from remedy.errors import ForbiddenError, OverCapError, PermanentError, RetryableError, SkipError
 from tests.fixtures.actions import DictSecretsContext, make_ctx, run_action
 

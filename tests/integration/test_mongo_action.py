@@ -1,7 +1,7 @@
 """killSlowMongoOps through real pymongo (AsyncMongoClient) against the wire-protocol double.
 
 Why a double: no MongoDB server that implements currentOp/killOp installs from the registries
-available here, so remedy.devenv.mongowire speaks the protocol and simulates running
+available here, so remedy_devenv.mongowire speaks the protocol and simulates running
 operations, including the internal ones (ReplBatcher, WiredTiger threads, the oplog getMore of
 a secondary's "MongoDB Internal Client") that the naive runbook filter would also match.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from remedy.actions.mongo import KILL_SLOW_MONGO_OPS
-from remedy.devenv.mongowire import CommandError, Conn, MongoWireServer
+from remedy_devenv.mongowire import CommandError, Conn, MongoWireServer
 from remedy.errors import InvalidSpecError, OverCapError, RetryableError, SkipError
 from tests.fixtures.actions import make_ctx, run_action
 
@@ -141,7 +141,7 @@ async def test_invalid_namespace_regex(server: MongoWireServer) -> None:
 
 
 async def test_unreachable_is_retryable_without_credentials() -> None:
-    from remedy.devenv.services import free_port
+    from remedy_devenv.services import free_port
 
     ctx = make_ctx({("mongo", "uri"): f"mongodb://admin:hunter2pw@127.0.0.1:{free_port()}/?directConnection=true"})
     p = params()

@@ -14,7 +14,7 @@ import pymongo
 import pytest
 from pymongo.errors import OperationFailure
 
-from remedy.devenv.mongowire import INTERNAL_APP, MongoWireServer
+from remedy_devenv.mongowire import INTERNAL_APP, MongoWireServer
 
 # What a careful killer asks for: slow, not internal, not replication.
 SAFE_FILTER: dict[str, Any] = {

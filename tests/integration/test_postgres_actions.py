@@ -19,7 +19,7 @@ import pytest
 
 from remedy.actions.postgres import POSTGRES_STATEMENT, TERMINATE_POSTGRES_QUERIES
 from remedy.clients.connectors import Connectors
-from remedy.devenv.services import PostgresServer
+from remedy_devenv.services import PostgresServer
 from remedy.errors import ForbiddenError, InvalidSpecError, OverCapError, PermanentError, RetryableError, SkipError
 from tests.fixtures.actions import make_ctx, run_action
 
@@ -359,7 +359,7 @@ async def test_bad_password_is_forbidden_without_the_password(postgres_server: P
 
 
 async def test_unreachable_is_retryable(postgres_server: PostgresServer) -> None:
-    from remedy.devenv.services import free_port
+    from remedy_devenv.services import free_port
 
     dsn = f"postgresql://remedy:secret-pw@127.0.0.1:{free_port()}/app"
     with pytest.raises(RetryableError) as info:

@@ -1,4 +1,4 @@
-"""Integration tests of the real backing services started by remedy.devenv.services.
+"""Integration tests of the real backing services started by remedy_devenv.services.
 
 Why: every other integration test and the demo lean on these servers behaving like production
 ones (password auth, pg_stat_activity, alert routing with a bearer token), so prove it here.
@@ -23,7 +23,7 @@ from redis.retry import Retry
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from remedy.devenv.services import (
+from remedy_devenv.services import (
     AlertmanagerServer,
     PostgresServer,
     PrometheusServer,

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from remedy.devenv.demoapp import DemoProcess
+from remedy_devenv.demoapp import DemoProcess
 from tests.fixtures.operator import create_rem, make_namespace
 
 from ._util import FINAL, all_final, cond, create_secret, list_rems, make_deployment, phase, record, wait_for

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from remedy.devenv.services import free_port
+from remedy_devenv.services import free_port
 from tests.fixtures.operator import GROUP, VERSION, create_rem, make_namespace, wait_phase
 
 from ._util import FINAL, alert, cond, create_policy, http, list_rems, payload, record, wait_for

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from remedy.devenv.demoapp import DemoProcess
+from remedy_devenv.demoapp import DemoProcess
 from tests.fixtures.operator import REPO, create_rem, make_namespace, wait_phase
 
 from ._util import cond, create_secret, make_deployment, record, wait_for

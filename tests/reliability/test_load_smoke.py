@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from remedy.devenv.cluster import ControlPlane
+from remedy_devenv.cluster import ControlPlane
 from tests.fixtures.operator import REPO
 
 from ._util import record

@@ -21,9 +21,9 @@ import pytest
 import redis
 from kubernetes import client
 
-from remedy.devenv.cluster import ControlPlane
-from remedy.devenv.operator import OperatorProcess
-from remedy.devenv.services import AlertmanagerServer, PostgresServer, PrometheusServer, RedisServer, free_port
+from remedy_devenv.cluster import ControlPlane
+from remedy_devenv.operator import OperatorProcess
+from remedy_devenv.services import AlertmanagerServer, PostgresServer, PrometheusServer, RedisServer, free_port
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.operator import REPO, create_rem, get_rem, make_namespace, wait_phase
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from remedy.devenv import kubelet
-from remedy.devenv.services import free_port
+from remedy_devenv import kubelet
+from remedy_devenv.services import free_port
 from tests.fixtures.operator import make_namespace, wait_phase
 
 from ._util import FINAL, alert, cond, create_policy, get_policy, http, list_rems, make_deployment, payload, record, wait_for

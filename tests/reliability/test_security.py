@@ -16,9 +16,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from remedy.devenv.cluster import ControlPlane
-from remedy.devenv.demoapp import DemoProcess
-from remedy.devenv.services import RedisServer, free_port
+from remedy_devenv.cluster import ControlPlane
+from remedy_devenv.demoapp import DemoProcess
+from remedy_devenv.services import RedisServer, free_port
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.operator import GROUP, REPO, VERSION, make_namespace, wait_phase
 

@@ -57,3 +57,23 @@ def test_mypy_strict_on_the_package() -> None:
     res = subprocess.run([str(BIN / "mypy"), "--config-file", str(REPO / "pyproject.toml")], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:]
+
+
+def test_wheel_holds_only_the_operator(tmp_path: Path) -> None:
+    """The shipped wheel (and so the image, which pip-installs it) carries no harness module."""
+    import zipfile
+
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                          "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    wheels = list(tmp_path.glob("remedy-*.whl"))
+    assert len(wheels) == 1, wheels
+    names = zipfile.ZipFile(wheels[0]).namelist()
+    assert any(n.startswith("remedy/engine/") for n in names), names[:20]
+    assert not [n for n in names if "devenv" in n or not (n.startswith("remedy/") or ".dist-info/" in n)]
+
+
+def test_dockerfile_copies_only_the_operator() -> None:
+    copies = [line.split()[1] for line in (REPO / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY") and "--from" not in line]
+    assert copies and set(copies) <= {"pyproject.toml", "operator"}, copies

@@ -4,7 +4,7 @@ Why this exists: remedy's actions (resetCircuitBreaker, purgeIdempotencyKeys, ht
 deleteRedisKeys, restartWorkload) must be proven against processes that behave like the
 services in /work/shared/runbooks, with real HTTP status codes, real Redis keys and real
 Prometheus metrics, and the demo needs something whose state visibly changes when remedy
-acts. Each role is a small aiohttp app; ``python -m remedy.devenv.demoapp --role ROLE --port P``.
+acts. Each role is a small aiohttp app; ``python -m remedy_devenv.demoapp --role ROLE --port P``.
 
 Every role serves GET /health, GET /metrics (own CollectorRegistry) and GET /admin/stats, which
 counts every mutating request received and succeeded per route so tests can prove a side
@@ -747,11 +747,12 @@ class DemoProcess:
 
     def start(self, timeout: float = 15.0) -> None:
         env = dict(os.environ if self.env is None else self.env)
-        # works before `pip install -e .`: the package root is operator/
-        pkg_root = str(Path(__file__).resolve().parents[2])
+        # works before `pip install -e`: the harness root is devenv/, the operator's operator/
+        here = Path(__file__).resolve().parents[1]
+        pkg_root = os.pathsep.join((str(here), str(here.parent / "operator")))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        cmd = [sys.executable, "-m", "remedy.devenv.demoapp", "--role", self.role,
+        cmd = [sys.executable, "-m", "remedy_devenv.demoapp", "--role", self.role,
                "--host", self.host, "--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         if self.log_path:
@@ -796,7 +797,7 @@ class DemoProcess:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Options, str, int]:
-    p = argparse.ArgumentParser(prog="python -m remedy.devenv.demoapp", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m remedy_devenv.demoapp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--host", default="127.0.0.1")

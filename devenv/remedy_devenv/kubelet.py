@@ -1,4 +1,4 @@
-"""A kubelet stand-in for the local control plane (remedy.devenv.cluster).
+"""A kubelet stand-in for the local control plane (remedy_devenv.cluster).
 
 Why this exists: there is no container runtime or scheduler here, so nothing would ever
 run a pod. Controllers, rollouts and the operator only see pods through the API, so doing
@@ -11,7 +11,7 @@ through the API what a kubelet does is enough to exercise them for real:
 * finish graceful deletion of pods on the node (delete with grace period 0), without which
   deleted pods, and therefore namespaces, would stay Terminating forever.
 
-`run()` (also `python -m remedy.devenv.kubelet`) does this in a loop for every pod that uses
+`run()` (also `python -m remedy_devenv.kubelet`) does this in a loop for every pod that uses
 the default scheduler; pods with another `spec.schedulerName` are left for tests to drive
 with `write_pod_status` / `mark_oomkilled`.
 """
@@ -30,7 +30,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 NODE = "remedy-node-0"
-log = logging.getLogger("remedy.devenv.kubelet")
+log = logging.getLogger("remedy_devenv.kubelet")
 
 
 _TS = "%Y-%m-%dT%H:%M:%SZ"

@@ -32,7 +32,7 @@ over the wire: ``remedyInjectOp`` (fields as ``add_op``; answers ``{opid}``), ``
 (``killed`` opids, ``killedOps`` documents, per-command ``commands`` counts) and
 ``remedyReset`` (drops injected ops and the kill record).
 
-Run: ``python -m remedy.devenv.mongowire --port 27117``.
+Run: ``python -m remedy_devenv.mongowire --port 27117``.
 """
 
 from __future__ import annotations
@@ -685,7 +685,7 @@ async def _serve_forever(host: str, port: int, internal_ops: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m remedy.devenv.mongowire",
+    p = argparse.ArgumentParser(prog="python -m remedy_devenv.mongowire",
                                 description="MongoDB wire-protocol test double (currentOp/killOp)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=int(os.environ.get("REMEDY_MONGO_PORT", "27117")))

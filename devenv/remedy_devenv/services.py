@@ -7,7 +7,7 @@ outside it. Each server is a `ManagedProcess`: `start()` waits until it answers 
 the last log lines if it does not), `stop()` sends the polite signal then SIGKILL, and a pid
 file lets a later run (or `scripts/services down`) find and stop it.
 
-Run as a script: `python -m remedy.devenv.services up|down|status [NAME...]`.
+Run as a script: `python -m remedy_devenv.services up|down|status [NAME...]`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 
 from kubernetes import client
 
-log = logging.getLogger("remedy.devenv.rollout")
+log = logging.getLogger("remedy_devenv.rollout")
 
 
 def template_hash(dep: Any) -> str:

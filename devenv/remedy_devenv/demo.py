@@ -1,4 +1,4 @@
-"""`remedy demo`: a live incident demo on a real local control plane.
+"""`./scripts/demo`: a live incident demo on a real local control plane.
 
 Starts (one progress line each) the Kubernetes control plane, Redis, PostgreSQL, the MongoDB
 wire server, Prometheus (the runbooks' alert rules), Alertmanager (routing to remedy's
@@ -464,7 +464,7 @@ def start_stack(stack: Stack) -> None:
         (s / "logs").mkdir(parents=True, exist_ok=True)
         with open(s / "logs" / "mongowire.log", "ab") as log:
             stack.mongo = subprocess.Popen(
-                [sys.executable, "-m", "remedy.devenv.mongowire", "--port", str(p["mongo"])],
+                [sys.executable, "-m", "remedy_devenv.mongowire", "--port", str(p["mongo"])],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=s, start_new_session=True)
 
@@ -1133,7 +1133,7 @@ def keep_running(st: Stack) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="remedy demo", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="./scripts/demo", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scenario", action="append", choices=list(BY_NAME), metavar="NAME",
                         help="run only these (repeatable): " + ", ".join(BY_NAME))
     parser.add_argument("--keep", action="store_true", help="leave everything running until Ctrl-C")
@@ -1141,7 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, help="write pids, ports and the state dir as JSON here (for tests)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--"]:  # `remedy demo -- --scenario x` (the CLI passes the rest verbatim)
+    if argv[:1] == ["--"]:  # `./scripts/demo -- --scenario x`
         argv = argv[1:]
     args = parser.parse_args(argv)
     if args.list:
@@ -1162,7 +1162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     rc, kept = 1, False
     try:
-        say(f"remedy demo: {len(chosen)} scenario(s); state dir {state}")
+        say(f"demo: {len(chosen)} scenario(s); state dir {state}")
         say("thresholds are shortened for the demo: scrape/evaluation 1s, alerts `for` 2-3s, "
             "Alertmanager group_wait 1s, durations of seconds instead of minutes")
         if moved:

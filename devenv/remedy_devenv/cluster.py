@@ -3,7 +3,7 @@
 Why this exists: the operator must be exercised against real API semantics (RBAC, status
 subresources, Deployment rollouts, garbage collection, namespace finalization, conflicts),
 and there is no Docker or kind here. The binaries come from scripts/build-control-plane.
-There is no scheduler and no container runtime; remedy.devenv.kubelet stands in for the
+There is no scheduler and no container runtime; remedy_devenv.kubelet stands in for the
 kubelet (registers a node, binds pods, writes pod status, finishes pod deletion).
 
 Used by tests/fixtures/cluster.py, scripts/cluster and the demo.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(os.environ.get("REMEDY_REPO") or Path(__file__).resolve().parents[3])
+REPO = Path(os.environ.get("REMEDY_REPO") or Path(__file__).resolve().parents[2])
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "remedy" / "run" / "cluster"
 SERVICE_CIDR = "10.0.0.0/24"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -266,7 +266,7 @@ class ControlPlane:
         if self.fake_kubelet:
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                 filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")])))
-            self._spawn("fake-kubelet", [sys.executable, "-m", "remedy.devenv.kubelet",
+            self._spawn("fake-kubelet", [sys.executable, "-m", "remedy_devenv.kubelet",
                                          f"--kubeconfig={kc}"], env=env)
             self._wait("fake-kubelet", lambda: self.kubectl(
                 "get", "node", "remedy-node-0", check=False).returncode == 0, deadline)
