@@ -13,6 +13,11 @@ it never contains a secret value (only a Secret's name and key).
         ├── ForbiddenError      RBAC or the target refused (401/403)
         ├── SecretRefError      a referenced Secret or key is missing
         └── OverCapError        the plan exceeds a blast-radius cap (refused, never truncated)
+    AmbiguousOutcomeError       a MUTATING request was sent and its outcome is unknown
+                                (timeout, connection reset, 5xx/504 after sending). Neither
+                                retryable (something may have changed) nor permanent: the
+                                engine calls the action's ``observe`` probe and continues from
+                                what it sees (see remedy.actions.base), never re-plans
     SkipError                   not a failure: the action decided not to act
                                 (e.g. UpstreamUnhealthy, NothingToDo); the Remediation
                                 ends Skipped with ``reason``
@@ -67,6 +72,16 @@ class SecretRefError(PermanentError):
 
 class OverCapError(PermanentError):
     reason = "OverCap"
+
+
+class AmbiguousOutcomeError(RemedyError):
+    """A mutating call may or may not have been applied; only observing the target can tell."""
+
+    reason = "OutcomeUnknown"
+
+    def __init__(self, message: str, *, delay: float = 1.0, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.delay = delay
 
 
 class SkipError(RemedyError):
