@@ -38,7 +38,27 @@ TEST_USERS: dict[str, tuple[str, ...]] = {
     "alice": ("remedy-users",),
     "bob": ("remedy-viewers",),
 }
+# The identity tests give the operator (static token, system:masters like admin) so the audit
+# log can tell the operator's writes from the test's own setup writes (remedy_devenv.audit).
+OPERATOR_USER = "remedy-operator"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "fake-kubelet")
+# Audit policy: Metadata level (no bodies) for writes to the workload resources remedy acts on,
+# nothing else, so auditing costs the apiserver little. This is the duplicate witness of
+# remedy_devenv.audit: it counts what reached the API server, not what the operator believes.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete"]
+  resources:
+  - group: "apps"
+    resources: ["deployments", "deployments/scale", "statefulsets", "statefulsets/scale",
+                "daemonsets", "replicasets"]
+  - group: ""
+    resources: ["pods", "pods/resize", "pods/eviction"]
+- level: None
+"""
 
 
 class ClusterError(RuntimeError):
@@ -173,6 +193,11 @@ class ControlPlane:
         return self.state_dir / "admin.kubeconfig"
 
     @property
+    def audit_log(self) -> Path:
+        """JSON-lines audit log of the apiserver (writes to workloads only, see AUDIT_POLICY)."""
+        return self.state_dir / "logs" / "audit.log"
+
+    @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.apiserver_port}"
 
@@ -182,8 +207,13 @@ class ControlPlane:
             rows = [("admin", "system:masters")] + [(u, ",".join(g)) for u, g in TEST_USERS.items()]
             path.write_text("".join(f'{secrets.token_hex(24)},{u},{u},"{g}"\n' for u, g in rows))
             path.chmod(0o600)
-        return {line.split(",")[1]: line.split(",")[0]
-                for line in path.read_text().splitlines() if line}
+        tokens = {line.split(",")[1]: line.split(",")[0]
+                  for line in path.read_text().splitlines() if line}
+        if OPERATOR_USER not in tokens:  # state dirs made before the user existed
+            with path.open("a") as f:
+                f.write(f'{secrets.token_hex(24)},{OPERATOR_USER},{OPERATOR_USER},"system:masters"\n')
+            return self._tokens()
+        return tokens
 
     def user_token(self, user: str) -> str:
         """Static bearer token of `admin` or one of TEST_USERS."""
@@ -228,6 +258,7 @@ class ControlPlane:
             f"--initial-cluster=remedy={peer_url}", "--unsafe-no-fsync", "--log-level=warn",
         ])
         self._wait("etcd", lambda: b"true" in self._get(f"{etcd_url}/health"), deadline)
+        (s / "audit-policy.yaml").write_text(AUDIT_POLICY)
         self._spawn("kube-apiserver", [
             str(bins / "kube-apiserver"), f"--etcd-servers={etcd_url}",
             f"--secure-port={self.apiserver_port}", "--bind-address=127.0.0.1",
@@ -241,6 +272,10 @@ class ControlPlane:
             # controller-manager has not yet created a new namespace's `default` account.
             "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
             "--profiling=false",
+            f"--audit-policy-file={s / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
+            # blocking: the event is written while the request is served, so a count taken
+            # right after the response sees it.
+            "--audit-log-format=json", "--audit-log-mode=blocking",
         ])
         self._wait("kube-apiserver", lambda: self._get(f"{self.server}/readyz") == b"ok", deadline)
         kc = str(self.admin_kubeconfig)
