@@ -15,13 +15,13 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 
-from . import GROUP, VERSION
+from .constants import ANN_FAULT_INJECT, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_POLICY, VERSION
 from .actions.base import ActionContext
 from .actions.registry import REGISTRY
 from .clients.kube import KubeClient
 from .config import Settings, load
 from .engine.lifecycle import Engine
-from .engine.policy import LABEL_POLICY, PolicyEngine
+from .engine.policy import PolicyEngine
 from .errors import RetryableError
 from .observability import MetricsObserver, serve_metrics
 from .triggers import alertmanager, prometheus
@@ -83,7 +83,7 @@ def fault_injection_hooks(spec: str) -> dict[str, Any]:
         point, _, seconds = item.partition(":")
 
         async def sleep(obj: dict[str, Any], _s: float = float(seconds or 30)) -> None:
-            if (obj.get("metadata", {}).get("annotations") or {}).get("remedy.dev/fault-inject") == "true":
+            if (obj.get("metadata", {}).get("annotations") or {}).get(ANN_FAULT_INJECT) == "true":
                 log.warning("fault injection: sleeping %ss", _s)
                 await asyncio.sleep(_s)
 
@@ -94,11 +94,11 @@ def fault_injection_hooks(spec: str) -> dict[str, Any]:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     # remedy owns .status entirely; kopf keeps its bookkeeping in annotations under its own
-    # prefix: kopf ignores every annotation under its storage prefix, and remedy.dev/approved-by
+    # prefix: kopf ignores every annotation under its storage prefix, and the approved-by annotation
     # must stay visible to update handlers.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{GROUP}")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=f"kopf.{GROUP}", key="last-handled-configuration"
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
     # Peering (HA): a standby takes over once the active replica's lease expires; kopf's

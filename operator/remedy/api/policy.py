@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ..constants import API_VERSION
 from .common import ApiModel, Condition, Duration, preserve_unknown
 from .remediation import Approval, PromQLVerify
 
@@ -99,7 +100,7 @@ class RemediationPolicyStatus(ApiModel):
 
 
 class RemediationPolicy(ApiModel):
-    api_version: str = "remedy.dev/v1alpha1"
+    api_version: str = API_VERSION
     kind: str = "RemediationPolicy"
     spec: RemediationPolicySpec
     status: RemediationPolicyStatus | None = None

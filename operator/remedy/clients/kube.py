@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from .. import GROUP, VERSION
+from ..constants import API_VERSION, EVENT_REPORTING_COMPONENT, GROUP, REMEDIATION_KIND, VERSION
 from ..api.common import SecretKeyRef
 from ..errors import ForbiddenError, PermanentError, RetryableError, SecretRefError, TargetNotFoundError
 
@@ -127,11 +127,11 @@ class KubeClient:
         now = datetime.now(timezone.utc)
         body = {
             "metadata": {"name": f"{meta['name'][:200]}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": obj.get("kind", "Remediation"),
+            "involvedObject": {"apiVersion": obj.get("apiVersion", API_VERSION), "kind": obj.get("kind", REMEDIATION_KIND),
                                "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
                                "resourceVersion": meta.get("resourceVersion")},
             "type": type_, "reason": reason[:128], "message": message[:1024],
-            "source": {"component": "remedy"}, "reportingComponent": "remedy.dev/operator",
+            "source": {"component": "remedy"}, "reportingComponent": EVENT_REPORTING_COMPONENT,
             "reportingInstance": "remedy", "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         await self.call(f"event on {meta['name']}", self.core.create_namespaced_event, meta["namespace"], body)

@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,12 +26,14 @@ from pydantic import ValidationError
 from ..actions.base import ActionContext, ActionDef
 from ..api.common import now_rfc3339_ms, parse_duration
 from ..api.remediation import CONDITION_TYPES, FINAL_PHASES, RemediationSpec
+from ..constants import ANN_APPROVED_BY, REMEDIATIONS
 from ..errors import OverCapError, PermanentError, RemedyError, RetryableError, SkipError
+from ..rfc3339 import age_seconds
 from .conditions import initial_conditions, set_condition
 from .verify import verify_promql
 
-PLURAL = "remediations"
-APPROVED_BY_ANNOTATION = "remedy.dev/approved-by"
+PLURAL = REMEDIATIONS
+APPROVED_BY_ANNOTATION = ANN_APPROVED_BY
 log = logging.getLogger("remedy.engine")
 
 
@@ -135,7 +136,7 @@ class _Run:
         self.event("Normal" if phase != "Failed" else "Warning", reason, f"{phase}: {message}")
         if self.e.observer:
             started = self.status.get("startedAt")
-            self.e.observer.finished(str(self.status.get("action") or "unknown"), phase, reason, _age(started))
+            self.e.observer.finished(str(self.status.get("action") or "unknown"), phase, reason, age_seconds(started))
         return phase
 
     async def advance(self) -> str | None:
@@ -261,7 +262,7 @@ class _Run:
         st = self.status
         if st.get("executor") in (None, self.e.executor_id):
             return
-        age = _age(st.get("heartbeatAt"))
+        age = age_seconds(st.get("heartbeatAt"))
         stale_after = 3 * self.e.heartbeat_interval
         if age is not None and age < stale_after:
             raise RetryableError(
@@ -350,16 +351,6 @@ class _Run:
         await self.patch(changes, lock=False)
         self.event("Warning", exc.reason, msg)
         exc.delay = min(60.0, max(exc.delay, 2.0 ** attempts))
-
-
-def _age(ts: Any) -> float | None:
-    if not ts:
-        return None
-    try:
-        then = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (datetime.now(timezone.utc) - then).total_seconds()
 
 
 def _summary(result: dict[str, Any], plan: dict[str, Any]) -> str:

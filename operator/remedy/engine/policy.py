@@ -16,7 +16,6 @@ import logging
 import time
 from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,23 +24,29 @@ from ..actions.base import ActionDef
 from ..api.common import now_rfc3339, now_rfc3339_ms, parse_duration
 from ..api.policy import RemediationPolicySpec
 from ..api.remediation import FINAL_PHASES, ActionSpec
+from ..constants import (
+    ANN_FINGERPRINT,
+    ANN_LABELS,
+    ANN_RESUMED_AT,
+    ANN_STARTS_AT,
+    ANN_TARGET,
+    API_VERSION,
+    LABEL_FIRING,
+    LABEL_POLICY,
+    LABEL_STEP,
+    LABEL_TARGET,
+    POLICIES,
+    POLICY_KIND,
+    REMEDIATION_KIND,
+    REMEDIATIONS,
+)
 from ..errors import InvalidSpecError, RetryableError
+from .. import rfc3339
 from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
 from .conditions import get_condition, set_condition
 from .lifecycle import Recorder, Store
 from .templating import render
 
-LABEL_POLICY = "remedy.dev/policy"
-LABEL_FIRING = "remedy.dev/firing"
-LABEL_STEP = "remedy.dev/escalation-step"
-LABEL_TARGET = "remedy.dev/target-hash"
-ANN_FINGERPRINT = "remedy.dev/fingerprint"
-ANN_STARTS_AT = "remedy.dev/starts-at"
-ANN_LABELS = "remedy.dev/alert-labels"
-ANN_TARGET = "remedy.dev/target"
-ANN_RESUMED_AT = "remedy.dev/resumed-at"
-POLICIES = "remediationpolicies"
-REMEDIATIONS = "remediations"
 log = logging.getLogger("remedy.policy")
 
 
@@ -83,15 +88,6 @@ def consecutive_failures(finals: list[dict[str, Any]], reset_at: str | None) -> 
 def _variables(firing: Firing, policy_name: str) -> dict[str, Any]:
     return {"labels": firing.labels, "annotations": firing.annotations, "fingerprint": firing.fingerprint,
             "startsAt": firing.starts_at, "policy": policy_name}
-
-
-def _ts(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class PolicyEngine:
@@ -201,14 +197,14 @@ class PolicyEngine:
                 return self._block(fresh, "paused", f"{streak} consecutive failed remediations (pauseAfterFailures {spec.guards.pause_after_failures})")
             if len(active) >= spec.guards.max_concurrent:
                 return self._block(fresh, "concurrency", f"{len(active)} remediations still active (maxConcurrent {spec.guards.max_concurrent})")
-            last_hour = [c for c in children if (_ts(c["metadata"].get("creationTimestamp")) or 0) > now - 3600
+            last_hour = [c for c in children if (rfc3339.epoch(c["metadata"].get("creationTimestamp")) or 0) > now - 3600
                          and (c["metadata"].get("labels") or {}).get(LABEL_STEP, "0") == "0"]
             if len(last_hour) >= spec.guards.max_per_hour:
                 return self._block(fresh, "rate", f"{len(last_hour)} remediations in the last hour (maxPerHour {spec.guards.max_per_hour})")
             target_hash = hashlib.sha256(target.encode()).hexdigest()[:16]
             cooldown = parse_duration(spec.guards.cooldown)
             recent_same = [c for c in children if (c["metadata"].get("labels") or {}).get(LABEL_TARGET) == target_hash
-                           and (_ts(c["metadata"].get("creationTimestamp")) or 0) > now - cooldown]
+                           and (rfc3339.epoch(c["metadata"].get("creationTimestamp")) or 0) > now - cooldown]
             if cooldown and recent_same:
                 return self._block(fresh, "cooldown", f"{target} was remediated less than {spec.guards.cooldown} ago")
             body = self._child_body(fresh, spec, cname, action, target, target_hash, firing, step=0)
@@ -265,13 +261,13 @@ class PolicyEngine:
             child_spec["verify"] = spec.verify.wire()
         base = cname if step == 0 else cname.rsplit("-e", 1)[0]
         return {
-            "apiVersion": "remedy.dev/v1alpha1", "kind": "Remediation",
+            "apiVersion": API_VERSION, "kind": REMEDIATION_KIND,
             "metadata": {
                 "name": cname,
                 "labels": {LABEL_POLICY: meta["name"], LABEL_FIRING: base, LABEL_STEP: str(step), LABEL_TARGET: target_hash},
                 "annotations": {ANN_FINGERPRINT: firing.fingerprint, ANN_STARTS_AT: firing.starts_at,
                                 ANN_LABELS: json.dumps(firing.labels, sort_keys=True)[:4000], ANN_TARGET: target[:250]},
-                "ownerReferences": [{"apiVersion": "remedy.dev/v1alpha1", "kind": "RemediationPolicy", "name": meta["name"],
+                "ownerReferences": [{"apiVersion": API_VERSION, "kind": POLICY_KIND, "name": meta["name"],
                                      "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}],
             },
             "spec": child_spec,
@@ -399,7 +395,7 @@ class PolicyEngine:
         changes.update({"conditions": conds, "observedGeneration": gen, "counters": counters,
                         "consecutiveFailures": consecutive, "activeChildren": active[:50]})
         if last_fired:
-            changes["lastFiredAt"] = datetime.fromtimestamp(last_fired, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            changes["lastFiredAt"] = rfc3339.format_time(last_fired)
         try:
             updated: dict[str, Any] = await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"], changes)
         except Exception:
@@ -421,7 +417,7 @@ class PolicyEngine:
             if tst.get("phase") != "Failed" or step >= len(spec.escalate):
                 continue
             nxt = spec.escalate[step]
-            due = (_ts(tst.get("completedAt")) or time.time()) + parse_duration(nxt.after)
+            due = (rfc3339.epoch(tst.get("completedAt")) or time.time()) + parse_duration(nxt.after)
             delay = due - time.time()
             if delay > 0:
                 self._schedule(policy, delay)
