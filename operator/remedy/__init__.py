@@ -6,6 +6,8 @@ Public surface (tested in tests/unit/test_public_surface.py):
 - ``remedy.actions.registry``: the explicit map from ``spec.action`` member to action.
 """
 
+from .constants import GROUP, VERSION
+
 __version__ = "0.1.0"
-GROUP = "remedy.dev"
-VERSION = "v1alpha1"
+
+__all__ = ["GROUP", "VERSION", "__version__"]

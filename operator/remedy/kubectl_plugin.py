@@ -27,12 +27,12 @@ from typing import Any, NoReturn
 
 import yaml
 
-GROUP, VERSION = "remedy.dev", "v1alpha1"
-REMEDIATIONS, POLICIES = "remediations", "remediationpolicies"
-APPROVED_BY_ANNOTATION = "remedy.dev/approved-by"
-RESUMED_AT_ANNOTATION = "remedy.dev/resumed-at"
-POLICY_LABEL = "remedy.dev/policy"
-FIELD_MANAGER = "kubectl-remedy"
+from . import rfc3339
+from .constants import ANN_APPROVED_BY as APPROVED_BY_ANNOTATION
+from .constants import ANN_RESUMED_AT as RESUMED_AT_ANNOTATION
+from .constants import GROUP, POLICIES, REMEDIATIONS, VERSION
+from .constants import KUBECTL_FIELD_MANAGER as FIELD_MANAGER
+from .constants import LABEL_POLICY as POLICY_LABEL
 
 
 class PluginError(Exception):
@@ -53,13 +53,7 @@ def parse_time(value: Any) -> datetime | None:
     """RFC 3339 string (or datetime) -> aware datetime; None when missing or unparsable."""
     if value is None or value == "":
         return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return rfc3339.parse(value)
 
 
 def human_duration(seconds: float) -> str:
@@ -434,7 +428,7 @@ def cmd_resume(kube: Kube, args: argparse.Namespace) -> int:
     fmt = _output(args, ("json", "yaml", "name"))
     ns = _namespace(kube, args)
     kube.get(POLICIES, ns, args.name)
-    now = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = rfc3339.now()
     # spec.paused=false resumes a person's pause; the annotation makes the object change even
     # when spec.paused was already false, which is how a self-pause (TooManyFailures) is lifted.
     body = {"metadata": {"annotations": {RESUMED_AT_ANNOTATION: now}}, "spec": {"paused": False}}

@@ -28,6 +28,7 @@ import aiohttp
 from redis import exceptions as rexc
 from yarl import URL
 
+from .. import rfc3339
 from ..api.common import parse_duration
 from ..api.idempotency import IdempotencyHttpBackend, IdempotencyRedisBackend, PurgeIdempotencyKeys
 from ..errors import (
@@ -65,11 +66,7 @@ def parse_time(value: Any) -> datetime | None:
         return datetime.fromtimestamp(seconds, UTC)
     if not isinstance(value, str):
         return None
-    try:
-        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    return rfc3339.parse(value)
 
 
 def _is_number(text: str) -> bool:

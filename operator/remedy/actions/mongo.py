@@ -9,7 +9,7 @@ it is still the same operation (ns, op, connection, and running at least as long
 because opids restart from zero when mongod restarts.
 
 The client comes from ``ctx.connectors.mongo`` (pymongo's AsyncMongoClient, appName
-"remedy-operator", timeouts applied). Evidence carries only the top-level command name of an
+``OPERATOR_APP_NAME``, timeouts applied). Evidence carries only the top-level command name of an
 operation, never the command's values (they may hold customer data).
 """
 
@@ -22,10 +22,11 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from ..api.common import parse_duration
 from ..api.mongo import KillSlowMongoOps
+from ..constants import OPERATOR_APP_NAME
 from ..errors import ForbiddenError, InvalidSpecError, OverCapError, PermanentError, RetryableError, SkipError
 from .base import ActionContext, ActionDef, Evidence
 
-OPERATOR_APP = "remedy-operator"
+OPERATOR_APP = OPERATOR_APP_NAME
 INTERNAL_APP = "MongoDB Internal Client"
 # ns prefixes of replication, auth and cluster metadata; config. is excluded too because
 # config.system.sessions and config.transactions are maintained by the server itself.

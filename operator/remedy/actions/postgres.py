@@ -4,7 +4,7 @@ Why a module of its own: both actions share the risky part, talking to a product
 with credentials from a Secret, and the rules for it live here once:
 
 - connections come from ``ctx.connectors.postgres`` (timeouts and ``application_name``
-  "remedy-operator" are set there), never from psycopg directly;
+  ``OPERATOR_APP_NAME`` are set there), never from psycopg directly;
 - SQL is parameterized; a user's statement is sent with the extended protocol so a single
   spec cannot smuggle in a second statement;
 - errors map to remedy's tree: a bad password is ForbiddenError naming only the Secret, an
@@ -24,6 +24,7 @@ from psycopg import conninfo
 
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.postgres import PostgresConnection, PostgresStatement, TerminatePostgresQueries
+from ..constants import OPERATOR_APP_NAME
 from ..errors import (
     ForbiddenError,
     InvalidSpecError,
@@ -35,7 +36,7 @@ from ..errors import (
 )
 from .base import ActionContext, ActionDef, Evidence
 
-OPERATOR_APP = "remedy-operator"
+OPERATOR_APP = OPERATOR_APP_NAME
 QUERY_PREVIEW = 120
 AUTH_SQLSTATES = frozenset({"28000", "28P01"})  # invalid_authorization_specification, invalid_password
 TERMINATE_CONFIRM_SECONDS = 5.0

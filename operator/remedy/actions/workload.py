@@ -18,10 +18,11 @@ from kubernetes.utils import parse_quantity as _parse_quantity
 
 from ..api.workload import DeploymentRef, RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload, WorkloadRef
 from ..api.common import parse_duration
+from ..constants import ANN_RESTARTED_BY
 from ..errors import InvalidSpecError, OverCapError, PermanentError, SkipError, TargetNotFoundError
 from .base import ActionContext, ActionDef, Evidence
 
-RESTART_ANNOTATION = "remedy.dev/restarted-by"
+RESTART_ANNOTATION = ANN_RESTARTED_BY
 
 
 def parse_quantity(text: str) -> Decimal:

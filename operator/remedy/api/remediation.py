@@ -19,10 +19,12 @@ Condition types (each set on first visit, even as Unknown):
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field
 
+from ..constants import ANN_APPROVED_BY, API_VERSION
 from .common import ApiModel, Condition, Duration, preserve_unknown
 from .http import HttpRequest, Notify, ResetCircuitBreaker
 from .idempotency import PurgeIdempotencyKeys
@@ -83,7 +85,7 @@ class Approval(ApiModel):
     required: bool = Field(default=False, description="Wait in AwaitingApproval until approved.")
     approved_by: str | None = Field(
         default=None,
-        description="Set to grant approval (GitOps-friendly); the annotation remedy.dev/approved-by works too.",
+        description=f"Set to grant approval (GitOps-friendly); the annotation {ANN_APPROVED_BY} works too.",
     )
 
 
@@ -128,7 +130,7 @@ class RemediationStatus(ApiModel):
 
 
 class Remediation(ApiModel):
-    api_version: Literal["remedy.dev/v1alpha1"] = "remedy.dev/v1alpha1"
+    api_version: str = Field(default=API_VERSION, pattern=f"^{re.escape(API_VERSION)}$")
     kind: Literal["Remediation"] = "Remediation"
     spec: RemediationSpec
     status: RemediationStatus | None = None

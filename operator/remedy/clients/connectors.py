@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..constants import OPERATOR_APP_NAME
+
 
 class RedisFactory(Protocol):
     async def __call__(self, url: str, password: str | None, timeout: float) -> Any: ...
@@ -42,7 +44,7 @@ async def _default_postgres(dsn: str, password: str | None, connect_timeout: flo
     if password is not None:
         kwargs["password"] = password
     kwargs["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
-    kwargs["application_name"] = "remedy-operator"
+    kwargs["application_name"] = OPERATOR_APP_NAME
     return await psycopg.AsyncConnection.connect(dsn, **kwargs)
 
 
@@ -51,7 +53,7 @@ def _default_mongo(uri: str, timeout: float) -> Any:
 
     ms = int(timeout * 1000)
     return AsyncMongoClient(
-        uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms, appname="remedy-operator"
+        uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms, appname=OPERATOR_APP_NAME
     )
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from ..api.common import now_rfc3339, parse_duration
 from ..api.policy import RemediationPolicySpec
+from ..constants import POLICIES
 from ..engine.conditions import set_condition
-from ..engine.policy import POLICIES, Firing, PolicyEngine, series_fingerprint
+from ..engine.policy import Firing, PolicyEngine, series_fingerprint
 from ..engine.verify import query
 from ..errors import RemedyError
 

@@ -1,0 +1,57 @@
+"""The names remedy shares with the API server, its users and its own tools, spelled once.
+
+Group, version, kinds and plurals of the CRDs; the labels and annotations the operator,
+the kubectl plugin and users read and write; the field managers; and the application name
+that marks the operator's own database sessions (so terminate/kill actions never end the
+session they run in). A unit test (tests/unit/test_constants.py) fails when the group
+string or a label/annotation name is spelled anywhere else in operator/remedy.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "remedy.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+REMEDIATION_KIND: Final = "Remediation"
+POLICY_KIND: Final = "RemediationPolicy"
+REMEDIATIONS: Final = "remediations"
+POLICIES: Final = "remediationpolicies"
+
+# Labels on child Remediations (selectable: the policy engine lists a policy's children by them).
+LABEL_POLICY: Final = f"{GROUP}/policy"
+LABEL_FIRING: Final = f"{GROUP}/firing"
+LABEL_STEP: Final = f"{GROUP}/escalation-step"
+LABEL_TARGET: Final = f"{GROUP}/target-hash"
+
+# Annotations on child Remediations: where a firing came from.
+ANN_FINGERPRINT: Final = f"{GROUP}/fingerprint"
+ANN_STARTS_AT: Final = f"{GROUP}/starts-at"
+ANN_LABELS: Final = f"{GROUP}/alert-labels"
+ANN_TARGET: Final = f"{GROUP}/target"
+# Written by people (or the kubectl plugin): approval of a Remediation, resume of a policy.
+ANN_APPROVED_BY: Final = f"{GROUP}/approved-by"
+ANN_RESUMED_AT: Final = f"{GROUP}/resumed-at"
+# Written by the operator on a workload's pod template: which Remediation restarted it.
+ANN_RESTARTED_BY: Final = f"{GROUP}/restarted-by"
+# Test-only: with REMEDY_FAULT_INJECT set, objects carrying this annotation pause at hook points.
+ANN_FAULT_INJECT: Final = f"{GROUP}/fault-inject"
+
+# kopf keeps its progress and diff-base bookkeeping under this annotation prefix.
+KOPF_ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"
+
+FIELD_MANAGER: Final = "remedy"
+KUBECTL_FIELD_MANAGER: Final = "kubectl-remedy"
+EVENT_REPORTING_COMPONENT: Final = f"{GROUP}/operator"
+
+# application_name (PostgreSQL) / appname (MongoDB) of every session the operator opens;
+# the terminate/kill actions exclude sessions carrying it.
+OPERATOR_APP_NAME: Final = "remedy-operator"
+
+LABEL_NAMES: Final = (LABEL_POLICY, LABEL_FIRING, LABEL_STEP, LABEL_TARGET)
+ANNOTATION_NAMES: Final = (
+    ANN_FINGERPRINT, ANN_STARTS_AT, ANN_LABELS, ANN_TARGET, ANN_APPROVED_BY, ANN_RESUMED_AT,
+    ANN_RESTARTED_BY, ANN_FAULT_INJECT,
+)
