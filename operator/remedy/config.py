@@ -10,6 +10,10 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
 @dataclass(frozen=True)
 class Settings:
     prometheus_url: str | None = field(default_factory=lambda: os.environ.get("REMEDY_PROMETHEUS_URL"))
@@ -21,6 +25,13 @@ class Settings:
     max_attempts: int = field(default_factory=lambda: _int("REMEDY_MAX_ATTEMPTS", 5))
     heartbeat_seconds: float = field(default_factory=lambda: float(os.environ.get("REMEDY_HEARTBEAT_SECONDS", "5")))
     namespace: str | None = field(default_factory=lambda: os.environ.get("REMEDY_NAMESPACE"))
+    # Bounds on every outbound call (issue 12): a hung connection must never pin a worker or
+    # outlive spec.timeout. Data-plane actions also carry their own per-spec timeouts; these
+    # are the ceilings for calls that have none.
+    kube_request_timeout: float = field(default_factory=lambda: _float("REMEDY_KUBE_REQUEST_TIMEOUT", 15.0))
+    kube_connect_timeout: float = field(default_factory=lambda: _float("REMEDY_KUBE_CONNECT_TIMEOUT", 5.0))
+    prometheus_timeout: float = field(default_factory=lambda: _float("REMEDY_PROMETHEUS_TIMEOUT", 10.0))
+    observe_timeout: float = field(default_factory=lambda: _float("REMEDY_OBSERVE_TIMEOUT", 30.0))
 
 
 def load() -> Settings:

@@ -50,8 +50,10 @@ class ApiRecorder:
             log.debug("event %s on %s not posted: %s", reason, obj.get("metadata", {}).get("name"), exc)
 
 
-def kube_client() -> KubeClient:
+def kube_client(settings: Settings | None = None) -> KubeClient:
     from kubernetes import client
+
+    cfg = settings or load()
 
     try:
         kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -59,7 +61,7 @@ def kube_client() -> KubeClient:
     except kube_config.ConfigException:
         api = kube_config.new_client_from_config()  # type: ignore[no-untyped-call]
     api.rest_client.pool_manager.connection_pool_kw["maxsize"] = 32
-    return KubeClient(api)
+    return KubeClient(api, request_timeout=cfg.kube_request_timeout, connect_timeout=cfg.kube_connect_timeout)
 
 
 def build_engine(settings: Settings, kube: KubeClient) -> Engine:
@@ -113,7 +115,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     from concurrent.futures import ThreadPoolExecutor
 
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="remedy-api"))
-    memo.kube = kube_client()
+    memo.kube = kube_client(cfg)
     memo.engine = build_engine(cfg, memo.kube)
     memo.policies = PolicyEngine(memo.kube, ApiRecorder(memo.kube), REGISTRY)
     memo.policies.refresh_requested = asyncio.Queue()

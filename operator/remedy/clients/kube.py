@@ -1,8 +1,19 @@
 """The Kubernetes API seam: reads and patches remedy's objects, Secrets and workloads.
 
 The official ``kubernetes`` client is synchronous; every call runs in a worker thread so the
-kopf event loop never blocks. API errors are translated here, once, into remedy's error
-tree (409/429/5xx retryable; 401/403 Forbidden; 404 TargetNotFound).
+kopf event loop never blocks. A thread cannot be cancelled, so every call carries a
+``_request_timeout`` (settings): ``spec.timeout`` cancels the awaiting task and the thread ends
+by itself within that bound. API errors are translated here, once, into remedy's error tree:
+
+- reads: 409/429/5xx, timeouts and resets are RetryableError; 401/403 Forbidden; 404 TargetNotFound.
+- MUTATING calls (``call(..., mutating=True)``): only failures that prove nothing was applied
+  are RetryableError (connection refused / connect timeout: no byte sent; 429; 409 conflict of
+  a precondition). A read timeout, a reset or a 5xx/504 after sending raise
+  AmbiguousOutcomeError: the server may have applied the change and lost only the answer,
+  so the engine observes the target instead of planning again.
+
+urllib3 never retries a request on its own here (read/status retries are 0): a hidden resend
+of a PATCH after a read timeout would be exactly the duplicate this module exists to prevent.
 """
 
 from __future__ import annotations
@@ -12,18 +23,30 @@ import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from ..constants import API_VERSION, EVENT_REPORTING_COMPONENT, GROUP, REMEDIATION_KIND, VERSION
 from ..api.common import SecretKeyRef
-from ..errors import ForbiddenError, PermanentError, RetryableError, SecretRefError, TargetNotFoundError
+from ..errors import (
+    AmbiguousOutcomeError,
+    ForbiddenError,
+    PermanentError,
+    RetryableError,
+    SecretRefError,
+    TargetNotFoundError,
+)
 
 T = TypeVar("T")
 
 
-def translate(exc: ApiException, what: str) -> Exception:
+def translate(exc: ApiException, what: str, mutating: bool = False) -> Exception:
     status = exc.status or 0
+    if mutating and (status >= 500 or status == 0):
+        # 500/503/504 after the request was sent: the write may have been applied.
+        return AmbiguousOutcomeError(f"API server answered {status} on {what}; the change may have been applied",
+                                     reason="OutcomeUnknown")
     if status == 404:
         return TargetNotFoundError(f"{what} not found")
     if status in (401, 403):
@@ -35,6 +58,23 @@ def translate(exc: ApiException, what: str) -> Exception:
     if status == 429 or status >= 500 or status == 0:
         return RetryableError(f"API server error {status} on {what}", delay=3.0, reason="APIUnavailable")
     return PermanentError(f"API error {status} on {what}: {exc.reason}", reason="APIError")
+
+
+# Transport failures that prove no request byte reached the server.
+_NOT_SENT = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError, ConnectionRefusedError)
+
+
+def translate_transport(exc: BaseException, what: str, mutating: bool) -> Exception:
+    """A failure below HTTP (timeout, reset, refused), by whether the server may have seen it."""
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None else exc
+    name = type(reason).__name__
+    if mutating and not isinstance(reason, _NOT_SENT):
+        return AmbiguousOutcomeError(f"{name} during {what} after the request was sent; the change may have been applied",
+                                     reason="OutcomeUnknown")
+    return RetryableError(f"API server unreachable during {what}: {name}", delay=3.0, reason="APIUnavailable")
+
+
+_TRANSPORT_ERRORS = (OSError, TimeoutError, urllib3.exceptions.HTTPError)
 
 
 def _short_body(exc: ApiException) -> str:
@@ -49,21 +89,30 @@ def _short_body(exc: ApiException) -> str:
 class KubeClient:
     """Async facade over the sync client; one instance per operator process."""
 
-    def __init__(self, api_client: k8s.ApiClient) -> None:
+    def __init__(self, api_client: k8s.ApiClient, request_timeout: float = 15.0, connect_timeout: float = 5.0) -> None:
         self.api_client = api_client
         self.custom = k8s.CustomObjectsApi(api_client)
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
+        self.events = k8s.EventsV1Api(api_client)
+        self.request_timeout = (connect_timeout, request_timeout)
+        # Connection attempts may be retried (nothing was sent); reads and statuses never are.
+        pool = api_client.rest_client.pool_manager
+        pool.connection_pool_kw["retries"] = urllib3.util.Retry(total=3, connect=3, read=0, status=0, other=0, redirect=0)
+        pool.clear()
 
-    async def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one client call in a thread. Returns Any: the generated models type every field
-        as Optional, which says nothing useful about objects the API server returned."""
+    async def call(self, what: str, fn: Callable[..., Any], *args: Any, mutating: bool = False, **kwargs: Any) -> Any:
+        """Run one client call in a thread, bounded by the request timeout. ``mutating`` says
+        whether a lost answer leaves the outcome unknown (see the module docstring).
+        Returns Any: the generated models type every field as Optional, which says nothing
+        useful about objects the API server returned."""
+        kwargs.setdefault("_request_timeout", self.request_timeout)
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except ApiException as exc:
-            raise translate(exc, what) from None
-        except (OSError, TimeoutError) as exc:
-            raise RetryableError(f"API server unreachable during {what}: {type(exc).__name__}", delay=3.0, reason="APIUnavailable") from None
+            raise translate(exc, what, mutating) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise translate_transport(exc, what, mutating) from None
 
     # --- remedy objects ---------------------------------------------------------------
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -99,15 +148,17 @@ class KubeClient:
         """Create; (None, False) when the name exists. Deterministic names make this the dedup primitive."""
         try:
             obj: dict[str, Any] = await asyncio.to_thread(
-                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body  # type: ignore[arg-type]
+                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body,  # type: ignore[arg-type]
+                _request_timeout=self.request_timeout,
             )
             return obj, True
         except ApiException as exc:
             if exc.status == 409:
                 return None, False
             raise translate(exc, f"create {plural}/{body['metadata'].get('name')}") from None
-        except (OSError, TimeoutError) as exc:
-            raise RetryableError(f"API server unreachable: {type(exc).__name__}", delay=3.0, reason="APIUnavailable") from None
+        except _TRANSPORT_ERRORS as exc:
+            # A lost create answer is safe to retry: the deterministic name makes a repeat a 409.
+            raise translate_transport(exc, f"create {plural}", mutating=False) from None
 
     async def list_objects(self, plural: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
         res: dict[str, Any] = await self.call(
@@ -119,22 +170,25 @@ class KubeClient:
 
     # --- events -------------------------------------------------------------------------
     async def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event on ``obj``; works from any task (kopf's poster needs its own context)."""
+        """An events.k8s.io/v1 Event on ``obj`` with a microsecond ``eventTime``, so Events a few
+        milliseconds apart keep their order in `kubectl remedy describe`/`report` timelines
+        (core/v1 timestamps have whole seconds). Works from any task (kopf's poster needs its own
+        context); core/v1 readers see the same Event (involvedObject = regarding, message = note)."""
         import uuid
         from datetime import datetime, timezone
 
         meta = obj["metadata"]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": f"{meta['name'][:200]}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": obj.get("apiVersion", API_VERSION), "kind": obj.get("kind", REMEDIATION_KIND),
-                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "type": type_, "reason": reason[:128], "message": message[:1024],
-            "source": {"component": "remedy"}, "reportingComponent": EVENT_REPORTING_COMPONENT,
-            "reportingInstance": "remedy", "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "regarding": {"apiVersion": obj.get("apiVersion", API_VERSION), "kind": obj.get("kind", REMEDIATION_KIND),
+                          "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+                          "resourceVersion": meta.get("resourceVersion")},
+            "type": type_, "reason": reason[:128], "action": reason[:128], "note": message[:1024],
+            "eventTime": now, "reportingController": EVENT_REPORTING_COMPONENT, "reportingInstance": "remedy",
         }
-        await self.call(f"event on {meta['name']}", self.core.create_namespaced_event, meta["namespace"], body)
+        await self.call(f"event on {meta['name']}", self.events.create_namespaced_event, meta["namespace"], body)
 
     # --- secrets ------------------------------------------------------------------------
     async def read_secret_key(self, namespace: str, ref: SecretKeyRef) -> str:

@@ -6,6 +6,7 @@ prometheus-api-client is synchronous, so queries run in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from ..api.common import parse_duration
@@ -13,17 +14,22 @@ from ..api.remediation import PromQLVerify
 from ..errors import PermanentError, RetryableError
 
 
-def _query(url: str, promql: str) -> list[dict[str, Any]]:
+# The client is synchronous and its thread cannot be cancelled: the HTTP timeout bounds it.
+DEFAULT_TIMEOUT = float(os.environ.get("REMEDY_PROMETHEUS_TIMEOUT", "10"))
+
+
+def _query(url: str, promql: str, timeout: float) -> list[dict[str, Any]]:
     from prometheus_api_client import PrometheusConnect
 
-    prom = PrometheusConnect(url=url, disable_ssl=True)
-    result: list[dict[str, Any]] = prom.custom_query(query=promql)
+    prom = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
+    result: list[dict[str, Any]] = prom.custom_query(query=promql, timeout=timeout)
     return result
 
 
-async def query(url: str, promql: str) -> list[dict[str, Any]]:
+async def query(url: str, promql: str, timeout: float | None = None) -> list[dict[str, Any]]:
+    bound = DEFAULT_TIMEOUT if timeout is None else timeout
     try:
-        return await asyncio.to_thread(_query, url, promql)
+        return await asyncio.wait_for(asyncio.to_thread(_query, url, promql, bound), timeout=bound + 1.0)
     except Exception as exc:  # the client raises bare requests / PrometheusApiClientException
         if "bad_data" in str(exc) or "parse error" in str(exc):
             raise PermanentError(f"invalid PromQL {promql!r}: {exc}", reason="InvalidPromQL") from None
