@@ -25,6 +25,9 @@ ALERTS = Counter("remedy_alerts_received_total", "Alerts received by the webhook
 ALERTS_DEDUP = Counter("remedy_alerts_deduplicated_total", "Firings that mapped to an existing Remediation.", ["policy"], registry=REGISTRY)
 GUARD_BLOCKS = Counter("remedy_guard_blocked_total", "Firings blocked by a guard.", ["policy", "guard"], registry=REGISTRY)
 POLICIES_PAUSED = Gauge("remedy_policies_paused", "Policies currently paused.", registry=REGISTRY)
+MODE_CHANGES = Counter("remedy_policy_mode_changes_total", "Policy mode changes by promotion or demotion.",
+                       ["policy", "from_mode", "to_mode", "reason"], registry=REGISTRY)
+POLICY_MODE = Gauge("remedy_policy_mode", "Effective policy mode: 0 shadow, 1 approve, 2 auto.", ["namespace", "policy"], registry=REGISTRY)
 WEBHOOK_LATENCY = Histogram(
     "remedy_webhook_request_duration_seconds", "Alertmanager webhook handling time.", ["code"], registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),

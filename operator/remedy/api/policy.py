@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import Field
 
 from ..constants import API_VERSION
+from .autonomy import Mode, Promotion, TrackRecord
 from .common import ApiModel, Condition, Duration, preserve_unknown
 from .remediation import Approval, PromQLVerify
 
@@ -70,6 +71,11 @@ class RemediationPolicySpec(ApiModel):
     verify: PromQLVerify | None = None
     escalate: list[EscalationStep] = Field(default_factory=list)
     paused: bool = Field(default=False, description="Set by a person to pause; unset (or false) to resume after a self-pause.")
+    mode: Mode = Field(default="auto", description="shadow: children are dry runs (plan only); approve: children wait for approval; "
+                                                  "auto: children act. With spec.promotion the operator moves the effective mode (status.mode).")
+    max_mode: Mode = Field(default="auto", description="Promotion never goes past this mode.")
+    ineffective_within: Duration = Field(default="30m", description="A succeeded run whose alert fingerprint fires again this soon counts as ineffective.")
+    promotion: Promotion | None = None
 
 
 class PolicyCounters(ApiModel):
@@ -93,6 +99,10 @@ class RemediationPolicyStatus(ApiModel):
     active_children: list[str] = Field(default_factory=list)
     failures_reset_at: str | None = Field(default=None, description="Failures before this time no longer count (set on resume).")
     self_paused_at: str | None = None
+    mode: str | None = Field(default=None, description="Effective mode (spec.mode, or where promotion moved it).")
+    mode_base: str | None = Field(default=None, description="The spec.mode that status.mode was derived from; a change of spec.mode resets it.")
+    mode_since: str | None = Field(default=None, description="When the effective mode last changed; only later outcomes count towards the next change.")
+    track_record: TrackRecord | None = None
     active_series: dict[str, Any] | None = Field(
         default=None, json_schema_extra=preserve_unknown(),
         description="Prometheus trigger: series fingerprint -> {firstSeen, fired, labels}; persisted so a restart keeps dedup keys.",

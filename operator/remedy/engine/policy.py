@@ -43,6 +43,7 @@ from ..constants import (
 from ..errors import InvalidSpecError, RetryableError
 from .. import rfc3339
 from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
+from . import autonomy
 from .conditions import get_condition, set_condition
 from .lifecycle import Recorder, Store
 from .templating import render
@@ -183,6 +184,8 @@ class PolicyEngine:
                 self.recorder.event(fresh, "Warning", exc.reason, exc.message)
                 return f"error:{exc.reason}"
             children = await self.children(ns, name)
+            if await autonomy.note_refire(self.kube, children, firing.fingerprint, cname, spec.ineffective_within):
+                self._queue_refresh(key)  # the track record changed: an earlier run was ineffective
             now = time.time()
             active = [c for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
             # The refresh loop writes the Paused condition about once a second; within a burst,
@@ -259,14 +262,18 @@ class PolicyEngine:
             child_spec["approval"] = {"required": True}
         if spec.verify is not None:
             child_spec["verify"] = spec.verify.wire()
+        annotations = {ANN_FINGERPRINT: firing.fingerprint, ANN_STARTS_AT: firing.starts_at,
+                       ANN_LABELS: json.dumps(firing.labels, sort_keys=True)[:4000], ANN_TARGET: target[:250]}
+        pst = policy.get("status") or {}
+        autonomy.apply_mode(child_spec, annotations, autonomy.effective_mode(spec, pst),
+                            pst.get("modeSince") if pst.get("modeBase") == spec.mode else None)
         base = cname if step == 0 else cname.rsplit("-e", 1)[0]
         return {
             "apiVersion": API_VERSION, "kind": REMEDIATION_KIND,
             "metadata": {
                 "name": cname,
                 "labels": {LABEL_POLICY: meta["name"], LABEL_FIRING: base, LABEL_STEP: str(step), LABEL_TARGET: target_hash},
-                "annotations": {ANN_FINGERPRINT: firing.fingerprint, ANN_STARTS_AT: firing.starts_at,
-                                ANN_LABELS: json.dumps(firing.labels, sort_keys=True)[:4000], ANN_TARGET: target[:250]},
+                "annotations": annotations,
                 "ownerReferences": [{"apiVersion": API_VERSION, "kind": POLICY_KIND, "name": meta["name"],
                                      "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}],
             },
@@ -282,6 +289,8 @@ class PolicyEngine:
             child = await self.kube.get_object(REMEDIATIONS, meta["namespace"], cname)
             if child is None:
                 return "none"
+            if await autonomy.note_cleared(self.kube, child):  # shadow run: the alert cleared without action
+                self._queue_refresh((meta["namespace"], meta["name"]))
             st = child.get("status") or {}
             if st.get("phase") not in (None, "Pending", "AwaitingApproval"):
                 return "started"
@@ -394,6 +403,7 @@ class PolicyEngine:
         counters["failed"] = sum(1 for c in finals if c["status"].get("phase") == "Failed")
         changes.update({"conditions": conds, "observedGeneration": gen, "counters": counters,
                         "consecutiveFailures": consecutive, "activeChildren": active[:50]})
+        mode_change = await self._autonomy(policy, spec, st, children, changes, gen)
         if last_fired:
             changes["lastFiredAt"] = rfc3339.format_time(last_fired)
         try:
@@ -402,9 +412,31 @@ class PolicyEngine:
             for k, v in pending.items():  # do not lose counts on a failed flush
                 self._pending[key][k] += v
             raise
+        autonomy.observe_mode(updated)
+        if mode_change is not None:
+            await autonomy.announce(self.kube, self.recorder, updated, spec, *mode_change)
         if spec.escalate and not now_paused:
             await self._escalate(updated, spec, children)
         return updated
+
+    async def _autonomy(self, policy: dict[str, Any], spec: RemediationPolicySpec, st: dict[str, Any],
+                        children: list[dict[str, Any]], changes: dict[str, Any], gen: Any) -> tuple[str, str, str, str] | None:
+        """Track record, mode and the Autonomous condition into ``changes``; the mode change, if any."""
+        now = time.time()
+        record, scored = autonomy.track_record(children, spec, now)
+        decision = autonomy.decide(spec, st, scored, now)
+        old = autonomy.effective_mode(spec, st)
+        fields = autonomy.mode_status(spec, st, decision)
+        mode = str(fields.get("mode") or old)
+        conds = changes["conditions"]
+        changes["conditions"] = set_condition(conds, autonomy.CONDITION, *autonomy.condition_args(
+            mode, decision, get_condition(conds, autonomy.CONDITION)), gen)
+        changes.update(fields)
+        changes["trackRecord"] = record
+        pending = autonomy.next_decision_in(scored, spec, now)
+        if pending is not None:
+            self._schedule(policy, pending)
+        return (old, mode, decision[1], decision[2]) if decision is not None else None
 
     async def _escalate(self, policy: dict[str, Any], spec: RemediationPolicySpec, children: list[dict[str, Any]]) -> None:
         by_firing: dict[str, list[dict[str, Any]]] = defaultdict(list)
