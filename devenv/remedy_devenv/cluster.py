@@ -41,7 +41,10 @@ TEST_USERS: dict[str, tuple[str, ...]] = {
 # The identity tests give the operator (static token, system:masters like admin) so the audit
 # log can tell the operator's writes from the test's own setup writes (remedy_devenv.audit).
 OPERATOR_USER = "remedy-operator"
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "fake-kubelet")
+# A real node (remedy_devenv.node) adds kube-scheduler, containerd and kubelet; stop() goes
+# through this in reverse, so the kubelet stops before containerd.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "fake-kubelet",
+              "kube-scheduler", "containerd", "kubelet")
 # Audit policy: Metadata level (no bodies) for writes to the workload resources remedy acts on,
 # nothing else, so auditing costs the apiserver little. This is the duplicate witness of
 # remedy_devenv.audit: it counts what reached the API server, not what the operator believes.
@@ -174,6 +177,9 @@ class ControlPlane:
     controller_manager_port: int = dataclasses.field(
         default_factory=lambda: _env_port("REMEDY_KCM_PORT", 16444))
     fake_kubelet: bool = True
+    # containerd + kubelet + kube-scheduler instead of the fake kubelet (remedy_devenv.node).
+    real_node: bool = dataclasses.field(
+        default_factory=lambda: os.environ.get("REMEDY_REAL_NODE") == "1")
     bin_dir: Path | None = None
     ready_seconds: float = 0.0  # measured by the last start()
     _procs: dict[str, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict, repr=False)
@@ -298,7 +304,10 @@ class ControlPlane:
         self._wait("kube-controller-manager",
                    lambda: self.kubectl("-n", "default", "get", "serviceaccount", "default",
                                         check=False).returncode == 0, deadline)
-        if self.fake_kubelet:
+        if self.real_node:
+            from .node import Node
+            Node(self).start(deadline)
+        elif self.fake_kubelet:
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                 filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")])))
             self._spawn("fake-kubelet", [sys.executable, "-m", "remedy_devenv.kubelet",
@@ -327,6 +336,9 @@ class ControlPlane:
         for name, pid in pids.items():
             self._reap(name, pid, grace)
         self._procs.clear()
+        if (self.state_dir / "node").is_dir():  # pod processes, mounts, cgroups, bridge
+            from .node import Node
+            Node(self).cleanup()
 
     def _reap(self, name: str, pid: int, grace: float) -> None:
         deadline = time.monotonic() + grace
