@@ -1,0 +1,167 @@
+"""Generate the figure tables of docs/reliability.md and docs/benchmarks.md from bench/results/*.json.
+
+Why this exists: figures typed into docs by hand drift from the runs that produced them (the
+issue found OutcomeUnknown 120 in the doc vs 32 in the JSON). Every table between the markers
+
+    <!-- generated:NAME -->
+    ...
+    <!-- /generated:NAME -->
+
+is rewritten from the committed JSON; tests/unit/test_docs_generated.py fails when the committed
+docs differ from what this script produces. Prose must not repeat figures.
+
+    .venv/bin/python bench/render.py          # rewrite the docs
+    .venv/bin/python bench/render.py --check  # exit 1 and name the stale blocks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+DOCS = {"reliability": REPO / "docs" / "reliability.md", "benchmarks": REPO / "docs" / "benchmarks.md"}
+MARK = re.compile(r"(<!-- generated:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
+DASH = "–"
+
+
+def load(name: str, results: Path = RESULTS) -> dict[str, Any]:
+    path = results / name
+    if not path.exists():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def newest(pattern: str, results: Path = RESULTS) -> dict[str, Any]:
+    paths = sorted(results.glob(pattern))
+    return load(paths[-1].name, results) if paths else {}
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {fmt(v)}" for k, v in sorted(value.items())) or DASH
+    if isinstance(value, list):
+        return " / ".join(fmt(v) for v in value) or DASH
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def figures(data: dict[str, Any], skip: tuple[str, ...] = ("test",)) -> str:
+    """Every figure of one result file, one row per top-level key (nested dicts inline)."""
+    if not data:
+        return "_no result file committed_\n"
+    return table(["Figure", "Value"], [[k, v] for k, v in sorted(data.items()) if k not in skip])
+
+
+def _first(data: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if k in data:
+            return data[k]
+    return None
+
+
+def summary(results: Path) -> str:
+    rows = []
+    for path in sorted(results.glob("reliability-*.json")):
+        d = load(path.name, results)
+        dup = _first(d, "duplicates_audit", "duplicates")
+        if "duplicates_http" in d:
+            dup = f"{fmt(dup)} (audit) / {fmt(d['duplicates_http'])} (HTTP)"
+        rows.append([path.name, d.get("recordedAt"), dup, _first(d, "lost"),
+                     _first(d, "outcome_unknown", "outcomeUnknown"), _first(d, "never_executed")])
+    return table(["Result file", "Recorded", "Duplicates", "Lost", "OutcomeUnknown", "Never executed"], rows)
+
+
+def faults(results: Path) -> str:
+    d = load("reliability-faults.json", results)
+    if not d:
+        return "_no result file committed_\n"
+    rows = [[case, c.get("faultFired"), c.get("phase"), c.get("reason"), c.get("auditEffectiveOnTarget"),
+             c.get("auditEffectiveWrites"), c.get("state"), c.get("exactlyOnce") and c.get("plannedState")]
+            for case, c in sorted(d.get("cases", {}).items())]
+    return (table(["action/fault", "fault fired", "phase", "reason", "2xx patches of target (audit)",
+                   "2xx writes total (audit)", "end state", "exactly once at planned state"], rows)
+            + f"\nRecorded {d.get('recordedAt')}; witness: {d.get('witness')}.\n")
+
+
+def alert_latency(results: Path) -> str:
+    d = newest("alert_latency-*.json", results)
+    if not d:
+        return "_no result file committed_\n"
+    lat, storm = d.get("latency", {}), d.get("storm", {})
+    rows = [[f"alert-to-action latency {q}", f"{lat['remedy'][q] * 1000:.1f} ms",
+             f"{lat['baseline'][q] * 1000:.1f} ms", f"{lat['ratio'][q]:.1f}x"] for q in ("p50", "p90", "p99", "max")]
+    rows.append(["storm throughput", f"{storm['remedy']['alerts_per_s']:,.0f} alerts/s ({storm['remedy']['elapsed_s']} s)",
+                 f"{storm['noop']['alerts_per_s']:,.0f} alerts/s (no-op, {storm['noop']['elapsed_s']} s)",
+                 f"{storm['ratio']:.4f}"])
+    rtt = lat.get("remedy_webhook_rtt", {})
+    out = table(["figure", "remedy", "baseline (same run)", "ratio (remedy / baseline)"], rows)
+    out += (f"\nRun {d.get('date')}: `{d.get('command')}`; load average {fmt(d['machine'].get('loadavg_start'))} at "
+            f"start, {fmt(d['machine'].get('loadavg_end'))} at end. Webhook round trip p50 "
+            f"{rtt.get('p50', 0) * 1000:.0f} ms, p99 {rtt.get('p99', 0) * 1000:.0f} ms. Checks: "
+            + ", ".join(f"{k} {fmt(v)}" for k, v in sorted(d.get("checks", {}).items())) + ".\n")
+    return out
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "summary": summary,
+    "faults": faults,
+    "alert-latency": alert_latency,
+}
+for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiserver", "outages-data-plane",
+              "load-smoke", "fuzz-specs", "fuzz-webhook", "security", "chart-security", "safety-flapping",
+              "safety-mass-oom"):
+    BLOCKS[_name] = lambda results, _n=_name: figures(load(f"reliability-{_n}.json", results))
+BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
+
+
+def render(text: str, results: Path = RESULTS) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name not in BLOCKS:
+            raise KeyError(f"unknown generated block {name!r}; known: {sorted(BLOCKS)}")
+        return m.group(1) + BLOCKS[name](results) + m.group(4)
+    return MARK.sub(sub, text)
+
+
+def stale(results: Path = RESULTS) -> list[str]:
+    """Docs whose generated blocks differ from what the committed JSON gives."""
+    return [str(p.relative_to(REPO)) for p in DOCS.values() if render(p.read_text(), results) != p.read_text()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report stale docs (exit 1)")
+    args = parser.parse_args(argv)
+    if args.check:
+        bad = stale()
+        for p in bad:
+            print(f"{p} is stale: run .venv/bin/python bench/render.py", file=sys.stderr)
+        return 1 if bad else 0
+    for p in DOCS.values():
+        p.write_text(render(p.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
