@@ -38,6 +38,13 @@ ANN_RESUMED_AT: Final = f"{GROUP}/resumed-at"
 ANN_RESTARTED_BY: Final = f"{GROUP}/restarted-by"
 # Test-only: with REMEDY_FAULT_INJECT set, objects carrying this annotation pause at hook points.
 ANN_FAULT_INJECT: Final = f"{GROUP}/fault-inject"
+# Written by the policy engine on child Remediations (earned autonomy, issue 15): the mode the
+# child was created in and since when; that its alert fired again after it succeeded
+# (ineffective); that a shadow child's alert resolved without action.
+ANN_MODE: Final = f"{GROUP}/mode"
+ANN_MODE_SINCE: Final = f"{GROUP}/mode-since"
+ANN_REFIRED_AT: Final = f"{GROUP}/refired-at"
+ANN_CLEARED_AT: Final = f"{GROUP}/alert-cleared-at"
 
 # kopf keeps its progress and diff-base bookkeeping under this annotation prefix.
 KOPF_ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"
@@ -53,5 +60,5 @@ OPERATOR_APP_NAME: Final = "remedy-operator"
 LABEL_NAMES: Final = (LABEL_POLICY, LABEL_FIRING, LABEL_STEP, LABEL_TARGET)
 ANNOTATION_NAMES: Final = (
     ANN_FINGERPRINT, ANN_STARTS_AT, ANN_LABELS, ANN_TARGET, ANN_APPROVED_BY, ANN_RESUMED_AT,
-    ANN_RESTARTED_BY, ANN_FAULT_INJECT,
+    ANN_RESTARTED_BY, ANN_FAULT_INJECT, ANN_MODE, ANN_MODE_SINCE, ANN_REFIRED_AT, ANN_CLEARED_AT,
 )

@@ -5,13 +5,13 @@ Why here and not in policy.py: the policy engine decides *whether* a firing crea
 this module decides *how much* the child may do and keeps score. Everything is computed from
 observed objects (the children cache and their annotations), so a restart loses nothing:
 
-- a child carries the mode it was created in (``remedy.dev/mode``) and the policy's
-  ``status.modeSince`` at that time (``remedy.dev/mode-since``), so only outcomes earned in the
-  current mode count towards the next change;
+- a child carries the mode it was created in (ANN_MODE) and the policy's ``status.modeSince``
+  at that time (ANN_MODE_SINCE), so only outcomes earned in the current mode count towards
+  the next change;
 - a succeeded child whose alert fingerprint fires again within ``spec.ineffectiveWithin`` is
-  annotated ``remedy.dev/refired-at`` (ineffective);
-- a shadow (dry-run) child whose alert resolves is annotated ``remedy.dev/alert-cleared-at``,
-  which says whether the alert would have cleared without any action.
+  annotated ANN_REFIRED_AT (ineffective);
+- a shadow (dry-run) child whose alert resolves is annotated ANN_CLEARED_AT, which says
+  whether the alert would have cleared without any action.
 """
 
 from __future__ import annotations
@@ -22,18 +22,25 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import GROUP, VERSION
+from ..constants import (
+    ANN_CLEARED_AT,
+    ANN_FINGERPRINT,
+    ANN_MODE,
+    ANN_MODE_SINCE,
+    ANN_REFIRED_AT,
+    API_VERSION,
+    GROUP,
+    POLICY_KIND,
+    REMEDIATION_KIND,
+    REMEDIATIONS,
+    VERSION,
+)
 from ..api.autonomy import MODE_ORDER
 from ..api.common import parse_duration
 from ..api.policy import RemediationPolicySpec
 from ..observability import MODE_CHANGES, POLICY_MODE
 from .conditions import get_condition
 
-ANN_MODE = f"{GROUP}/mode"
-ANN_MODE_SINCE = f"{GROUP}/mode-since"
-ANN_REFIRED_AT = f"{GROUP}/refired-at"
-ANN_CLEARED_AT = f"{GROUP}/alert-cleared-at"
-_ANN_FINGERPRINT = f"{GROUP}/fingerprint"
 LAST_OUTCOMES = 10
 CONDITION = "Autonomous"
 
@@ -229,7 +236,7 @@ def condition_args(mode: str, decision: tuple[str, str, str] | None, previous: d
 # --- observations written on children -------------------------------------------------------
 async def _annotate(kube: Any, namespace: str, name: str, annotations: dict[str, str]) -> None:
     await kube.call(f"remediations/{name} annotate", kube.custom.patch_namespaced_custom_object,
-                    GROUP, VERSION, namespace, "remediations", name, {"metadata": {"annotations": annotations}})
+                    GROUP, VERSION, namespace, REMEDIATIONS, name, {"metadata": {"annotations": annotations}})
 
 
 async def note_refire(kube: Any, children: list[dict[str, Any]], fingerprint: str, new_child: str,
@@ -243,7 +250,7 @@ async def note_refire(kube: Any, children: list[dict[str, Any]], fingerprint: st
         meta = c.get("metadata") or {}
         ann = meta.get("annotations") or {}
         st = c.get("status") or {}
-        if (ann.get(_ANN_FINGERPRINT) != fingerprint or meta.get("name") == new_child or ann.get(ANN_REFIRED_AT)
+        if (ann.get(ANN_FINGERPRINT) != fingerprint or meta.get("name") == new_child or ann.get(ANN_REFIRED_AT)
                 or st.get("phase") != "Succeeded" or _completed_reason(c) == "DryRun"):
             continue
         done = _epoch(st.get("completedAt"))
@@ -291,13 +298,13 @@ async def announce(kube: Any, recorder: Any, policy: dict[str, Any], spec: Remed
     notify = promo.notify.wire()
     notify["message"] = f"{notify['message']} ({meta['name']} {text})"[:4000]
     body = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Remediation",
+        "apiVersion": API_VERSION, "kind": REMEDIATION_KIND,
         "metadata": {"name": f"{meta['name'][:40].rstrip('-.')}-demoted-{digest}",
-                     "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy", "name": meta["name"],
+                     "ownerReferences": [{"apiVersion": API_VERSION, "kind": POLICY_KIND, "name": meta["name"],
                                           "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}]},
         "spec": {"action": {"notify": notify}, "reason": f"policy {meta['name']} demoted to {new}"},
     }
-    await kube.create_object_if_absent("remediations", meta["namespace"], body)
+    await kube.create_object_if_absent(REMEDIATIONS, meta["namespace"], body)
 
 
 def observe_mode(policy: dict[str, Any]) -> None:
