@@ -17,7 +17,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -47,8 +46,6 @@ SCHEMA_TEMPLATE = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.js
 @pytest.fixture(scope="session")
 def tools() -> dict[str, Path]:
     """helm and kubeconform from scripts/build-tools (cached after the first build)."""
-    if not shutil.which("go") and not (Path.home() / ".cache/remedy/tools").is_dir():
-        pytest.skip("no Go toolchain to build helm/kubeconform")
     res = subprocess.run([str(REPO / "scripts" / "build-tools")], capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     paths = [Path(p) for p in res.stdout.split()]

@@ -171,7 +171,7 @@ def _helm() -> Path:
         return cached[-1]
     res = subprocess.run([str(REPO / "scripts" / "build-tools")], capture_output=True, text=True, timeout=1800)
     if res.returncode != 0:
-        pytest.skip(f"helm unavailable (scripts/build-tools failed): {res.stderr[-500:]}")
+        pytest.fail(f"scripts/build-tools failed to build helm:\n{res.stderr[-3000:]}")
     return Path(res.stdout.split()[0])
 
 
