@@ -88,6 +88,7 @@ subjects:
         assert denied_secret.value.status == 403
 
         # The API has no namespace field: path-like names are rejected by the schema.
+        rejection_codes: dict[str, int] = {}
         for name, spec in {
             "dotdot-secret": {"action": {"httpRequest": {"url": f"{demo.url}/api/cron/reconcile",
                                                          "bearerTokenSecretRef": {"name": f"../{ns_b}/db", "key": "token"}}}},
@@ -98,6 +99,7 @@ subjects:
                 alice_co.create_namespaced_custom_object(GROUP, VERSION, ns_a, "remediations", _rem(name, spec),
                                                          field_validation="Strict")
             assert rejected.value.status in (400, 422), (name, rejected.value.body)  # 400: unknown field (strict)
+            rejection_codes[name] = int(rejected.value.status)
         # Without strict field validation an unknown `namespace` field is pruned by the API server
         # (structural schema), so the target still resolves in A only (checked below).
         alice_co.create_namespaced_custom_object(GROUP, VERSION, ns_a, "remediations", _rem(
@@ -152,7 +154,8 @@ subjects:
         }
         secrets_ = {"redisPassword": redis_password, "cronToken": CRON_TOKEN, "bSecret": B_SECRET, "webhookToken": WEBHOOK_TOKEN}
         leaks = [(where, which) for where, text in outputs.items() for which, value in secrets_.items() if value in text]
-        record("security", {"rbacCreateInB": denied.value.status, "schemaRejections": 3,
+        record("security", {"rbacCreateInB": denied.value.status, "schemaRejections": len(rejection_codes),
+                            "schemaRejectionCodes": rejection_codes,
                             "outcomes": {n: [o["status"]["phase"], cond(o, "Completed").get("reason")] for n, o in out.items()},
                             "webhookCodes": codes, "secretsSeeded": len(secrets_),
                             "outputsGrepped": {k: len(v) for k, v in outputs.items()}, "leaks": len(leaks)})
@@ -183,12 +186,16 @@ def test_chart_runs_non_root_with_read_only_root_fs(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     deployments = [d for d in yaml.safe_load_all(res.stdout) if d and d.get("kind") == "Deployment"]
     assert deployments
+    checked: dict[str, int] = {"containers": 0, "runAsNonRoot": 0, "readOnlyRootFilesystem": 0}
     for dep in deployments:
         pod = dep["spec"]["template"]["spec"]
         for c in pod["containers"] + pod.get("initContainers", []):
             sc = {**(pod.get("securityContext") or {}), **(c.get("securityContext") or {})}
+            checked["containers"] += 1
+            checked["runAsNonRoot"] += sc.get("runAsNonRoot") is True
+            checked["readOnlyRootFilesystem"] += (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is True
             assert sc.get("runAsNonRoot") is True, (c["name"], sc)
             assert (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is True, (c["name"], sc)
             assert (c.get("securityContext") or {}).get("allowPrivilegeEscalation") is False
             assert "ALL" in ((c.get("securityContext") or {}).get("capabilities") or {}).get("drop", [])
-    record("chart-security", {"deployments": len(deployments), "runAsNonRoot": True, "readOnlyRootFilesystem": True})
+    record("chart-security", {"deployments": len(deployments), **checked})
