@@ -93,6 +93,9 @@ class ActionContext:
         default_factory=lambda: logging.getLogger("remedy.actions")
     )
     prometheus_url: str | None = None
+    # The plan of an earlier attempt whose precondition failed (TargetChanged), if any: a new
+    # plan compares against it so it never undoes a change a person made in between.
+    previous_plan: Evidence | None = None
 
     async def secret(self, ref: SecretKeyRef) -> str:
         return await self.kube.read_secret_key(self.namespace, ref)

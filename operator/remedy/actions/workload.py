@@ -4,12 +4,25 @@ All act through the Kubernetes API only, in the Remediation's namespace, and are
 given their recorded plan: a restart stamps the Remediation's uid (a second identical stamp
 changes nothing), scale sets an absolute count, rollback and memory raise apply a template
 computed once, at plan time, and stored in status.plan.
+
+Every write is a JSON patch (field manager ``remedy``, so managedFields name remedy) whose
+``test`` ops are the preconditions: the fields the plan read must still hold what it read
+(``metadata.generation`` for template writes, ``spec.replicas`` for scale). A person's edit in
+between fails the test, nothing is applied, and the engine plans again with a TargetChanged
+Event that says what changed. (A resourceVersion precondition would also fail on every status
+write of the workload controllers, which happen all the time during a rollout.)
+
+Each action has an ``observe`` probe (see remedy.actions.base) that compares the target with
+the recorded plan after an ambiguous outcome, so a lost response is never re-planned: a
+rollback without toRevision can never roll forward to the bad revision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
+import json
 import math
 from decimal import Decimal
 from typing import Any
@@ -20,7 +33,9 @@ from ..api.workload import DeploymentRef, RaiseMemoryOnOOM, RestartWorkload, Rol
 from ..api.common import parse_duration
 from ..constants import ANN_RESTARTED_BY
 from ..errors import InvalidSpecError, OverCapError, PermanentError, SkipError, TargetNotFoundError
-from .base import ActionContext, ActionDef, Evidence
+from ..constants import FIELD_MANAGER
+from ..errors import RetryableError
+from .base import ActionContext, ActionDef, Applied, CannotTell, Evidence, NotApplied, Observation
 
 RESTART_ANNOTATION = ANN_RESTARTED_BY
 
@@ -48,14 +63,42 @@ async def _read(ctx: ActionContext, kind: str, name: str) -> Any:
         raise TargetNotFoundError(f"{kind} {ctx.namespace}/{name} not found: check spec.action target") from None
 
 
-async def _patch(ctx: ActionContext, kind: str, name: str, body: dict[str, Any]) -> Any:
+async def _patch(ctx: ActionContext, kind: str, name: str, ops: list[dict[str, Any]], read: dict[str, Any]) -> Any:
+    """One JSON patch whose leading ``test`` ops are the preconditions (``read``: JSON pointer ->
+    the value the plan read). A failed test is TargetChanged, with what changed in the message."""
     apps = ctx.kube.apps
     patcher = {
         "Deployment": apps.patch_namespaced_deployment,
         "StatefulSet": apps.patch_namespaced_stateful_set,
         "DaemonSet": apps.patch_namespaced_daemon_set,
     }[kind]
-    return await ctx.kube.call(f"patch {kind} {ctx.namespace}/{name}", patcher, name, ctx.namespace, body)
+    tests = [{"op": "test", "path": path, "value": value} for path, value in read.items()]
+    try:
+        return await ctx.kube.call(f"patch {kind} {ctx.namespace}/{name}", patcher, name, ctx.namespace, tests + ops,
+                                   mutating=True, field_manager=FIELD_MANAGER,
+                                   _content_type="application/json-patch+json")
+    except RetryableError as exc:
+        if exc.reason != "TargetChanged":
+            raise
+        raise RetryableError(await _what_changed(ctx, kind, name, read), delay=0.5, reason="TargetChanged") from None
+
+
+async def _what_changed(ctx: ActionContext, kind: str, name: str, read: dict[str, Any]) -> str:
+    try:
+        now = ctx.kube.api_client.sanitize_for_serialization(await _read(ctx, kind, name))  # type: ignore[no-untyped-call]
+    except RetryableError:
+        return f"{kind}/{name} changed since the plan (could not re-read it)"
+    diffs = []
+    for path, was in read.items():
+        cur: Any = now
+        for part in path.strip("/").split("/"):
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        if cur != was:
+            field_name = path.strip("/").replace("/", ".")
+            diffs.append(f"{field_name} was {was!r} at plan time, now {cur!r}")
+    if any("generation" in d for d in diffs):
+        diffs.append("someone edited its spec in between")
+    return f"{kind}/{name} changed since the plan: " + ("; ".join(diffs) or "a tested field differs")
 
 
 def _selector(workload: Any) -> str:
@@ -107,10 +150,32 @@ async def restart_plan(ctx: ActionContext, p: RestartWorkload) -> Evidence:
     }
 
 
+def _pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
 async def restart_execute(ctx: ActionContext, p: RestartWorkload, plan: Evidence) -> Evidence:
-    body = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: ctx.uid}}}}}
-    workload = await _patch(ctx, p.target.kind, p.target.name, body)
-    return {"workload": _target(p.target), "generation": workload.metadata.generation, "stamp": ctx.uid}
+    workload = await _read(ctx, p.target.kind, p.target.name)
+    meta = workload.spec.template.metadata
+    ops: list[dict[str, Any]] = []
+    if meta is None:
+        ops.append({"op": "add", "path": "/spec/template/metadata", "value": {}})
+    if meta is None or meta.annotations is None:
+        ops.append({"op": "add", "path": "/spec/template/metadata/annotations", "value": {}})
+    ops.append({"op": "add", "path": f"/spec/template/metadata/annotations/{_pointer(RESTART_ANNOTATION)}", "value": ctx.uid})
+    # The generation just read: a restart adds one annotation, so it only needs the spec not
+    # to move between this read and the write (a stale plan cannot hide here).
+    patched = await _patch(ctx, p.target.kind, p.target.name, ops, {"/metadata/generation": workload.metadata.generation})
+    return {"workload": _target(p.target), "generation": patched.metadata.generation, "stamp": ctx.uid}
+
+
+async def restart_observe(ctx: ActionContext, p: RestartWorkload, plan: Evidence) -> Observation:
+    workload = await _read(ctx, p.target.kind, p.target.name)
+    meta = workload.spec.template.metadata
+    stamp = (meta.annotations or {}).get(RESTART_ANNOTATION) if meta else None
+    if stamp == ctx.uid:
+        return Applied(f"pod template of {_target(p.target)} carries {RESTART_ANNOTATION}={ctx.uid}")
+    return NotApplied(f"pod template of {_target(p.target)} has {RESTART_ANNOTATION}={stamp!r}, not this Remediation's uid")
 
 
 async def restart_verify(ctx: ActionContext, p: RestartWorkload, plan: Evidence, result: Evidence) -> Evidence:
@@ -134,7 +199,7 @@ async def restart_verify(ctx: ActionContext, p: RestartWorkload, plan: Evidence,
 
 RESTART = ActionDef(
     name="restartWorkload", params=RestartWorkload, target=lambda p: _target(p.target),
-    plan=restart_plan, execute=restart_execute, verify=restart_verify,
+    plan=restart_plan, execute=restart_execute, verify=restart_verify, observe=restart_observe,
     snapshot=lambda ctx, p: pod_snapshot(ctx, p.target), idempotent=True,
 )
 
@@ -159,15 +224,27 @@ async def scale_plan(ctx: ActionContext, p: ScaleWorkload) -> Evidence:
 
 
 async def scale_execute(ctx: ActionContext, p: ScaleWorkload, plan: Evidence) -> Evidence:
-    apps = ctx.kube.apps
-    fn = apps.patch_namespaced_deployment_scale if p.target.kind == "Deployment" else apps.patch_namespaced_stateful_set_scale
-    await ctx.kube.call(f"scale {_target(p.target)}", fn, p.target.name, ctx.namespace, {"spec": {"replicas": plan["to"]}})
+    # Precondition: replicas still what the plan read, so a delta is never applied twice and a
+    # person's (or an autoscaler's) scale in between is never overwritten.
+    await _patch(ctx, p.target.kind, p.target.name, [{"op": "replace", "path": "/spec/replicas", "value": plan["to"]}],
+                 {"/spec/replicas": plan["from"]})
     return {"workload": _target(p.target), "from": plan.get("from"), "to": plan["to"], "clamped": plan.get("clamped", False)}
+
+
+async def scale_observe(ctx: ActionContext, p: ScaleWorkload, plan: Evidence) -> Observation:
+    workload = await _read(ctx, p.target.kind, p.target.name)
+    replicas = int(workload.spec.replicas or 0)
+    if replicas == plan["to"]:
+        return Applied(f"{_target(p.target)} has {replicas} replicas, the planned count")
+    if replicas == plan["from"]:
+        return NotApplied(f"{_target(p.target)} still has {replicas} replicas, the count the plan read")
+    return CannotTell(f"{_target(p.target)} has {replicas} replicas: neither the planned {plan['to']} nor the "
+                      f"{plan['from']} the plan read (someone else scaled it)")
 
 
 SCALE = ActionDef(
     name="scaleWorkload", params=ScaleWorkload, target=lambda p: _target(p.target),
-    plan=scale_plan, execute=scale_execute, idempotent=True, destructive=False,
+    plan=scale_plan, execute=scale_execute, observe=scale_observe, idempotent=True, destructive=False,
 )
 
 
@@ -179,6 +256,25 @@ def _strip_template(template: dict[str, Any]) -> dict[str, Any]:
     labels = (t.get("metadata") or {}).get("labels") or {}
     labels.pop("pod-template-hash", None)
     return t
+
+
+def _template_of(ctx: ActionContext, workload: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = ctx.kube.api_client.sanitize_for_serialization(workload.spec.template)  # type: ignore[no-untyped-call]
+    return _strip_template(raw)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _changed_since_previous_plan(ctx: ActionContext, key: str, now: Any, what: str) -> None:
+    """A re-plan after TargetChanged: if the field the first plan acted on moved, a person
+    changed it; acting on the new value would undo their change, so do nothing."""
+    before = (ctx.previous_plan or {}).get(key)
+    if before is not None and before != now:
+        raise SkipError(f"{what} changed since this Remediation planned (someone edited it); "
+                        "not overriding that change", reason="TargetChanged",
+                        evidence={"previousPlan": {key: before}, "now": {key: now}})
 
 
 async def rollback_plan(ctx: ActionContext, p: RollbackWorkload) -> Evidence:
@@ -204,27 +300,42 @@ async def rollback_plan(ctx: ActionContext, p: RollbackWorkload) -> Evidence:
         target_rev = max(earlier)
     if target_rev == current:
         raise SkipError(f"Deployment/{p.target.name} already at revision {current}", reason="AlreadyAtRevision")
-    api = ctx.kube.api_client
-    raw_template = api.sanitize_for_serialization(by_rev[target_rev].spec.template)  # type: ignore[no-untyped-call]
-    template = _strip_template(raw_template)
+    from_hash = _digest(_template_of(ctx, dep))
+    _changed_since_previous_plan(ctx, "fromTemplateHash", from_hash, f"the pod template of Deployment/{p.target.name}")
+    template = _template_of(ctx, by_rev[target_rev])
     images = [c.get("image") for c in template.get("spec", {}).get("containers", [])]
     return {
         "workload": _target(p.target), "fromRevision": current, "toRevision": target_rev,
-        "images": images, "template": template,
+        "images": images, "template": template, "generation": dep.metadata.generation, "fromTemplateHash": from_hash,
         "change": f"restore pod template of revision {target_rev} (currently {current})",
     }
 
 
+def _generation_test(plan: Evidence) -> dict[str, Any]:
+    # Plans recorded before preconditions existed carry no generation: no test for those.
+    return {"/metadata/generation": plan["generation"]} if plan.get("generation") is not None else {}
+
+
 async def rollback_execute(ctx: ActionContext, p: RollbackWorkload, plan: Evidence) -> Evidence:
-    body = [{"op": "replace", "path": "/spec/template", "value": plan["template"]}]
-    dep = await _patch(ctx, "Deployment", p.target.name, body)  # type: ignore[arg-type]
+    ops = [{"op": "replace", "path": "/spec/template", "value": plan["template"]}]
+    dep = await _patch(ctx, "Deployment", p.target.name, ops, _generation_test(plan))
     return {"workload": _target(p.target), "fromRevision": plan["fromRevision"], "toRevision": plan["toRevision"],
             "generation": dep.metadata.generation, "images": plan["images"]}
 
 
+async def rollback_observe(ctx: ActionContext, p: RollbackWorkload, plan: Evidence) -> Observation:
+    dep = await _read(ctx, "Deployment", p.target.name)
+    if _template_of(ctx, dep) == plan["template"]:
+        return Applied(f"Deployment/{p.target.name} runs the planned template of revision {plan['toRevision']}")
+    if plan.get("generation") is not None and dep.metadata.generation == plan["generation"]:
+        return NotApplied(f"Deployment/{p.target.name} is unchanged since the plan (generation {plan['generation']})")
+    return CannotTell(f"Deployment/{p.target.name} runs neither the planned template nor the one the plan read "
+                      f"(generation {dep.metadata.generation}, planned from {plan.get('generation')})")
+
+
 ROLLBACK = ActionDef(
     name="rollbackWorkload", params=RollbackWorkload, target=lambda p: _target(p.target),
-    plan=rollback_plan, execute=rollback_execute,
+    plan=rollback_plan, execute=rollback_execute, observe=rollback_observe,
     snapshot=lambda ctx, p: pod_snapshot(ctx, p.target), idempotent=True,
 )
 
@@ -254,7 +365,7 @@ async def memory_plan(ctx: ActionContext, p: RaiseMemoryOnOOM) -> Evidence:
     cap = parse_quantity(p.max_limit)
     step = parse_quantity(p.min_step)
     changes = []
-    for c in workload.spec.template.spec.containers:
+    for index, c in enumerate(workload.spec.template.spec.containers):
         if (oom and c.name not in oom) or (p.container and c.name != p.container):
             continue
         limits = (c.resources.limits or {}) if c.resources else {}
@@ -269,14 +380,17 @@ async def memory_plan(ctx: ActionContext, p: RaiseMemoryOnOOM) -> Evidence:
         rounded = Decimal(math.ceil(bumped / mib)) * mib
         # Rounding up to whole Mi must never cross the cap (e.g. a decimal-unit cap like 3G).
         new, new_text = (cap, p.max_limit) if rounded >= cap else (rounded, _mi(rounded))
-        change = {"container": c.name, "oldLimit": limits["memory"], "newLimit": new_text,
+        change = {"container": c.name, "index": index, "oldLimit": limits["memory"], "newLimit": new_text,
                   "cappedAtMaxLimit": bumped > cap, "oomKilledPods": oom.get(c.name, [])}
         if "memory" in requests and parse_quantity(requests["memory"]) > new:
             change["newRequest"] = new_text
         changes.append(change)
     if not changes:
         raise SkipError("no container matched", reason="NoMatchingContainer")
+    limits_now = {c["container"]: c["oldLimit"] for c in changes}
+    _changed_since_previous_plan(ctx, "limits", limits_now, f"the memory limits of {_target(p.target)}")
     return {"workload": _target(p.target), "strategy": p.strategy, "containers": changes,
+            "generation": workload.metadata.generation, "limits": limits_now,
             "change": "; ".join(f"{c['container']} memory limit {c['oldLimit']} -> {c['newLimit']}" for c in changes)}
 
 
@@ -288,12 +402,55 @@ async def memory_execute(ctx: ActionContext, p: RaiseMemoryOnOOM, plan: Evidence
             res["requests"] = {"memory": c["newRequest"]}
         containers.append({"name": c["container"], "resources": res})
     # The template first, in both strategies: new pods must keep the raised limit even if an
-    # in-place resize below fails halfway. Strategic merge keys containers by name: memory only.
-    await _patch(ctx, p.target.kind, p.target.name, {"spec": {"template": {"spec": {"containers": containers}}}})
+    # in-place resize below fails halfway. Memory fields only, each container tested by name
+    # at the index the plan read, plus the generation the plan read.
+    ops: list[dict[str, Any]] = []
+    read: dict[str, Any] = _generation_test(plan)
+    for c in plan["containers"]:
+        if "index" not in c:  # a plan recorded before preconditions: strategic merge by name
+            ops = []
+            break
+        base = f"/spec/template/spec/containers/{c['index']}"
+        read[f"{base}/name"] = c["container"]
+        ops.append({"op": "replace", "path": f"{base}/resources/limits/memory", "value": c["newLimit"]})
+        if "newRequest" in c:
+            ops.append({"op": "replace", "path": f"{base}/resources/requests/memory", "value": c["newRequest"]})
+    if ops:
+        await _patch(ctx, p.target.kind, p.target.name, ops, read)
+    else:
+        await _strategic_patch(ctx, p.target.kind, p.target.name, {"spec": {"template": {"spec": {"containers": containers}}}})
     resized: list[str] = []
     if p.strategy == "inPlace":
         resized = await _resize_pods_in_place(ctx, p, containers)
     return {"workload": _target(p.target), "containers": plan["containers"], "resizedInPlace": resized}
+
+
+async def _strategic_patch(ctx: ActionContext, kind: str, name: str, body: dict[str, Any]) -> Any:
+    patcher = {"Deployment": ctx.kube.apps.patch_namespaced_deployment,
+               "StatefulSet": ctx.kube.apps.patch_namespaced_stateful_set,
+               "DaemonSet": ctx.kube.apps.patch_namespaced_daemon_set}[kind]
+    return await ctx.kube.call(f"patch {kind} {ctx.namespace}/{name}", patcher, name, ctx.namespace, body,
+                               mutating=True, field_manager=FIELD_MANAGER)
+
+
+async def memory_observe(ctx: ActionContext, p: RaiseMemoryOnOOM, plan: Evidence) -> Observation:
+    workload = await _read(ctx, p.target.kind, p.target.name)
+    by_name = {c.name: c for c in workload.spec.template.spec.containers}
+    applied, untouched = [], []
+    for c in plan["containers"]:
+        cur = by_name.get(c["container"])
+        limit = ((cur.resources.limits or {}) if cur is not None and cur.resources else {}).get("memory")
+        if limit is not None and parse_quantity(limit) == parse_quantity(c["newLimit"]):
+            applied.append(c["container"])
+        elif limit is not None and parse_quantity(limit) == parse_quantity(c["oldLimit"]):
+            untouched.append(c["container"])
+    names = [c["container"] for c in plan["containers"]]
+    if len(applied) == len(names):
+        return Applied(f"memory limits of {', '.join(names)} equal the planned ones")
+    if len(untouched) == len(names):
+        return NotApplied(f"memory limits of {', '.join(names)} are still the ones the plan read")
+    return CannotTell(f"memory limits of {_target(p.target)} are neither all planned nor all as read "
+                      f"(planned: {applied}, as read: {untouched})")
 
 
 async def _resize_pods_in_place(ctx: ActionContext, p: RaiseMemoryOnOOM, containers: list[dict[str, Any]]) -> list[str]:
@@ -307,6 +464,7 @@ async def _resize_pods_in_place(ctx: ActionContext, p: RaiseMemoryOnOOM, contain
             f"/api/v1/namespaces/{ctx.namespace}/pods/{pod.metadata.name}/resize", "PATCH",
             header_params={"Content-Type": "application/strategic-merge-patch+json", "Accept": "application/json"},
             body=body, auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True,
+            mutating=True,
         )
         resized.append(pod.metadata.name)
     return resized
@@ -314,6 +472,6 @@ async def _resize_pods_in_place(ctx: ActionContext, p: RaiseMemoryOnOOM, contain
 
 RAISE_MEMORY = ActionDef(
     name="raiseMemoryOnOOM", params=RaiseMemoryOnOOM, target=lambda p: _target(p.target),
-    plan=memory_plan, execute=memory_execute,
+    plan=memory_plan, execute=memory_execute, observe=memory_observe,
     snapshot=lambda ctx, p: pod_snapshot(ctx, p.target), idempotent=True,
 )

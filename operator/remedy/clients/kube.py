@@ -51,6 +51,11 @@ def translate(exc: ApiException, what: str, mutating: bool = False) -> Exception
         return TargetNotFoundError(f"{what} not found")
     if status in (401, 403):
         return ForbiddenError(f"forbidden: {what}: the operator's ServiceAccount lacks permission ({exc.reason})")
+    if mutating and (status == 409 or (status == 422 and _failed_test_op(exc))):
+        # The write's precondition (resourceVersion, or a JSON-patch ``test`` op on a field the
+        # plan read) failed: someone changed the target since the plan; nothing was applied.
+        return RetryableError(f"{what}: the target changed since the plan ({_short_body(exc)})", delay=0.5,
+                              reason="TargetChanged")
     if status == 409:
         return RetryableError(f"conflict on {what}; retrying", delay=0.5, reason="Conflict")
     if status == 422 or status == 400:
@@ -75,6 +80,11 @@ def translate_transport(exc: BaseException, what: str, mutating: bool) -> Except
 
 
 _TRANSPORT_ERRORS = (OSError, TimeoutError, urllib3.exceptions.HTTPError)
+
+
+def _failed_test_op(exc: ApiException) -> bool:
+    body = str(exc.body or "")
+    return "test failed" in body or "testing value" in body
 
 
 def _short_body(exc: ApiException) -> str:

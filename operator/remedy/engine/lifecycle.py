@@ -6,9 +6,19 @@
 Each call of ``reconcile`` reads the object fresh and advances it from what status says,
 never from a diff. Before acting it records intent (attemptId, plan, phase Running) with an
 optimistic lock on resourceVersion, so only one writer can claim an attempt; after acting it
-records the outcome. If it finds ``Running`` on entry, the operator died mid-action: an
-idempotent action is re-run with the *recorded* plan; any other ends Failed with reason
-OutcomeUnknown instead of acting twice.
+records the outcome.
+
+Ambiguous outcomes are observed, never re-planned. When a send's outcome is unknown (the
+action raised AmbiguousOutcomeError: timeout, reset or 5xx after sending; ``spec.timeout``
+cancelled it; or the engine finds ``Running`` that no live executor owns because the operator
+died), the engine calls the action's ``observe`` probe against the *recorded* plan:
+Applied -> verification; NotApplied -> execute the recorded plan again (with its
+precondition; bounded by max attempts); CannotTell -> Failed/OutcomeUnknown plus an
+escalation (Warning Event and the engine's ``escalate`` hook). Only a RetryableError, whose
+contract is "nothing changed", sends the Remediation back to Pending to plan again; a
+TargetChanged conflict also posts a ``TargetChanged`` Event saying what changed.
+
+A final Remediation is never run again; a spec edit only moves ``observedGeneration``.
 """
 
 from __future__ import annotations
@@ -23,18 +33,21 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from ..actions.base import ActionContext, ActionDef
+from ..actions.base import ActionContext, ActionDef, Applied, CannotTell, NotApplied, Observation
 from ..api.common import now_rfc3339_ms, parse_duration
 from ..api.remediation import CONDITION_TYPES, FINAL_PHASES, RemediationSpec
 from ..constants import ANN_APPROVED_BY, REMEDIATIONS
-from ..errors import OverCapError, PermanentError, RemedyError, RetryableError, SkipError
+from ..errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
 from ..rfc3339 import age_seconds
-from .conditions import initial_conditions, set_condition
+from .conditions import get_condition, initial_conditions, set_condition
 from .verify import verify_promql
 
 PLURAL = REMEDIATIONS
 APPROVED_BY_ANNOTATION = ANN_APPROVED_BY
 log = logging.getLogger("remedy.engine")
+# Executed condition reason while the outcome of an attempt is being observed; a resumed pass
+# reads its message as the true cause instead of guessing "the operator restarted".
+OBSERVING = "ObservingOutcome"
 
 
 class Store(Protocol):
@@ -70,6 +83,9 @@ class Engine:
     hooks: dict[str, Any] = field(default_factory=dict)  # test seam: called at named points
     executor_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}")
     heartbeat_interval: float = 5.0
+    observe_timeout: float = 30.0
+    # Called when an outcome stays unknown (CannotTell): a human must look. Default: Event + log.
+    escalate: Any = None  # async (obj, message) -> None
 
     async def reconcile(self, namespace: str, name: str) -> str | None:
         """Advance one Remediation as far as possible; returns its phase afterwards.
@@ -142,6 +158,10 @@ class _Run:
     async def advance(self) -> str | None:
         phase = self.status.get("phase")
         if phase in FINAL_PHASES:
+            # Finished objects are never run again, but a spec edit (e.g. spec.reason) must still
+            # be observed, or GitOps tools wait for "observedGeneration" forever.
+            if self.gen is not None and self.status.get("observedGeneration") != self.gen:
+                await self.patch({"observedGeneration": self.gen}, lock=False)
             return str(phase)
         try:
             spec = RemediationSpec.model_validate(self.obj.get("spec") or {})
@@ -209,6 +229,9 @@ class _Run:
 
     async def _plan_and_run(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
                             approved: tuple[str, str, str], approved_by: str | None) -> str:
+        # A plan recorded by an earlier attempt (its precondition failed: TargetChanged): the
+        # new plan may compare against it so it never undoes a person's edit.
+        ctx.previous_plan = dict(self.status.get("plan") or {}) or None
         try:
             plan = await action.plan(ctx, params)
         except RetryableError as exc:
@@ -244,18 +267,88 @@ class _Run:
         return await self._execute(spec, action, params, ctx, plan)
 
     async def _resume_running(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext) -> str:
-        attempt_id = self.status.get("attemptId")
-        plan = dict(self.status.get("plan") or {})
+        """Found Running: the outcome of the recorded attempt was never recorded. Observe it."""
+        st = self.status
+        attempt_id = st.get("attemptId")
+        plan = dict(st.get("plan") or {})
         self._check_not_live_elsewhere()
+        previous = st.get("executor")
+        executed = get_condition(st.get("conditions") or [], "Executed") or {}
+        if executed.get("reason") == OBSERVING and executed.get("message"):
+            cause = str(executed["message"])  # we were already observing; keep the true cause
+        elif previous not in (None, self.e.executor_id):
+            age = age_seconds(st.get("heartbeatAt"))
+            cause = (f"executor {previous} stopped during attempt {attempt_id} before recording its outcome"
+                     + (f" (last heartbeat {age:.0f}s ago)" if age is not None else ""))
+        else:
+            cause = f"attempt {attempt_id} was interrupted in this operator process before its outcome was recorded"
         await self.patch({"executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms()})
-        if action.idempotent:
-            msg = f"operator restarted during attempt {attempt_id}; re-applying the recorded plan (idempotent)"
-            await self.patch({"conditions": self.conds(Executed=("Unknown", "Resumed", msg))}, lock=False)
-            self.event("Normal", "Resumed", msg)
-            return await self._execute(spec, action, params, ctx, plan)
-        msg = (f"operator restarted during attempt {attempt_id} of a non-idempotent action; it was NOT run again. "
-               "Check the target against status.plan; create a new Remediation to retry.")
-        return await self.finish("Failed", "OutcomeUnknown", msg, executed=("Unknown", "OutcomeUnknown", msg))
+        beat = asyncio.create_task(self._heartbeat())
+        try:
+            return await self._recover(spec, action, params, ctx, plan, cause)
+        finally:
+            beat.cancel()
+
+    async def _observe(self, action: ActionDef[Any], ctx: ActionContext, params: Any, plan: dict[str, Any]) -> Observation:
+        if action.observe is None:
+            if action.idempotent:
+                return NotApplied(f"{action.name} has no probe but is idempotent: re-running the recorded plan is harmless")
+            return CannotTell(f"{action.name} has no way to observe whether its request was applied")
+        try:
+            return await asyncio.wait_for(action.observe(ctx, params, plan), timeout=self.e.observe_timeout)
+        except TimeoutError:
+            raise RetryableError(f"observing the target of {action.name} took over {self.e.observe_timeout:.0f}s",
+                                 reason="ObserveUnavailable") from None
+
+    async def _recover(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                       plan: dict[str, Any], cause: str) -> str:
+        """The outcome of sending the recorded plan is unknown: observe it, never plan again."""
+        attempt_id = self.status.get("attemptId")
+        await self.patch({"message": f"outcome unknown: {cause}; observing the target",
+                          "conditions": self.conds(Executed=("Unknown", OBSERVING, cause))}, lock=False)
+        self.event("Warning", "OutcomeUnknown", f"{cause}; observing the target against the recorded plan")
+        try:
+            seen = await self._observe(action, ctx, params, plan)
+        except RetryableError as exc:
+            # Cannot read the target now. Ask again later, but not beyond spec.timeout after start.
+            started = age_seconds(self.status.get("startedAt"))
+            if started is not None and started > 2 * parse_duration(spec.timeout):
+                return await self._outcome_unknown(f"{cause}; the target could not be observed: {exc.message}")
+            raise
+        except RemedyError as exc:
+            return await self._outcome_unknown(f"{cause}; observing failed: {exc.message}")
+        if isinstance(seen, Applied):
+            self.event("Normal", "ObservedApplied", f"attempt {attempt_id}: {seen.detail}; not sending it again")
+            result = {"summary": f"{plan.get('change') or action.name} (observed applied after: {cause})"[:500],
+                      "observed": seen.detail, "outcomeObserved": "Applied"}
+            loop = asyncio.get_running_loop()
+            return await self._after_execute(spec, action, params, ctx, plan, result,
+                                              loop.time() + parse_duration(spec.timeout))
+        if isinstance(seen, NotApplied):
+            attempts = int(self.status.get("attempts") or 0)
+            if attempts >= self.e.max_attempts:
+                msg = (f"gave up after {attempts} attempts: {cause}; observed not applied ({seen.detail}), "
+                       "so nothing changed")
+                return await self.finish("Failed", "RetriesExhausted", msg, executed=("False", "NotApplied", msg))
+            attempts += 1
+            msg = f"observed not applied ({seen.detail}); re-applying the recorded plan (attempt {attempts}/{self.e.max_attempts})"
+            await self.patch({"attempts": attempts, "message": msg,
+                              "conditions": self.conds(Executed=("Unknown", "ReApplying", msg))}, lock=False)
+            self.event("Normal", "ReApplying", f"attempt {attempt_id}: {msg}")
+            await asyncio.sleep(min(8.0, 0.5 * 2 ** max(0, attempts - 2)))
+            return await self._execute_inner(spec, action, params, ctx, plan)
+        return await self._outcome_unknown(f"{cause}; {seen.detail}")
+
+    async def _outcome_unknown(self, message: str) -> str:
+        msg = f"{message}. Not run again so it cannot act twice: check the target against status.plan."
+        phase = await self.finish("Failed", "OutcomeUnknown", msg, executed=("Unknown", "OutcomeUnknown", msg))
+        self.event("Warning", "EscalationRequired", f"a person must check the target: {msg}"[:1024])
+        if self.e.escalate is not None:
+            try:
+                await self.e.escalate(self.obj, msg)
+            except Exception as exc:  # noqa: BLE001 - escalation is best effort; the Event is posted
+                log.warning("escalation hook failed: %s", exc)
+        return phase
 
     def _check_not_live_elsewhere(self) -> None:
         """Running/Verifying with a fresh heartbeat from another executor: it is alive, not crashed."""
@@ -291,16 +384,40 @@ class _Run:
                              plan: dict[str, Any]) -> str:
         timeout = parse_duration(spec.timeout)
         deadline = asyncio.get_running_loop().time() + timeout
+        attempt_id = self.status.get("attemptId")
         try:
             result = await asyncio.wait_for(action.execute(ctx, params, plan), timeout=timeout)
+        except AmbiguousOutcomeError as exc:
+            return await self._recover(spec, action, params, ctx, plan, f"attempt {attempt_id}: {exc.message}")
         except RetryableError as exc:
-            # Contract: RetryableError from execute means nothing changed; go back to Pending.
+            # Contract: RetryableError from execute means nothing changed; plan again.
+            if exc.reason == "TargetChanged":
+                self.event("Warning", "TargetChanged", f"attempt {attempt_id} not applied: {exc.message}; planning again")
             await self._count_retry(exc, "executing", back_to_pending=True)
             raise
         except TimeoutError:
-            msg = f"{action.name} did not finish within {spec.timeout}"
-            return await self.finish("Failed", "Timeout", msg, executed=("Unknown", "Timeout", msg))
+            return await self._timed_out(spec, action, params, ctx, plan)
         await self._hook("after_action")
+        return await self._after_execute(spec, action, params, ctx, plan, result, deadline)
+
+    async def _timed_out(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                         plan: dict[str, Any]) -> str:
+        """spec.timeout cancelled execute mid-flight: say what actually happened to the target."""
+        msg = f"{action.name} did not finish within spec.timeout {spec.timeout}"
+        try:
+            seen = await self._observe(action, ctx, params, plan)
+        except RemedyError as exc:
+            seen = CannotTell(f"observing failed: {exc.message}")
+        if isinstance(seen, Applied):
+            msg += f"; observed applied ({seen.detail}), not verified"
+            return await self.finish("Failed", "Timeout", msg, executed=("True", "Timeout", msg))
+        if isinstance(seen, NotApplied):
+            msg += f"; observed not applied ({seen.detail})"
+            return await self.finish("Failed", "Timeout", msg, executed=("False", "Timeout", msg))
+        return await self._outcome_unknown(f"{msg}; {seen.detail}")
+
+    async def _after_execute(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                             plan: dict[str, Any], result: dict[str, Any], deadline: float) -> str:
         if action.verify is not None or spec.verify is not None:
             await self.patch({"phase": "Verifying", "result": result, "message": "verifying",
                               "conditions": self.conds(Executed=("True", "Executed", _summary(result, plan)),
@@ -340,10 +457,14 @@ class _Run:
                                  verified=("True", "Verified", "verification passed"))
 
     async def _count_retry(self, exc: RetryableError, during: str, back_to_pending: bool = False) -> None:
+        # Executing counted its attempt when it recorded intent; planning counts here.
         attempts = int(self.status.get("attempts") or 0) + (0 if back_to_pending else 1)
-        msg = f"transient error while {during} (attempt {attempts}/{self.e.max_attempts}): {exc.message}"
         if attempts >= self.e.max_attempts:
-            raise PermanentError(f"gave up after {attempts} attempts: {exc.message}", reason=exc.reason)
+            # Record the count the message states, and say it is final: not a transient reason.
+            msg = f"gave up after {attempts} attempts; last error while {during} ({exc.reason}): {exc.message}"
+            await self.patch({"attempts": attempts}, lock=False)
+            raise PermanentError(msg, reason="RetriesExhausted")
+        msg = f"transient error while {during} (attempt {attempts}/{self.e.max_attempts}): {exc.message}"
         changes: dict[str, Any] = {"attempts": attempts, "message": msg,
                                    "conditions": self.conds(Executed=("Unknown", exc.reason, msg))}
         if back_to_pending:
