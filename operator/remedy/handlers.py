@@ -74,7 +74,7 @@ def build_engine(settings: Settings, kube: KubeClient) -> Engine:
     return Engine(store=kube, recorder=ApiRecorder(kube), registry=REGISTRY, context_factory=context_factory,
                   observer=MetricsObserver(), max_attempts=settings.max_attempts, prometheus_url=settings.prometheus_url,
                   hooks=fault_injection_hooks(os.environ.get("REMEDY_FAULT_INJECT", "")),
-                  heartbeat_interval=settings.heartbeat_seconds)
+                  heartbeat_interval=settings.heartbeat_seconds, observe_timeout=settings.observe_timeout)
 
 
 def fault_injection_hooks(spec: str) -> dict[str, Any]:
