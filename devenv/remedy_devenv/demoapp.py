@@ -610,6 +610,9 @@ class Reconcile:
         self.token = opts.resolved_token()
         self.stuck = 0
         self.runs = 0
+        # Runs per caller (X-Remediation header): the service's own duplicate witness for the
+        # crash test; counts runs that actually happened, not requests that arrived.
+        self.runs_by_caller: Counter[str] = Counter()
         self.g_stuck = Gauge("stuck_reservations", "reservations pending past their deadline",
                              registry=registry)
         self.g_runs = Gauge("reconcile_runs", "reconcile runs since start", registry=registry)
@@ -625,6 +628,7 @@ class Reconcile:
         require_bearer(request, self.token)
         reconciled, self.stuck = self.stuck, 0
         self.runs += 1
+        self.runs_by_caller[request.headers.get("X-Remediation", "")] += 1
         return web.json_response({"reconciled": reconciled})
 
     async def stick(self, request: web.Request) -> web.Response:
@@ -636,7 +640,8 @@ class Reconcile:
         self.g_runs.set(self.runs)
 
     def stats(self) -> dict[str, Any]:
-        return {"reconcile_runs": self.runs, "stuck_reservations": self.stuck}
+        return {"reconcile_runs": self.runs, "stuck_reservations": self.stuck,
+                "runs_by_caller": dict(self.runs_by_caller)}
 
 
 # --------------------------------------------------------------------------- app skeleton
