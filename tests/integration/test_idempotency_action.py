@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
@@ -347,3 +347,53 @@ async def test_registered() -> None:
 
     assert registry.get("purgeIdempotencyKeys") is PURGE_IDEMPOTENCY_KEYS
     assert PURGE_IDEMPOTENCY_KEYS.idempotent and PURGE_IDEMPOTENCY_KEYS.destructive
+
+
+LOCK_TIME_FORMS = [
+    "{iso}", "{iso_ms}", "{iso_off}", "{iso_neg}", "{iso_compact_off}", "{iso_hour_off}", "{iso_space}",
+    "{iso_lower_z}", "{iso_naive}", "{date}", " {iso} ", "{epoch}", "{epoch_ms}", "{epoch_float}", "{epoch_exp}",
+    "{future}", "{future_epoch}", "2026-02-30T00:00:00Z", "2026-13-01T00:00:00Z", "2026-01-01T24:00:00Z",
+    "not a time", "", "1_000", "0x10", "nan", "inf", "{iso}junk", "2026-01-01T00:00:00+25:00", "T12",
+]
+
+
+async def test_server_side_judge_agrees_with_python_or_keeps_the_key(redis_server: RedisServer, r: redis.Redis) -> None:
+    """The Lua judge must never delete a key the Python rules call not stale; on the common
+    forms both must agree exactly."""
+    from remedy.actions.idempotency import judge
+
+    ns = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    old = now - timedelta(minutes=7, seconds=13)
+    values = {
+        "iso": iso(old), "iso_ms": old.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "iso_off": old.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat(),
+        "iso_neg": old.astimezone(timezone(timedelta(hours=-8))).isoformat(),
+        "iso_compact_off": old.astimezone(timezone(timedelta(hours=2))).strftime("%Y-%m-%dT%H:%M:%S+0200"),
+        "iso_hour_off": old.astimezone(timezone(timedelta(hours=3))).strftime("%Y-%m-%dT%H:%M:%S+03"),
+        "iso_space": old.strftime("%Y-%m-%d %H:%M:%S"), "iso_lower_z": old.strftime("%Y-%m-%dT%H:%M:%Sz"),
+        "iso_naive": old.strftime("%Y-%m-%dT%H:%M:%S.%f"), "date": (now - timedelta(days=2)).strftime("%Y-%m-%d"),
+        "epoch": str(int(old.timestamp())), "epoch_ms": str(int(old.timestamp() * 1000)),
+        "epoch_float": f"{old.timestamp():.3f}", "epoch_exp": f"{old.timestamp():e}",
+        "future": iso(now + timedelta(minutes=5)), "future_epoch": str(int((now + timedelta(minutes=5)).timestamp())),
+    }
+    forms = [f.format(**values) for f in LOCK_TIME_FORMS]
+    pipe = r.pipeline(transaction=False)
+    for i, lock in enumerate(forms):
+        pipe.hset(f"idemp:{ns}:{i}", mapping={"key": str(i), "state": "in_progress", "lock_expires_at": lock})
+    pipe.execute()
+    ctx, spec = redis_params(redis_server, f"idemp:{ns}:*", maxKeys=1000)
+    p = PURGE_IDEMPOTENCY_KEYS.params.model_validate(spec)
+    plan = await PURGE_IDEMPOTENCY_KEYS.plan(ctx, p)
+    assert plan["keysComplete"]
+    lua_stale = {int(k["key"]) for k in plan["keys"]}
+    py_stale = {i for i, lock in enumerate(forms) if judge({"state": "in_progress", "lock_expires_at": lock}, str(i), p, now).stale}
+    assert lua_stale <= py_stale, f"server judged stale what Python does not: {[forms[i] for i in lua_stale - py_stale]}"
+    common = {LOCK_TIME_FORMS.index(f) for f in ("{iso}", "{iso_ms}", "{iso_off}", "{iso_neg}", "{iso_space}", "{iso_naive}",
+                                                 "{epoch}", "{epoch_ms}", "{epoch_float}", " {iso} ", "{date}", "{iso_lower_z}",
+                                                 "{iso_compact_off}", "{iso_hour_off}", "{epoch_exp}")}
+    assert common <= lua_stale, f"server missed common forms: {[forms[i] for i in common - lua_stale]}"
+    for k in plan["keys"]:  # the age the server computed matches Python's within a second
+        # (the date-only form is midnight; %e keeps 7 significant digits, so it is off by minutes)
+        if int(k["key"]) in common - {LOCK_TIME_FORMS.index("{date}"), LOCK_TIME_FORMS.index("{epoch_exp}")}:
+            assert abs(k["lockAgeSeconds"] - (now - old).total_seconds()) < 5, (forms[int(k["key"])], k)

@@ -81,7 +81,8 @@ async def test_delete_within_cap_leaves_other_keys(r: redis.Redis, ns: str, ctx:
     assert plan["matched"] == 25
     assert result["deleted"] == 25
     assert result["batches"] >= 1
-    assert len(result["sample"]) == 10
+    assert len(result["sample"]) == 20  # default sampleSize; the other 5 are counted and digested
+    assert result["drift"] == {"sameSet": True, "planned": 25, "acted": 25, "difference": 0}
     assert VALUE not in json.dumps(result)
     assert "deleted 25" in result["summary"]
     assert count(r, f"chaos:{ns}:payments:*") == 0
@@ -98,15 +99,29 @@ async def test_over_cap_is_refused_with_nothing_deleted(r: redis.Redis, ns: str,
     assert count(r, f"lock:{ns}:*") == 30
 
 
-async def test_growth_past_cap_between_plan_and_execute_is_refused(r: redis.Redis, ns: str, ctx: DictSecretsContext) -> None:
+async def test_growth_past_cap_between_plan_and_execute_stops_at_the_cap(r: redis.Redis, ns: str, ctx: DictSecretsContext) -> None:
     fill(r, [f"lock:{ns}:purchase:{i}" for i in range(5)])
-    p = DELETE_REDIS_KEYS.params.model_validate(params(f"lock:{ns}:*", maxKeys=10))
+    p = DELETE_REDIS_KEYS.params.model_validate(params(f"lock:{ns}:*", maxKeys=10, batchSize=3))
     plan = await DELETE_REDIS_KEYS.plan(ctx, p)
     assert plan["matched"] == 5
     fill(r, [f"lock:{ns}:purchase:{i}" for i in range(5, 40)])
-    with pytest.raises(OverCapError, match="nothing deleted"):
+    with pytest.raises(OverCapError, match="grew past maxKeys=10"):
         await DELETE_REDIS_KEYS.execute(ctx, p, plan)
-    assert count(r, f"lock:{ns}:*") == 40
+    assert count(r, f"lock:{ns}:*") == 30  # exactly the cap deleted, never more
+
+
+async def test_drift_is_reported_by_count_and_digest(r: redis.Redis, ns: str, ctx: DictSecretsContext) -> None:
+    fill(r, [f"lock:{ns}:purchase:{i}" for i in range(30)])
+    p = DELETE_REDIS_KEYS.params.model_validate(params(f"lock:{ns}:*", maxKeys=100, sampleSize=3))
+    plan = await DELETE_REDIS_KEYS.plan(ctx, p)
+    r.delete(f"lock:{ns}:purchase:0", f"lock:{ns}:purchase:1")
+    fill(r, [f"lock:{ns}:purchase:new{i}" for i in range(2)])
+    result = await DELETE_REDIS_KEYS.execute(ctx, p, plan)
+    # same count, different keys: only the digest can tell
+    assert result["deleted"] == 30
+    assert result["drift"]["sameSet"] is False and result["drift"]["difference"] == 0
+    assert result["keySetDigest"] != plan["keySetDigest"]
+    assert count(r, f"lock:{ns}:*") == 0
 
 
 @pytest.mark.parametrize("pattern", ["*", "lock:*", "lock:p*", "a:b:*", "*:purchase:*", "[l]ock:purchase:*", "lock\\:*"])

@@ -4,12 +4,23 @@ Why: a leader that died mid-request leaves its key ``in_progress`` until the TTL
 follower waits out the lock (the ``IdempotencyHighLockWait*`` alerts). The runbook's manual fix
 is: list recent keys, pick those in progress whose lock expired, DELETE each. This action does
 exactly that, with the safety the manual version lacks: a grace period past the lock expiry, a
-cap on how many keys one run may purge (refused, never truncated), and a re-check of each key
-immediately before deleting it, so a key whose leader recovered after planning is left alone.
+cap on how many keys one run may purge (refused at plan time, never exceeded), and a re-check of
+each key immediately before deleting it, so a key whose leader recovered after planning is left
+alone.
 
-Two backends reach the same records: the admin HTTP API of runbook 000, or the Redis keys the
-service stores them in (a hash or a JSON string per key). Evidence holds key names, tenants,
-lock ages and counts only: never payloads, fingerprints, headers or tokens.
+Two backends reach the same records: the admin HTTP API of runbook 000 (paged listing, bounded
+concurrent re-check + DELETE), or the Redis keys the service stores them in (a hash or a JSON
+string per key; see ``idempotency_redis``: one pipelined SCAN pass, judged and purged atomically
+on the server). Either may hold a million stale locks, so evidence is bounded (``keyset``):
+counts, the first 20 keys, a digest of the whole set, tenants and lock ages; never payloads,
+fingerprints, headers or tokens.
+
+Drift between plan and execute: execute re-derives the set from the rule, it does not replay a
+list. It purges only keys that are stale *when deleted* (keys that recovered are kept, keys that
+went stale since planning are included), never more than ``maxKeys`` (a set that grew past the
+cap stops the run with OverCap after purging up to it). The result's ``drift`` compares count
+and digest with the plan; for a small plan (every key in the sample) it also names each planned
+key that was not purged and why (already gone, or no longer stale).
 """
 
 from __future__ import annotations
@@ -17,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -32,6 +44,7 @@ from .. import rfc3339
 from ..api.common import parse_duration
 from ..api.idempotency import IdempotencyHttpBackend, IdempotencyRedisBackend, PurgeIdempotencyKeys
 from ..errors import (
+    AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,
     OverCapError,
@@ -40,10 +53,10 @@ from ..errors import (
     RetryableError,
     SkipError,
 )
-from .base import ActionContext, ActionDef, Evidence
-from .redis_keys import RedisSession, key_name, open_redis, scan_batches
-
-SCAN_COUNT = 500
+from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
+from .idempotency_redis import StaleScan, stale_pass
+from .keyset import KeySetTally, drift
+from .redis_keys import key_name, open_redis
 # Why a stale-looking record was not selected; counted in plan evidence so an empty plan explains itself.
 NOT_IN_PROGRESS, LOCK_NOT_EXPIRED, NO_LOCK_TIME, FILTERED, NOT_A_RECORD = (
     "notInProgress", "lockNotExpired", "unparseableLockTime", "filteredOut", "notARecord",
@@ -128,11 +141,21 @@ def _entry(record: Mapping[str, Any], key: str, p: PurgeIdempotencyKeys, now: da
     return entry
 
 
-def _summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    ages = [e["lockAgeSeconds"] for e in entries if "lockAgeSeconds" in e]
-    tenants = Counter(str(e.get("tenant")) for e in entries)
-    return {"tenants": dict(tenants), "maxLockAgeSeconds": max(ages, default=None),
-            "minLockAgeSeconds": min(ages, default=None)}
+@dataclass
+class Ages:
+    """Oldest and newest lock expiry seen, in constant memory."""
+
+    oldest: float | None = None
+    newest: float | None = None
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        age = entry.get("lockAgeSeconds")
+        if isinstance(age, (int, float)):
+            self.oldest = age if self.oldest is None else max(self.oldest, age)
+            self.newest = age if self.newest is None else min(self.newest, age)
+
+    def evidence(self) -> dict[str, Any]:
+        return {"maxLockAgeSeconds": self.oldest, "minLockAgeSeconds": self.newest}
 
 
 def _check_backend(p: PurgeIdempotencyKeys) -> None:
@@ -146,6 +169,13 @@ def _over_cap(p: PurgeIdempotencyKeys, count: int) -> OverCapError:
     return OverCapError(
         f"{count}{'+' if count > p.max_keys else ''} stale idempotency keys exceed maxKeys={p.max_keys}; "
         "refused, nothing purged: narrow with tenant/keyPrefix/minReplayCount or raise maxKeys"
+    )
+
+
+def _grew_past_cap(p: PurgeIdempotencyKeys, purged: int, left: int) -> OverCapError:
+    return OverCapError(
+        f"stale idempotency keys grew past maxKeys={p.max_keys} after planning: stopped after purging {purged} "
+        f"(each still stale when deleted); at least {left} more left. Raise maxKeys or narrow the filters and retry"
     )
 
 
@@ -178,16 +208,18 @@ class AdminApi:
     async def __aexit__(self, *exc: object) -> None:
         await self.session.close()
 
-    def url(self, key: str | None = None) -> URL:
+    def url(self, key: str | None = None, query: Mapping[str, str] | None = None) -> URL:
         path = "recent" if key is None else quote(key, safe="")
         # encoded=True: keep %2F in a key as is instead of letting yarl turn it back into '/'
-        return URL(f"{self.base}/admin/idempotency/{path}", encoded=True)
+        url = URL(f"{self.base}/admin/idempotency/{path}", encoded=True)
+        return url.update_query(dict(query)) if query else url
 
-    async def call(self, method: str, key: str | None, *, changed: bool) -> tuple[int, Any]:
+    async def call(self, method: str, key: str | None, *, changed: bool,
+                   query: Mapping[str, str] | None = None) -> tuple[int, Any]:
         """(status, JSON body or None). 404 is returned to the caller; other failures raise."""
         what = f"{method} {self.base}/admin/idempotency/{'recent' if key is None else '<key>'}"
         try:
-            async with self.session.request(method, self.url(key), headers=self.headers) as resp:
+            async with self.session.request(method, self.url(key, query), headers=self.headers) as resp:
                 status = int(resp.status)
                 text = await resp.text()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
@@ -214,11 +246,28 @@ class AdminApi:
     @staticmethod
     def _transient(message: str, changed: bool) -> RemedyError:
         if changed:
-            return PermanentError(
-                f"{message} after some keys were purged; the action is idempotent, so a new Remediation may finish the job",
-                reason="Interrupted",
-            )
+            # a DELETE may have landed: observe (a fresh listing) tells what is left to do
+            return AmbiguousOutcomeError(f"{message} after purging had started", reason="Interrupted")
         return RetryableError(message)
+
+    async def pages(self, *, changed: Callable[[], bool]) -> AsyncIterator[list[Any]]:
+        """The listing, one page at a time: ``?limit=pageSize``, following ``nextCursor`` when given.
+
+        A server that ignores paging answers everything in one page, which ends the walk.
+        """
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            query = {"limit": str(self.cfg.page_size)} | ({"cursor": cursor} if cursor else {})
+            status, body = await self.call("GET", None, changed=changed(), query=query)
+            if status == 404:
+                raise PermanentError(f"no idempotency admin API at {self.base}/admin/idempotency/recent (404)",
+                                     reason="AdminApiNotFound")
+            yield _items(body, self.base)
+            cursor = _next_cursor(body)
+            if cursor is None or cursor in seen:  # a server repeating a cursor would loop forever
+                return
+            seen.add(cursor)
 
 
 def _items(body: Any, base: str) -> list[Any]:
@@ -234,57 +283,120 @@ def _items(body: Any, base: str) -> list[Any]:
     )
 
 
+def _next_cursor(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    for name in ("nextCursor", "next_cursor", "cursor"):
+        value = body.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+@dataclass
+class Outcome:
+    """What execute did, bounded: tallies of purged keys, samples of those gone or skipped."""
+
+    purged: KeySetTally = field(default_factory=KeySetTally)
+    gone: KeySetTally = field(default_factory=KeySetTally)
+    skipped: KeySetTally = field(default_factory=KeySetTally)
+    not_selected: Counter[str] = field(default_factory=Counter)
+    ages: Ages = field(default_factory=Ages)
+    scanned: int = 0
+    capped: int = 0
+
+
 async def _http_plan(ctx: ActionContext, p: PurgeIdempotencyKeys, cfg: IdempotencyHttpBackend) -> Evidence:
     token = await ctx.secret(cfg.token_secret_ref)
-    async with AdminApi(ctx, cfg, token) as api:
-        status, body = await api.call("GET", None, changed=False)
-    if status == 404:
-        raise PermanentError(f"no idempotency admin API at {api.base}/admin/idempotency/recent (404)", reason="AdminApiNotFound")
-    items = _items(body, api.base)
-    now = datetime.now(UTC)
     reasons: Counter[str] = Counter()
-    stale: list[dict[str, Any]] = []
-    for item in items:
-        key = item.get(p.field_map.key) if isinstance(item, dict) else None
-        if not isinstance(key, str) or not key:
-            reasons[NOT_A_RECORD] += 1
-            continue
-        verdict = judge(item, key, p, now)
-        if verdict.stale:
-            stale.append(_entry(item, key, p, now))
-        else:
-            reasons[verdict.why] += 1
-    return _plan_evidence(p, stale, len(items), reasons, f"{api.base} (admin API)")
+    stale, ages, scanned = KeySetTally(), Ages(), 0
+    async with AdminApi(ctx, cfg, token) as api:
+        async for items in api.pages(changed=lambda: False):
+            now = datetime.now(UTC)
+            scanned += len(items)
+            for item in items:
+                key = item.get(p.field_map.key) if isinstance(item, dict) else None
+                if not isinstance(key, str) or not key:
+                    reasons[NOT_A_RECORD] += 1
+                    continue
+                verdict = judge(item, key, p, now)
+                if not verdict.stale:
+                    reasons[verdict.why] += 1
+                    continue
+                entry = _entry(item, key, p, now)
+                stale.add(key, entry, group=str(entry.get("tenant")))
+                ages.add(entry)
+                if stale.count > p.max_keys:
+                    raise _over_cap(p, stale.count)
+    return _plan_evidence(p, stale, ages, scanned, reasons, f"{api.base} (admin API)")
+
+
+async def _http_purge_one(api: AdminApi, p: PurgeIdempotencyKeys, key: str, out: Outcome) -> None:
+    """Re-read, re-judge, DELETE. The API has no conditional DELETE: a leader reviving between
+    this GET and the DELETE is the residual race, milliseconds wide instead of plan-to-execute wide."""
+    changed = out.purged.count > 0 or out.gone.count > 0
+    status, body = await api.call("GET", key, changed=changed)
+    if status == 404:
+        out.gone.add(key)
+        return
+    if not isinstance(body, dict):
+        out.skipped.add(key, {"key": key, "why": "re-read did not return a JSON object"})
+        return
+    now = datetime.now(UTC)
+    verdict = judge(body, key, p, now)
+    if not verdict.stale:
+        out.skipped.add(key, {"key": key, "why": f"no longer stale: {verdict.detail}"})
+        return
+    status, _ = await api.call("DELETE", key, changed=True)
+    if status == 404:
+        out.gone.add(key)
+        return
+    entry = _entry(body, key, p, now)
+    out.purged.add(key, entry, group=str(entry.get("tenant")))
+    out.ages.add(entry)
 
 
 async def _http_execute(ctx: ActionContext, p: PurgeIdempotencyKeys, cfg: IdempotencyHttpBackend, plan: Evidence) -> Evidence:
+    """Re-derive the stale set page by page; re-check and DELETE up to ``concurrency`` keys at once."""
     token = await ctx.secret(cfg.token_secret_ref)
-    purged: list[dict[str, Any]] = []
-    gone: list[str] = []
-    skipped: list[dict[str, str]] = []
+    out = Outcome()
+    planned = _planned_keys(plan)
+    seen_fresh: dict[str, str] = {}  # planned keys (complete small plans only) the listing shows as not stale
+    limit = asyncio.Semaphore(cfg.concurrency)
+
+    async def bounded(key: str) -> None:
+        async with limit:
+            await _http_purge_one(api, p, key, out)
+
     async with AdminApi(ctx, cfg, token) as api:
-        for planned in plan.get("keys", []):
-            key = str(planned["key"])
-            status, body = await api.call("GET", key, changed=bool(purged))
-            if status == 404:
-                gone.append(key)
-                continue
-            if not isinstance(body, dict):
-                skipped.append({"key": key, "why": "re-read did not return a JSON object"})
-                continue
+        async for items in api.pages(changed=lambda: out.purged.count > 0):
             now = datetime.now(UTC)
-            verdict = judge(body, key, p, now)
-            if not verdict.stale:
-                skipped.append({"key": key, "why": f"no longer stale: {verdict.detail}"})
-                continue
-            # The API has no conditional DELETE: a leader reviving between this GET and the
-            # DELETE is the residual race, milliseconds wide instead of plan-to-execute wide.
-            status, _ = await api.call("DELETE", key, changed=bool(purged))
-            if status == 404:
-                gone.append(key)
-            else:
-                purged.append(_entry(body, key, p, now))
-    return _result_evidence(purged, gone, skipped)
+            out.scanned += len(items)
+            todo: list[str] = []
+            for item in items:
+                key = item.get(p.field_map.key) if isinstance(item, dict) else None
+                if not isinstance(key, str) or not key:
+                    out.not_selected[NOT_A_RECORD] += 1
+                    continue
+                verdict = judge(item, key, p, now)
+                if verdict.stale:
+                    todo.append(key)
+                else:
+                    out.not_selected[verdict.why] += 1
+                    if key in planned:
+                        seen_fresh[key] = f"no longer stale: {verdict.detail}"
+            room = p.max_keys - out.purged.count - out.gone.count - out.skipped.count
+            if len(todo) > room:
+                out.capped += len(todo) - room
+                todo = todo[:room]
+            results = await asyncio.gather(*(bounded(k) for k in todo), return_exceptions=True)
+            for res in results:
+                if isinstance(res, BaseException):
+                    raise res
+            if out.capped:
+                raise _grew_past_cap(p, out.purged.count, out.capped)
+    _explain_planned(planned, out, seen_fresh)
+    return _result_evidence(plan, out)
 
 
 # --- redis backend -----------------------------------------------------------------------
@@ -312,7 +424,9 @@ def _decode_record(kind: Any, raw: Any, fields: list[str]) -> dict[str, Any] | N
 
 
 async def _read_records(client: Any, names: list[Any], fields: list[str]) -> list[dict[str, Any] | None]:
-    """Two pipelined round trips per batch: TYPE of each key, then HMGET (hash) or GET (string)."""
+    """Two pipelined round trips: TYPE of each key, then HMGET (hash) or GET (string).
+
+    Used only to explain, by name, what became of the keys of a small plan (at most 20)."""
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.type(name)
@@ -332,111 +446,108 @@ def _record_key(record: Mapping[str, Any], redis_key: str, p: PurgeIdempotencyKe
     return key if isinstance(key, str) and key else redis_key
 
 
+def _scan_ages(scan: StaleScan) -> Ages:
+    now = time.time()
+    return Ages(oldest=None if scan.oldest_expiry is None else round(now - scan.oldest_expiry, 1),
+                newest=None if scan.newest_expiry is None else round(now - scan.newest_expiry, 1))
+
+
 async def _redis_plan(ctx: ActionContext, p: PurgeIdempotencyKeys, cfg: IdempotencyRedisBackend) -> Evidence:
-    fields = _fields(p)
-    reasons: Counter[str] = Counter()
-    stale: list[dict[str, Any]] = []
-    scanned = 0
-    now = datetime.now(UTC)
+    scan = StaleScan()
     async with open_redis(ctx, cfg.connection) as session:
         try:
-            async for names in scan_batches(session.client, cfg.pattern, SCAN_COUNT):
-                scanned += len(names)
-                for name, record in zip(names, await _read_records(session.client, names, fields)):
-                    rkey = key_name(name)
-                    if record is None:
-                        reasons[NOT_A_RECORD] += 1
-                        continue
-                    key = _record_key(record, rkey, p)
-                    verdict = judge(record, key, p, now)
-                    if not verdict.stale:
-                        reasons[verdict.why] += 1  # counted, not kept: memory stays constant
-                        continue
-                    stale.append({**_entry(record, key, p, now), "redisKey": rkey})
-                    if len(stale) > p.max_keys:
-                        raise _over_cap(p, len(stale))
+            await stale_pass(session, p, cfg, scan, purge=False, stop_after=p.max_keys)
         except rexc.RedisError as exc:
             raise session.error(exc, doing=f"scanning {cfg.pattern}", changed=False) from None
-    return _plan_evidence(p, stale, scanned, reasons, f"redis {cfg.pattern}")
-
-
-async def _purge_one(session: RedisSession, name: str, key: str, p: PurgeIdempotencyKeys) -> tuple[str, str, dict[str, Any] | None]:
-    """WATCH, re-read, judge, MULTI DEL EXEC: the key is deleted only if it is still stale when
-    deleted; a write in between aborts EXEC and the key is reported as skipped."""
-    fields = _fields(p)
-    async with session.client.pipeline(transaction=True) as pipe:
-        await pipe.watch(name)
-        kind = key_name(await pipe.type(name))
-        if kind == "none":
-            return "gone", "", None
-        raw: Any = None
-        if kind == "hash":
-            raw = await pipe.hmget(name, fields)
-        elif kind == "string":
-            raw = await pipe.get(name)
-        record = _decode_record(kind, raw, fields)
-        if record is None:
-            return "skipped", f"no longer a readable record (type {kind})", None
-        now = datetime.now(UTC)
-        verdict = judge(record, _record_key(record, key, p), p, now)
-        if not verdict.stale:
-            return "skipped", f"no longer stale: {verdict.detail}", None
-        pipe.multi()
-        pipe.delete(name)
-        try:
-            (removed,) = await pipe.execute()
-        except rexc.WatchError:
-            return "skipped", "modified while being purged", None
-    if not removed:
-        return "gone", "", None
-    return "purged", "", {**_entry(record, _record_key(record, key, p), p, now), "redisKey": name}
+    if scan.tally.count > p.max_keys:
+        raise _over_cap(p, scan.tally.count)
+    return _plan_evidence(p, scan.tally, _scan_ages(scan), scan.scanned, scan.reasons, f"redis {cfg.pattern}")
 
 
 async def _redis_execute(ctx: ActionContext, p: PurgeIdempotencyKeys, cfg: IdempotencyRedisBackend, plan: Evidence) -> Evidence:
-    purged: list[dict[str, Any]] = []
-    gone: list[str] = []
-    skipped: list[dict[str, str]] = []
+    """Re-derive and purge in one pass (server-side atomic re-check per key), then explain a small plan."""
+    scan = StaleScan()
+    planned = _planned_keys(plan, field="redisKey")
     async with open_redis(ctx, cfg.connection) as session:
-        for planned in plan.get("keys", []):
-            name, key = str(planned["redisKey"]), str(planned["key"])
+        try:
+            await stale_pass(session, p, cfg, scan, purge=True)
+        except rexc.RedisError as exc:
+            raise session.error(exc, doing=f"purging {cfg.pattern} ({scan.tally.count} purged so far)",
+                                changed=scan.writes_sent) from None
+        if scan.capped:
+            raise _grew_past_cap(p, scan.tally.count, scan.capped)
+        out = Outcome(purged=scan.tally, not_selected=scan.reasons, ages=_scan_ages(scan),
+                      scanned=scan.scanned)
+        left = [name for name in planned if name not in {e["redisKey"] for e in scan.tally.sample}]
+        if left:
             try:
-                outcome, why, entry = await _purge_one(session, name, key, p)
-            except rexc.RedisError as exc:
-                raise session.error(exc, doing=f"purging {name}", changed=bool(purged)) from None
-            if outcome == "purged" and entry is not None:
-                purged.append(entry)
-            elif outcome == "gone":
-                gone.append(key)
-            else:
-                skipped.append({"key": key, "why": why})
-    return _result_evidence(purged, gone, skipped)
+                records = await _read_records(session.client, left, _fields(p))
+            except rexc.RedisError:
+                records = [None] * len(left)  # only the explanation is lost; the purge is done
+            now = datetime.now(UTC)
+            for name, record in zip(left, records):
+                key = planned[name]
+                if record is None:
+                    out.gone.add(key)
+                else:
+                    out.skipped.add(key, {"key": key, "why": f"no longer stale: {judge(record, _record_key(record, name, p), p, now).detail}"})
+    return _result_evidence(plan, out)
 
 
-# --- the action --------------------------------------------------------------------------
+# --- evidence shared by both backends -----------------------------------------------------
 
 
-def _plan_evidence(p: PurgeIdempotencyKeys, stale: list[dict[str, Any]], scanned: int,
+def _planned_keys(plan: Evidence, field: str = "key") -> dict[str, str]:
+    """{name: record key} of the plan, but only when its sample lists every planned key.
+
+    Small plans (up to 20 keys) are explained key by key in the result; bigger ones by count
+    and digest only."""
+    if not plan.get("keysComplete"):
+        return {}
+    return {str(e.get(field) or e.get("key")): str(e.get("key")) for e in plan.get("keys", []) if isinstance(e, dict)}
+
+
+def _explain_planned(planned: dict[str, str], out: Outcome, seen_fresh: dict[str, str]) -> None:
+    """Name what became of each planned key execute did not purge (small plans only)."""
+    acted = {e["key"] for e in out.purged.sample} | set(out.gone.sample) | {e["key"] for e in out.skipped.sample}
+    for key in planned.values():
+        if key in acted:
+            continue
+        if key in seen_fresh:
+            out.skipped.add(key, {"key": key, "why": seen_fresh[key]})
+        else:
+            out.gone.add(key)
+
+
+def _plan_evidence(p: PurgeIdempotencyKeys, stale: KeySetTally, ages: Ages, scanned: int,
                    reasons: Counter[str], source: str) -> Evidence:
-    if len(stale) > p.max_keys:
-        raise _over_cap(p, len(stale))
-    if not stale:
+    if stale.count > p.max_keys:
+        raise _over_cap(p, stale.count)
+    if not stale.count:
         raise SkipError(
             f"no stale idempotency locks among {scanned} record(s) at {source}",
             reason="NothingToDo", evidence={"scanned": scanned, "notSelected": dict(reasons)},
         )
     return {
-        "source": source, "scanned": scanned, "stale": len(stale), "maxKeys": p.max_keys,
-        "grace": p.grace, "notSelected": dict(reasons), "keys": stale, **_summarise(stale),
-        "change": f"purge {len(stale)} stale idempotency lock(s) at {source}",
+        "source": source, "scanned": scanned, "stale": stale.count, "maxKeys": p.max_keys,
+        "grace": p.grace, "notSelected": dict(reasons),
+        "keys": stale.sample, "keysComplete": stale.complete, "keySetDigest": stale.digest,
+        "tenants": stale.groups(), **ages.evidence(),
+        "change": f"purge {stale.count} stale idempotency lock(s) at {source}"
+        + ("" if stale.complete else f" (first {len(stale.sample)} listed; the rest counted and digested)"),
     }
 
 
-def _result_evidence(purged: list[dict[str, Any]], gone: list[str], skipped: list[dict[str, str]]) -> Evidence:
+def _result_evidence(plan: Evidence, out: Outcome) -> Evidence:
     return {
-        "purged": purged, "purgedCount": len(purged), "alreadyGone": gone, "alreadyGoneCount": len(gone),
-        "skipped": skipped, "skippedCount": len(skipped), **_summarise(purged),
-        "summary": f"purged {len(purged)} stale idempotency lock(s); {len(gone)} already gone; "
-        f"{len(skipped)} skipped (no longer stale)",
+        "purgedCount": out.purged.count, "purged": out.purged.sample, "purgedDigest": out.purged.digest,
+        "alreadyGoneCount": out.gone.count, "alreadyGone": out.gone.sample,
+        "skippedCount": out.skipped.count, "skipped": out.skipped.sample,
+        "scanned": out.scanned, "notSelected": dict(out.not_selected),
+        "tenants": out.purged.groups(), **out.ages.evidence(),
+        "drift": drift(plan.get("stale"), plan.get("keySetDigest"), out.purged),
+        "summary": f"purged {out.purged.count} stale idempotency lock(s); {out.gone.count} already gone; "
+        f"{out.skipped.count} skipped (no longer stale)",
     }
 
 
@@ -458,7 +569,36 @@ async def purge_execute(ctx: ActionContext, p: PurgeIdempotencyKeys, plan: Evide
     return await _redis_execute(ctx, p, p.redis, plan)
 
 
+async def purge_observe(ctx: ActionContext, p: PurgeIdempotencyKeys, plan: Evidence) -> Observation:
+    """After an interrupted purge: Applied when no key matches the rule any more, else NotApplied.
+
+    Re-running execute is always safe here: it acts on the rule (each key re-checked atomically
+    or re-read right before DELETE), never on a stored list, and never beyond maxKeys."""
+    _check_backend(p)
+    try:
+        if p.backend == "http":
+            assert p.http is not None
+            plan_now = await _http_plan(ctx, p.model_copy(update={"max_keys": 1}), p.http)
+            left = int(plan_now["stale"])
+        else:
+            assert p.redis is not None
+            scan = StaleScan()
+            async with open_redis(ctx, p.redis.connection) as session:
+                try:
+                    await stale_pass(session, p, p.redis, scan, purge=False, stop_after=0)
+                except rexc.RedisError as exc:
+                    raise session.error(exc, doing=f"scanning {p.redis.pattern}", changed=False) from None
+            left = scan.tally.count
+    except SkipError:
+        left = 0
+    except OverCapError:
+        left = 2
+    if left == 0:
+        return Applied("no stale idempotency lock matches the rule any more")
+    return NotApplied(f"{left}{'+' if left > 1 else ''} stale lock(s) still match; execute re-derives and re-checks each key")
+
+
 PURGE_IDEMPOTENCY_KEYS = ActionDef(
     name="purgeIdempotencyKeys", params=PurgeIdempotencyKeys, target=_target,
-    plan=purge_plan, execute=purge_execute, idempotent=True, destructive=True,
+    plan=purge_plan, execute=purge_execute, observe=purge_observe, idempotent=True, destructive=True,
 )

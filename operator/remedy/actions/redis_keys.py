@@ -4,8 +4,12 @@ Why an action rather than the runbooks' one-liners: runbook 002's ``redis-cli DE
 deletes nothing (DEL does not glob), and the obvious fix, ``KEYS | xargs DEL``, blocks Redis and has
 no blast-radius limit. Here the pattern must carry a specific literal prefix, the plan counts
 matches with SCAN in constant memory and refuses (never truncates) a match over ``maxKeys``, and
-execute re-counts, then SCANs + UNLINKs in pipelined batches, stopping if the match grows past the
-cap. Only key names ever reach evidence, never values.
+execute re-derives the match in one SCAN pass, each batch's UNLINKs pipelined with the next SCAN
+(one round trip per batch), never deleting more than ``maxKeys``. Evidence is bounded whatever
+the match size (``keyset``): count, digest of the names, the first ``sampleSize`` names; never
+values. The plan costs one SCAN pass, execute one more: the old re-count before deleting (a
+third pass) is gone, so a match that grew past the cap since planning is deleted up to the cap
+and then stopped with OverCap instead of refused untouched.
 
 The Redis connection helpers (``open_redis``, ``RedisSession.error``) are shared with the redis
 backend of purgeIdempotencyKeys.
@@ -23,6 +27,7 @@ from redis import exceptions as rexc
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.redis import DeleteRedisKeys, RedisConnection
 from ..errors import (
+    AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,
     OverCapError,
@@ -30,14 +35,15 @@ from ..errors import (
     RemedyError,
     RetryableError,
 )
-from .base import ActionContext, ActionDef, Evidence
+from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
+from .keyset import KeySetTally, drift
 
 GLOB_CHARS = frozenset("*?[")
 MIN_PREFIX_SEGMENTS = 2
 MIN_PREFIX_CHARS = 8
 # Keys per UNLINK command: a single command holding thousands of names would stall Redis's one
 # thread while it frees the key slots; many small commands in one pipeline cost one round trip.
-UNLINK_CHUNK = 100
+UNLINK_CHUNK = 250
 
 
 # --- shared Redis plumbing ---------------------------------------------------------------
@@ -71,7 +77,8 @@ class RedisSession:
         """Map a client error; ``changed`` says whether a write may already have happened.
 
         A RetryableError promises the engine that nothing changed, so once a delete may have
-        been sent a lost connection is reported as a permanent, partial outcome instead.
+        been sent a lost connection is an AmbiguousOutcomeError: the engine then asks the
+        action's ``observe`` (what still matches) instead of planning again.
         """
         detail = self._redact(f"{type(exc).__name__}: {exc}")
         if isinstance(exc, rexc.AuthenticationError):
@@ -81,9 +88,9 @@ class RedisSession:
             return ForbiddenError(f"redis ACL refused {doing}: {detail}")
         if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError)):
             if changed:
-                return PermanentError(
-                    f"redis connection lost while {doing}, after some keys were changed ({detail}); "
-                    "the action is idempotent, so a new Remediation may safely finish the job",
+                return AmbiguousOutcomeError(
+                    f"redis connection lost while {doing}, after deletes were sent ({detail}); "
+                    "the action is idempotent: re-running it deletes only what still matches",
                     reason="Interrupted",
                 )
             return RetryableError(f"redis unreachable while {doing}: {detail}")
@@ -166,44 +173,39 @@ def _target(p: DeleteRedisKeys) -> str:
     return f"redis {p.pattern}"
 
 
-async def _count(session: RedisSession, p: DeleteRedisKeys) -> tuple[int, list[str], bool]:
-    """(matches seen, first sampleSize names, over cap); stops as soon as the cap is exceeded."""
-    count = 0
-    sample: list[str] = []
-    try:
-        async for names in scan_batches(session.client, p.pattern, p.batch_size):
-            room = p.sample_size - len(sample)
-            if room > 0:
-                sample.extend(key_name(n) for n in names[:room])
-            count += len(names)
-            if count > p.max_keys:
-                return count, sample, True
-    except rexc.RedisError as exc:
-        raise session.error(exc, doing=f"scanning {p.pattern}", changed=False) from None
-    return count, sample, False
 
 
-def _over_cap(p: DeleteRedisKeys, count: int, when: str) -> OverCapError:
+def _over_cap(p: DeleteRedisKeys, count: int) -> OverCapError:
     return OverCapError(
-        f"pattern {p.pattern!r} matches more than maxKeys={p.max_keys} keys ({count}+ seen {when}); "
+        f"pattern {p.pattern!r} matches more than maxKeys={p.max_keys} keys ({count}+ seen while planning); "
         "refused, nothing deleted: narrow the pattern or raise maxKeys"
     )
 
 
+async def match_pass(session: RedisSession, p: DeleteRedisKeys, tally: KeySetTally, *, stop_after: int | None = None) -> None:
+    """SCAN the pattern once, tallying names (count, digest, sample); stops past ``stop_after``."""
+    async for names in scan_batches(session.client, p.pattern, p.batch_size):
+        tally.add_many(names)
+        if stop_after is not None and tally.count > stop_after:
+            return
+
+
 async def delete_plan(ctx: ActionContext, p: DeleteRedisKeys) -> Evidence:
     prefix = check_pattern(p.pattern, p.allow_wide_match)
+    tally = KeySetTally(sample_size=p.sample_size)
     async with open_redis(ctx, p.connection) as session:
-        count, sample, over = await _count(session, p)
-        if over:
-            raise _over_cap(p, count, "while planning")
         try:
+            await match_pass(session, p, tally, stop_after=p.max_keys)
             db_size = int(await session.client.dbsize())
         except rexc.RedisError as exc:
-            raise session.error(exc, doing="reading DBSIZE", changed=False) from None
+            raise session.error(exc, doing=f"scanning {p.pattern}", changed=False) from None
+    if tally.count > p.max_keys:
+        raise _over_cap(p, tally.count)
     return {
         "pattern": p.pattern, "literalPrefix": prefix, "wideMatchAllowed": p.allow_wide_match,
-        "matched": count, "maxKeys": p.max_keys, "dbSize": db_size, "sample": sample,
-        "change": f"UNLINK {count} key(s) matching {p.pattern} (cap {p.max_keys})",
+        "matched": tally.count, "keySetDigest": tally.digest, "sampleComplete": tally.complete,
+        "maxKeys": p.max_keys, "dbSize": db_size, "sample": tally.sample,
+        "change": f"UNLINK {tally.count} key(s) matching {p.pattern} (cap {p.max_keys})",
     }
 
 
@@ -212,47 +214,93 @@ def _chunks(names: list[Any], size: int) -> Iterable[list[Any]]:
         yield names[i : i + size]
 
 
+@dataclass
+class DeletePass:
+    """What execute did so far; kept outside the loop so an error can say how far it got."""
+
+    tally: KeySetTally
+    deleted: int = 0
+    batches: int = 0
+    sent: bool = False
+    capped: bool = False
+
+
+async def _delete_pass(session: RedisSession, p: DeleteRedisKeys, run: DeletePass) -> None:
+    """One SCAN pass; each batch's UNLINKs travel in the same pipeline as the next SCAN.
+
+    Never unlinks more than maxKeys names: a match that grew past the cap since planning is
+    deleted up to the cap and the run stops (``run.capped``)."""
+    client = session.client
+    cursor, names = await client.scan(cursor=0, match=p.pattern, count=p.batch_size)
+    while True:
+        room = p.max_keys - run.tally.count
+        if len(names) > room:
+            names, run.capped = names[:room], True
+        more = int(cursor) != 0 and not run.capped
+        pipe = client.pipeline(transaction=False)
+        for chunk in _chunks(names, UNLINK_CHUNK):
+            pipe.unlink(*chunk)
+        if more:
+            pipe.scan(cursor=cursor, match=p.pattern, count=p.batch_size)
+        if names:
+            run.sent = True
+        replies = await pipe.execute() if (names or more) else []
+        if names:
+            run.tally.add_many(names)
+            run.batches += 1
+            n_unlinks = (len(names) + UNLINK_CHUNK - 1) // UNLINK_CHUNK
+            run.deleted += sum(int(r) for r in replies[:n_unlinks])
+        if not more:
+            return
+        cursor, names = replies[-1]
+
+
 async def delete_execute(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence) -> Evidence:
+    """Re-derive the match and UNLINK it in one pipelined pass; report how it differs from the plan.
+
+    Drift: execute acts on the pattern, not on a list. Keys created since planning that match
+    are deleted too, keys deleted since are counted as gone; ``drift`` compares count and digest
+    with the plan. SCAN may return a key twice while Redis rehashes: the second UNLINK counts it
+    as already gone, and the digest then differs from the plan's (reported, never an error).
+    """
     check_pattern(p.pattern, p.allow_wide_match)
+    run = DeletePass(KeySetTally(sample_size=p.sample_size))
     async with open_redis(ctx, p.connection) as session:
-        # Execute may run long after planning (approval), so re-count before the first delete:
-        # a match that grew past the cap in between is refused with nothing deleted.
-        count, _, over = await _count(session, p)
-        if over:
-            raise _over_cap(p, count, "when re-checked before deleting")
-        seen = deleted = batches = 0
-        sample: list[str] = []
-        sent = False
         try:
-            async for names in scan_batches(session.client, p.pattern, p.batch_size):
-                seen += len(names)
-                if seen > p.max_keys:
-                    raise OverCapError(
-                        f"pattern {p.pattern!r} grew past maxKeys={p.max_keys} while deleting "
-                        f"({seen}+ seen); stopped after deleting {deleted} key(s)",
-                    )
-                pipe = session.client.pipeline(transaction=False)
-                for chunk in _chunks(names, UNLINK_CHUNK):
-                    pipe.unlink(*chunk)
-                sent = True
-                replies = await pipe.execute()
-                deleted += sum(int(r) for r in replies)
-                batches += 1
-                room = p.sample_size - len(sample)
-                if room > 0:
-                    sample.extend(key_name(n) for n in names[:room])
+            await _delete_pass(session, p, run)
         except rexc.RedisError as exc:
-            raise session.error(exc, doing=f"deleting {p.pattern} ({deleted} deleted so far)", changed=sent) from None
-    gone = max(0, seen - deleted)
+            raise session.error(exc, doing=f"deleting {p.pattern} ({run.deleted} deleted so far)", changed=run.sent) from None
+    if run.capped:
+        raise OverCapError(
+            f"pattern {p.pattern!r} grew past maxKeys={p.max_keys} after planning: stopped after deleting "
+            f"{run.deleted} key(s) (planned {plan.get('matched')}); raise maxKeys or narrow the pattern and retry",
+        )
+    gone = max(0, run.tally.count - run.deleted)
     return {
-        "pattern": p.pattern, "deleted": deleted, "matched": seen, "alreadyGone": gone,
-        "batches": batches, "sample": sample,
-        "summary": f"deleted {deleted} key(s) matching {p.pattern} in {batches} batch(es)"
+        "pattern": p.pattern, "deleted": run.deleted, "matched": run.tally.count, "alreadyGone": gone,
+        "keySetDigest": run.tally.digest, "drift": drift(plan.get("matched"), plan.get("keySetDigest"), run.tally),
+        "batches": run.batches, "sample": run.tally.sample,
+        "summary": f"deleted {run.deleted} key(s) matching {p.pattern} in {run.batches} batch(es)"
         + (f"; {gone} already gone" if gone else ""),
     }
 
 
+async def delete_observe(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence) -> Observation:
+    """After an interrupted run: Applied when nothing matches the pattern any more, else NotApplied
+    (execute is safe to re-run: it acts on the pattern, up to maxKeys)."""
+    check_pattern(p.pattern, p.allow_wide_match)
+    tally = KeySetTally(sample_size=0)
+    async with open_redis(ctx, p.connection) as session:
+        try:
+            await match_pass(session, p, tally, stop_after=0)
+        except rexc.RedisError as exc:
+            raise session.error(exc, doing=f"scanning {p.pattern}", changed=False) from None
+    if tally.count == 0:
+        return Applied(f"no key matches {p.pattern} any more")
+    return NotApplied(f"keys matching {p.pattern} remain; execute re-derives the match and deletes them")
+
+
 DELETE_REDIS_KEYS = ActionDef(
     name="deleteRedisKeys", params=DeleteRedisKeys, target=_target,
-    plan=delete_plan, execute=delete_execute, idempotent=True, destructive=True,
+    plan=delete_plan, execute=delete_execute, observe=delete_observe, idempotent=True, destructive=True,
 )

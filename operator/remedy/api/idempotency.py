@@ -28,11 +28,16 @@ class IdempotencyHttpBackend(ApiModel):
     token_secret_ref: SecretKeyRef = Field(description="Bearer token (admin scope).")
     tenant: str | None = Field(default=None, description="Sent as X-Tenant when set.")
     timeout: Duration = "10s"
+    page_size: int = Field(default=1000, ge=1, le=10_000,
+                           description="Records per listing request (?limit=); a nextCursor in the answer is followed.")
+    concurrency: int = Field(default=8, ge=1, le=64, description="Re-check + DELETE requests in flight at once.")
 
 
 class IdempotencyRedisBackend(ApiModel):
     connection: RedisConnection
     pattern: str = Field(default="idem:*", min_length=1, description="Keys holding records (hash or JSON string).")
+    batch_size: int = Field(default=1000, ge=1, le=10_000,
+                            description="SCAN COUNT and keys judged per server-side script call (bounds how long one call holds Redis).")
 
 
 class PurgeIdempotencyKeys(ApiModel):
@@ -43,7 +48,8 @@ class PurgeIdempotencyKeys(ApiModel):
     min_replay_count: int | None = Field(default=None, ge=0)
     tenant: str | None = None
     key_prefix: str | None = None
-    # le=2000: every purged key is listed in status.plan and status.result, and the whole object
-    # must stay well under etcd's 1.5 MiB limit; thousands of stale locks is another incident.
-    max_keys: int = Field(default=100, ge=1, le=2000, description="Cap: more stale keys than this is refused (not truncated).")
+    # Evidence is bounded (count, digest, first 20 keys) whatever the size, so the cap is a
+    # safety limit the user sets for the backlog at hand, not a limit of the status object.
+    max_keys: int = Field(default=100, ge=1, le=100_000_000,
+                          description="Cap: more stale keys than this is refused at plan time; execute never purges more.")
     field_map: IdempotencyFieldMap = Field(default_factory=IdempotencyFieldMap)

@@ -21,6 +21,7 @@ class DeleteRedisKeys(ApiModel):
     connection: RedisConnection
     pattern: str = Field(min_length=1, max_length=512, description="Glob pattern, e.g. lock:purchase:* or chaos:payments:*")
     allow_wide_match: bool = Field(default=False, description="Allow a pattern without a specific literal prefix (e.g. * or lock:*).")
-    max_keys: int = Field(default=1000, ge=1, le=1_000_000, description="Cap: a match of more keys is refused.")
-    batch_size: int = Field(default=500, ge=1, le=10_000)
-    sample_size: int = Field(default=10, ge=0, le=100, description="How many key names to show in plan/result.")
+    max_keys: int = Field(default=1000, ge=1, le=100_000_000,
+                          description="Cap: a match of more keys is refused at plan time; execute never deletes more.")
+    batch_size: int = Field(default=1000, ge=1, le=10_000, description="SCAN COUNT per round trip.")
+    sample_size: int = Field(default=20, ge=0, le=100, description="How many key names to show in plan/result (the rest is counted and digested).")
