@@ -23,8 +23,16 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from ..api.common import parse_duration
 from ..api.mongo import KillSlowMongoOps
 from ..constants import OPERATOR_APP_NAME
-from ..errors import ForbiddenError, InvalidSpecError, OverCapError, PermanentError, RetryableError, SkipError
-from .base import ActionContext, ActionDef, Evidence
+from ..errors import (
+    AmbiguousOutcomeError,
+    ForbiddenError,
+    InvalidSpecError,
+    OverCapError,
+    PermanentError,
+    RetryableError,
+    SkipError,
+)
+from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
 
 OPERATOR_APP = OPERATOR_APP_NAME
 INTERNAL_APP = "MongoDB Internal Client"
@@ -214,6 +222,9 @@ async def kill_execute(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) 
             await client.admin.command({"killOp": 1, "op": current["opid"]})
             killed_any = True
             evidence.append({**_summary(current), "outcome": "killed"})
+    except ConnectionFailure:
+        # A killOp may have reached the server before the connection broke: observe, never re-plan.
+        raise AmbiguousOutcomeError("MongoDB connection lost while killing operations; a killOp may have run") from None
     except PyMongoError as exc:
         raise _map_error(exc, "killing operations", p, changed=killed_any) from None
     finally:
@@ -222,7 +233,26 @@ async def kill_execute(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) 
             "gone": sum(1 for e in evidence if e["outcome"] == "gone")}
 
 
+async def kill_observe(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) -> Observation:
+    """Applied when no planned opid is still running as planned; otherwise the recorded plan
+    is safe to apply again (execute re-checks each op's identity before killOp)."""
+    client = await _client(ctx, p)
+    try:
+        running = []
+        for planned in plan["ops"]:
+            found = await _current_ops(client, {"opid": planned["opid"]})
+            if any(_same_op(d, planned) for d in found):
+                running.append(str(planned["opid"]))
+    except PyMongoError as exc:
+        raise RetryableError(f"MongoDB unreachable while observing: {type(exc).__name__}", reason="ObserveUnavailable") from None
+    finally:
+        await client.close()
+    if not running:
+        return Applied(f"none of the {len(plan['ops'])} planned operation(s) is still running")
+    return NotApplied(f"{len(running)} planned operation(s) still running: opid {', '.join(running[:10])}")
+
+
 KILL_SLOW_MONGO_OPS = ActionDef(
     name="killSlowMongoOps", params=KillSlowMongoOps, target=_target,
-    plan=kill_plan, execute=kill_execute, idempotent=True,
+    plan=kill_plan, execute=kill_execute, observe=kill_observe, idempotent=True,
 )

@@ -26,6 +26,7 @@ from ..api.common import SecretKeyRef, parse_duration
 from ..api.postgres import PostgresConnection, PostgresStatement, TerminatePostgresQueries
 from ..constants import OPERATOR_APP_NAME
 from ..errors import (
+    AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,
     OverCapError,
@@ -34,7 +35,7 @@ from ..errors import (
     SkipError,
     TargetNotFoundError,
 )
-from .base import ActionContext, ActionDef, Evidence
+from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
 
 OPERATOR_APP = OPERATOR_APP_NAME
 QUERY_PREVIEW = 120
@@ -232,6 +233,11 @@ async def terminate_execute(ctx: ActionContext, p: TerminatePostgresQueries, pla
             stuck = await _wait_until_gone(conn, terminated, TERMINATE_CONFIRM_SECONDS)
             for b in stuck:
                 outcome[b["pid"]] = "terminateSignalled"
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:
+                # Connection lost mid-way: signals may have been sent. Observe, never re-plan.
+                raise AmbiguousOutcomeError("PostgreSQL connection lost while signalling backends") from None
+            raise _sqlstate_error(exc, "signalling backends") from None
         except psycopg.Error as exc:
             # Signals may already have been sent, so this is never "nothing changed".
             raise _sqlstate_error(exc, "signalling backends") from None
@@ -247,9 +253,23 @@ async def terminate_execute(ctx: ActionContext, p: TerminatePostgresQueries, pla
     }
 
 
+async def terminate_observe(ctx: ActionContext, p: TerminatePostgresQueries, plan: Evidence) -> Observation:
+    """Applied when no planned pid+backend_start (with its query) is still there; otherwise the
+    recorded plan is safe to apply again: each signal is conditional on that same identity."""
+    try:
+        async with _connect(ctx, p.connection) as conn:
+            left = [b for b in plan["backends"] if await _still_there(conn, b)]
+    except psycopg.Error as exc:
+        raise RetryableError(f"PostgreSQL unreachable while observing: {type(exc).__name__}",
+                             reason="ObserveUnavailable") from None
+    if not left:
+        return Applied(f"none of the {len(plan['backends'])} planned backend(s) is still there (pid+backend_start gone)")
+    return NotApplied(f"{len(left)} planned backend(s) still there: pid {', '.join(str(b['pid']) for b in left[:10])}")
+
+
 TERMINATE_POSTGRES_QUERIES = ActionDef(
     name="terminatePostgresQueries", params=TerminatePostgresQueries, target=_terminate_target,
-    plan=terminate_plan, execute=terminate_execute, idempotent=True,
+    plan=terminate_plan, execute=terminate_execute, observe=terminate_observe, idempotent=True,
 )
 
 
