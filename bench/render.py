@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.check:
         bad = stale()
-        for p in bad:
-            print(f"{p} is stale: run .venv/bin/python bench/render.py", file=sys.stderr)
+        for doc in bad:
+            print(f"{doc} is stale: run .venv/bin/python bench/render.py", file=sys.stderr)
         return 1 if bad else 0
     for p in DOCS.values():
         p.write_text(render(p.read_text()))
