@@ -17,6 +17,7 @@ docs differ from what this script produces. Prose must not repeat figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -131,7 +132,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
 for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiserver", "outages-data-plane",
               "load-smoke", "fuzz-specs", "fuzz-webhook", "security", "chart-security", "safety-flapping",
               "safety-mass-oom"):
-    BLOCKS[_name] = lambda results, _n=_name: figures(load(f"reliability-{_n}.json", results))
+    BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"reliability-{n}.json", results)), _name)
 BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
 
 
