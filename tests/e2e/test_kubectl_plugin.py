@@ -240,7 +240,7 @@ def test_history_lists_children_by_label(control_plane: ControlPlane, kube_admin
     assert "Counters:" in out and "Remediations (2):" in out
     assert "not-a-child" not in out and "other-policy" not in out
     table = out.split("Remediations (2):\n", 1)[1].splitlines()
-    assert table[0].split() == ["CREATED", "NAME", "ACTION", "TARGET", "PHASE", "REASON", "DURATION"]
+    assert table[0].split() == ["CREATED", "NAME", "ACTION", "TARGET", "PHASE", "REASON", "DURATION", "MODE", "OUTCOME"]
     assert [r.split()[2] for r in table[1:3]] == ["zz-first", "aa-second"]
     assert table[1].split()[5:7] == ["Succeeded", "DryRun"]
     assert table[2].split()[5:7] == ["Failed", "TargetNotFound"]

@@ -44,6 +44,7 @@ from ..errors import InvalidSpecError, RetryableError
 from .. import rfc3339
 from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
 from . import autonomy
+from . import autonomy
 from .conditions import get_condition, set_condition
 from .lifecycle import Recorder, Store
 from .templating import render
@@ -185,7 +186,16 @@ class PolicyEngine:
                 return f"error:{exc.reason}"
             children = await self.children(ns, name)
             if await autonomy.note_refire(self.kube, children, firing.fingerprint, cname, spec.ineffective_within):
-                self._queue_refresh(key)  # the track record changed: an earlier run was ineffective
+                # An earlier run was ineffective; with promotion this may demote the policy, and
+                # this very firing must already be created in the demoted mode.
+                if spec.promotion is None:
+                    self._queue_refresh(key)
+                else:
+                    try:
+                        fresh = await self._refresh(fresh, key)
+                        status = fresh.get("status") or {}
+                    except RetryableError:
+                        self._queue_refresh(key)
             now = time.time()
             active = [c for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
             # The refresh loop writes the Paused condition about once a second; within a burst,
@@ -289,6 +299,8 @@ class PolicyEngine:
             child = await self.kube.get_object(REMEDIATIONS, meta["namespace"], cname)
             if child is None:
                 return "none"
+            if await autonomy.note_cleared(self.kube, child):  # shadow run: the alert cleared without action
+                self._queue_refresh((meta["namespace"], meta["name"]))
             if await autonomy.note_cleared(self.kube, child):  # shadow run: the alert cleared without action
                 self._queue_refresh((meta["namespace"], meta["name"]))
             st = child.get("status") or {}
@@ -404,6 +416,7 @@ class PolicyEngine:
         changes.update({"conditions": conds, "observedGeneration": gen, "counters": counters,
                         "consecutiveFailures": consecutive, "activeChildren": active[:50]})
         mode_change = await self._autonomy(policy, spec, st, children, changes, gen)
+        mode_change = await self._autonomy(policy, spec, st, children, changes, gen)
         if last_fired:
             changes["lastFiredAt"] = rfc3339.format_time(last_fired)
         try:
@@ -415,9 +428,31 @@ class PolicyEngine:
         autonomy.observe_mode(updated)
         if mode_change is not None:
             await autonomy.announce(self.kube, self.recorder, updated, spec, *mode_change)
+        autonomy.observe_mode(updated)
+        if mode_change is not None:
+            await autonomy.announce(self.kube, self.recorder, updated, spec, *mode_change)
         if spec.escalate and not now_paused:
             await self._escalate(updated, spec, children)
         return updated
+
+    async def _autonomy(self, policy: dict[str, Any], spec: RemediationPolicySpec, st: dict[str, Any],
+                        children: list[dict[str, Any]], changes: dict[str, Any], gen: Any) -> tuple[str, str, str, str] | None:
+        """Track record, mode and the Autonomous condition into ``changes``; the mode change, if any."""
+        now = time.time()
+        record, scored = autonomy.track_record(children, spec, now)
+        decision = autonomy.decide(spec, st, scored, now)
+        old = autonomy.effective_mode(spec, st)
+        fields = autonomy.mode_status(spec, st, decision)
+        mode = str(fields.get("mode") or old)
+        conds = changes["conditions"]
+        changes["conditions"] = set_condition(conds, autonomy.CONDITION, *autonomy.condition_args(
+            mode, decision, get_condition(conds, autonomy.CONDITION)), gen)
+        changes.update(fields)
+        changes["trackRecord"] = record
+        pending = autonomy.next_decision_in(scored, spec, now)
+        if pending is not None:
+            self._schedule(policy, pending)
+        return (old, mode, decision[1], decision[2]) if decision is not None else None
 
     async def _autonomy(self, policy: dict[str, Any], spec: RemediationPolicySpec, st: dict[str, Any],
                         children: list[dict[str, Any]], changes: dict[str, Any], gen: Any) -> tuple[str, str, str, str] | None:

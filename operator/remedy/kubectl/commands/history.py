@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ... import rfc3339
-from ...constants import LABEL_POLICY, POLICIES, REMEDIATIONS
+from ...constants import ANN_MODE, LABEL_POLICY, POLICIES, REMEDIATIONS
 from ..client import Kube
 from ..command import Command, namespace, output
 from ..render import condition, dump, duration_of, duration_text, fmt_stamp, indent, meta, phase_of, reason_of, section, table
@@ -30,15 +30,20 @@ def run(kube: Kube, args: argparse.Namespace) -> int:
     pstatus = policy.get("status") or {}
     counters = dict(pstatus.get("counters") or {})
     paused_spec = bool((policy.get("spec") or {}).get("paused"))
+    record = dict(pstatus.get("trackRecord") or {})
+    outcome_of = {str(o.get("name")): str(o.get("outcome")) + (f" ({o['wouldHave']})" if o.get("wouldHave") else "")
+                  for o in record.get("lastOutcomes") or []}
     if fmt:
         sys.stdout.write(dump({
             "policy": args.name, "namespace": ns, "paused": paused_spec,
             "conditions": pstatus.get("conditions") or [], "counters": counters,
             "lastFiredAt": pstatus.get("lastFiredAt"),
+            "mode": pstatus.get("mode"), "modeSince": pstatus.get("modeSince"), "trackRecord": record,
             "remediations": [{
                 "name": meta(o).get("name"), "created": meta(o).get("creationTimestamp"),
                 "action": (o.get("status") or {}).get("action"), "target": (o.get("status") or {}).get("target"),
                 "phase": phase_of(o) or None, "reason": reason_of(o) or None, "durationSeconds": duration_of(o),
+                "mode": (meta(o).get("annotations") or {}).get(ANN_MODE), "outcome": outcome_of.get(str(meta(o).get("name"))),
             } for o in kids],
         }, fmt))
         return 0
@@ -48,13 +53,20 @@ def run(kube: Kube, args: argparse.Namespace) -> int:
            + (f", condition={paused.get('status')} ({paused.get('reason')})" if paused else "") + "\n",
            f"Last fired: {fmt_stamp(pstatus.get('lastFiredAt'))}\n", "Counters:\n"]
     out.append(indent(table([[f"{k}:", str(v)] for k, v in counters.items()])) if counters else "  <none>\n")
+    autonomous = condition(policy, "Autonomous")
+    out.append(f"Mode:       {pstatus.get('mode') or (policy.get('spec') or {}).get('mode') or 'auto'} since {fmt_stamp(pstatus.get('modeSince'))}"
+               + (f" ({autonomous.get('reason')}: {autonomous.get('message')})" if autonomous else "") + "\n")
+    if record:
+        out.append("Track record:\n")
+        out.append(indent(table([[f"{k}:", str(v)] for k, v in record.items() if k != "lastOutcomes"])))
     out.append(f"Remediations ({len(kids)}):\n")
-    rows = [["CREATED", "NAME", "ACTION", "TARGET", "PHASE", "REASON", "DURATION"]]
+    rows = [["CREATED", "NAME", "ACTION", "TARGET", "PHASE", "REASON", "DURATION", "MODE", "OUTCOME"]]
     for o in kids:
         st = o.get("status") or {}
         rows.append([fmt_stamp(meta(o).get("creationTimestamp")), str(meta(o).get("name")),
                      str(st.get("action") or ""), str(st.get("target") or ""), phase_of(o) or "-",
-                     reason_of(o) or "-", duration_text(o)])
+                     reason_of(o) or "-", duration_text(o), (meta(o).get("annotations") or {}).get(ANN_MODE) or "-",
+                     outcome_of.get(str(meta(o).get("name")), "-")])
     out.append(section(rows))
     sys.stdout.write("".join(out))
     return 0
