@@ -44,7 +44,6 @@ from ..errors import InvalidSpecError, RetryableError
 from .. import rfc3339
 from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
 from . import autonomy
-from . import autonomy
 from .conditions import get_condition, set_condition
 from .lifecycle import Recorder, Store
 from .templating import render
@@ -301,8 +300,6 @@ class PolicyEngine:
                 return "none"
             if await autonomy.note_cleared(self.kube, child):  # shadow run: the alert cleared without action
                 self._queue_refresh((meta["namespace"], meta["name"]))
-            if await autonomy.note_cleared(self.kube, child):  # shadow run: the alert cleared without action
-                self._queue_refresh((meta["namespace"], meta["name"]))
             st = child.get("status") or {}
             if st.get("phase") not in (None, "Pending", "AwaitingApproval"):
                 return "started"
@@ -416,7 +413,6 @@ class PolicyEngine:
         changes.update({"conditions": conds, "observedGeneration": gen, "counters": counters,
                         "consecutiveFailures": consecutive, "activeChildren": active[:50]})
         mode_change = await self._autonomy(policy, spec, st, children, changes, gen)
-        mode_change = await self._autonomy(policy, spec, st, children, changes, gen)
         if last_fired:
             changes["lastFiredAt"] = rfc3339.format_time(last_fired)
         try:
@@ -428,31 +424,9 @@ class PolicyEngine:
         autonomy.observe_mode(updated)
         if mode_change is not None:
             await autonomy.announce(self.kube, self.recorder, updated, spec, *mode_change)
-        autonomy.observe_mode(updated)
-        if mode_change is not None:
-            await autonomy.announce(self.kube, self.recorder, updated, spec, *mode_change)
         if spec.escalate and not now_paused:
             await self._escalate(updated, spec, children)
         return updated
-
-    async def _autonomy(self, policy: dict[str, Any], spec: RemediationPolicySpec, st: dict[str, Any],
-                        children: list[dict[str, Any]], changes: dict[str, Any], gen: Any) -> tuple[str, str, str, str] | None:
-        """Track record, mode and the Autonomous condition into ``changes``; the mode change, if any."""
-        now = time.time()
-        record, scored = autonomy.track_record(children, spec, now)
-        decision = autonomy.decide(spec, st, scored, now)
-        old = autonomy.effective_mode(spec, st)
-        fields = autonomy.mode_status(spec, st, decision)
-        mode = str(fields.get("mode") or old)
-        conds = changes["conditions"]
-        changes["conditions"] = set_condition(conds, autonomy.CONDITION, *autonomy.condition_args(
-            mode, decision, get_condition(conds, autonomy.CONDITION)), gen)
-        changes.update(fields)
-        changes["trackRecord"] = record
-        pending = autonomy.next_decision_in(scored, spec, now)
-        if pending is not None:
-            self._schedule(policy, pending)
-        return (old, mode, decision[1], decision[2]) if decision is not None else None
 
     async def _autonomy(self, policy: dict[str, Any], spec: RemediationPolicySpec, st: dict[str, Any],
                         children: list[dict[str, Any]], changes: dict[str, Any], gen: Any) -> tuple[str, str, str, str] | None:
