@@ -2,7 +2,9 @@
 
 pydantic's JSON schema uses $ref/$defs, anyOf for Optional and ``additionalProperties: false``;
 a CRD's structural schema allows none of these. This module inlines refs, collapses
-``Optional[X]`` to X, drops titles, and adds the CEL rules that make unions one-of.
+``Optional[X]`` to X and drops titles. Everything else the CRD says is declared on the models
+(``remedy.api.common``: ``cel``, ``exactly_one_field``, ``printer_column``; the top-level
+models' ``plural``, ``short_names`` and ``printer_columns``), so there is no per-kind code here.
 
     python -m remedy.crdgen            # write crds/
     python -m remedy.crdgen --check    # exit 1 when crds/ is stale (CI)
@@ -13,14 +15,20 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
-from .constants import GROUP, POLICIES, REMEDIATIONS, VERSION
-from .api.policy import RemediationPolicySpec, RemediationPolicyStatus
-from .api.remediation import RemediationSpec, RemediationStatus, action_member_names
+from .api.common import CrdRoot
+from .api.policy import RemediationPolicy
+from .api.remediation import Remediation
+from .constants import GROUP, VERSION
+
+# Every top-level model listed here becomes one CRD; nothing below knows which is which.
+CRD_MODELS: tuple[type[CrdRoot], ...] = (Remediation, RemediationPolicy)
 
 Schema = dict[str, Any]
 _DROP = {"title", "additionalProperties", "discriminator"}
@@ -51,6 +59,10 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
             if key == "const":
                 out["enum"] = [value]
                 continue
+            if key == "x-kubernetes-validations":
+                # pydantic sorts the keys of schema extras; a CEL rule reads better rule-first.
+                out[key] = [{"rule": v["rule"], "message": v["message"], **v} for v in value]
+                continue
             out[key] = _inline(value, defs)
         if "properties" in out:
             out.setdefault("type", "object")
@@ -72,80 +84,22 @@ def model_schema(model: type[Any]) -> Schema:
     return schema
 
 
-def _one_of_rule(members: list[str], path: str) -> dict[str, str]:
-    checks = ", ".join(f"has(self.{m})" for m in members)
-    return {
-        "rule": f"[{checks}].filter(x, x).size() == 1",
-        "message": f"{path} must set exactly one of: {', '.join(members)}",
-    }
+def _model_of(annotation: Any) -> type[BaseModel]:
+    """The model in ``X`` or ``X | None``."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    raise TypeError(f"not a model: {annotation!r}")
 
 
-def remediation_crd() -> dict[str, Any]:
-    spec = model_schema(RemediationSpec)
-    spec["properties"]["action"]["x-kubernetes-validations"] = [
-        _one_of_rule(action_member_names(), "spec.action")
-    ]
-    backend = spec["properties"]["action"]["properties"]["purgeIdempotencyKeys"]
-    backend["x-kubernetes-validations"] = [
-        {"rule": "has(self.http) || has(self.redis)", "message": "purgeIdempotencyKeys needs http or redis settings"},
-        {"rule": "self.backend != 'http' || has(self.http)", "message": "backend http needs purgeIdempotencyKeys.http"},
-        {"rule": "self.backend != 'redis' || has(self.redis)", "message": "backend redis needs purgeIdempotencyKeys.redis"},
-    ]
-    scale = spec["properties"]["action"]["properties"]["scaleWorkload"]
-    scale["x-kubernetes-validations"] = [
-        {"rule": "has(self.replicas) != has(self.delta)", "message": "scaleWorkload needs exactly one of replicas or delta"},
-        {"rule": "self.minReplicas <= self.maxReplicas", "message": "scaleWorkload.minReplicas exceeds maxReplicas"},
-    ]
-    status = model_schema(RemediationStatus)
-    return _crd(
-        kind="Remediation",
-        plural="remediations",
-        short=["rem"],
-        spec=spec,
-        status=status,
-        columns=[
-            {"name": "Action", "type": "string", "jsonPath": ".status.action"},
-            {"name": "Target", "type": "string", "jsonPath": ".status.target"},
-            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Completed\")].reason"},
-            {"name": "DryRun", "type": "boolean", "jsonPath": ".spec.dryRun", "priority": 1},
-            {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        ],
-    )
-
-
-def policy_crd() -> dict[str, Any]:
-    spec = model_schema(RemediationPolicySpec)
-    spec["properties"]["trigger"]["x-kubernetes-validations"] = [
-        _one_of_rule(["prometheus", "alert"], "spec.trigger")
-    ]
-    status = model_schema(RemediationPolicyStatus)
-    return _crd(
-        kind="RemediationPolicy",
-        plural="remediationpolicies",
-        short=["rempol"],
-        spec=spec,
-        status=status,
-        columns=[
-            {"name": "Trigger", "type": "string", "jsonPath": ".spec.trigger.alert.alertname"},
-            {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
-            {"name": "Paused", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Paused\")].status"},
-            {"name": "Mode", "type": "string", "jsonPath": ".status.mode"},
-            {"name": "Runs", "type": "integer", "jsonPath": ".status.trackRecord.runs"},
-            {"name": "Verified", "type": "integer", "jsonPath": ".status.trackRecord.verified"},
-            {"name": "Ineffective", "type": "integer", "jsonPath": ".status.trackRecord.ineffective", "priority": 1},
-            {"name": "Failed", "type": "integer", "jsonPath": ".status.trackRecord.failed", "priority": 1},
-            {"name": "Mode", "type": "string", "jsonPath": ".status.mode"},
-            {"name": "Runs", "type": "integer", "jsonPath": ".status.trackRecord.runs"},
-            {"name": "Verified", "type": "integer", "jsonPath": ".status.trackRecord.verified"},
-            {"name": "Ineffective", "type": "integer", "jsonPath": ".status.trackRecord.ineffective", "priority": 1},
-            {"name": "Failed", "type": "integer", "jsonPath": ".status.trackRecord.failed", "priority": 1},
-            {"name": "Fired", "type": "integer", "jsonPath": ".status.counters.fired"},
-            {"name": "LastFired", "type": "date", "jsonPath": ".status.lastFiredAt"},
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        ],
-    )
+def crd(model: type[CrdRoot]) -> dict[str, Any]:
+    """The CRD of a top-level model: kind from its ``kind`` default, names and printer columns
+    from its class attributes, spec and status schemas (with the CEL rules the models
+    declare) from its fields."""
+    spec = model_schema(_model_of(model.model_fields["spec"].annotation))
+    status = model_schema(_model_of(model.model_fields["status"].annotation))
+    return _crd(kind=str(model.model_fields["kind"].default), plural=model.plural, short=list(model.short_names),
+                spec=spec, status=status, columns=[dict(c) for c in model.printer_columns])
 
 
 def _crd(*, kind: str, plural: str, short: list[str], spec: Schema, status: Schema, columns: list[dict[str, Any]]) -> dict[str, Any]:
@@ -194,8 +148,9 @@ def _crd(*, kind: str, plural: str, short: list[str], spec: Schema, status: Sche
 def render_all() -> dict[str, str]:
     header = "# Generated by `python -m remedy.crdgen` from operator/remedy/api. Do not edit.\n"
     out = {}
-    for name, crd in ((f"{GROUP}_{REMEDIATIONS}.yaml", remediation_crd()), (f"{GROUP}_{POLICIES}.yaml", policy_crd())):
-        out[name] = header + yaml.safe_dump(crd, sort_keys=False, width=120)
+    for model in CRD_MODELS:
+        doc = crd(model)
+        out[f"{GROUP}_{doc['spec']['names']['plural']}.yaml"] = header + yaml.safe_dump(doc, sort_keys=False, width=120)
     return out
 
 

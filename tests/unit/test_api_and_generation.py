@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from remedy import crdgen
 from remedy.actions.registry import REGISTRY
-from remedy.api import ActionSpec, RemediationSpec, action_member_names, parse_duration
+from remedy.api import ActionSpec, Remediation, RemediationSpec, action_member_names, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_structural_schema_has_no_refs_or_anyof() -> None:
 
 
 def test_union_rule_lists_every_member() -> None:
-    crd = crdgen.remediation_crd()
+    crd = crdgen.crd(Remediation)
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["action"]
     rule = schema["x-kubernetes-validations"][0]
     for member in action_member_names():
@@ -55,8 +55,30 @@ def test_union_rule_lists_every_member() -> None:
 
 
 def test_printer_columns_show_action_target_phase() -> None:
-    cols = [c["name"] for c in crdgen.remediation_crd()["spec"]["versions"][0]["additionalPrinterColumns"]]
+    cols = [c["name"] for c in crdgen.crd(Remediation)["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert cols[:4] == ["Action", "Target", "Phase", "Reason"] and "Age" in cols
+
+
+def test_crdgen_has_no_per_kind_code() -> None:
+    """CEL rules and printer columns live on the models; crdgen only translates."""
+    source = Path(crdgen.__file__).read_text()
+    for word in (*action_member_names(), "trigger", "replicas", "backend", "jsonPath\": \".status"):
+        assert word not in source, word
+    assert '["properties"]' not in source
+
+
+def test_cel_rules_come_from_the_models_they_validate() -> None:
+    from remedy.api.policy import RemediationPolicy
+
+    rem = crdgen.crd(Remediation)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    scale = rem["properties"]["action"]["properties"]["scaleWorkload"]
+    assert [v["rule"] for v in scale["x-kubernetes-validations"]] == [
+        "has(self.replicas) != has(self.delta)", "self.minReplicas <= self.maxReplicas"]
+    assert list(scale["x-kubernetes-validations"][0]) == ["rule", "message"]
+    pol = crdgen.crd(RemediationPolicy)["spec"]["versions"][0]
+    trigger = pol["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["trigger"]
+    assert trigger["x-kubernetes-validations"][0]["rule"] == "[has(self.prometheus), has(self.alert)].filter(x, x).size() == 1"
+    assert pol["additionalPrinterColumns"] == [dict(c) for c in RemediationPolicy.printer_columns]
 
 
 @pytest.mark.parametrize("spec, fragment", [

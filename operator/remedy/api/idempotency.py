@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from .common import ApiModel, Duration, SecretKeyRef
+from .common import ApiModel, Duration, SecretKeyRef, cel
 from .redis import RedisConnection
 
 
@@ -41,6 +41,12 @@ class IdempotencyRedisBackend(ApiModel):
 
 
 class PurgeIdempotencyKeys(ApiModel):
+    model_config = ConfigDict(json_schema_extra=cel(
+        ("has(self.http) || has(self.redis)", "purgeIdempotencyKeys needs http or redis settings"),
+        ("self.backend != 'http' || has(self.http)", "backend http needs purgeIdempotencyKeys.http"),
+        ("self.backend != 'redis' || has(self.redis)", "backend redis needs purgeIdempotencyKeys.redis"),
+    ))
+
     backend: Literal["http", "redis"]
     http: IdempotencyHttpBackend | None = None
     redis: IdempotencyRedisBackend | None = None

@@ -14,13 +14,13 @@ Condition types:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from ..constants import API_VERSION
+from ..constants import API_VERSION, POLICIES
 from .autonomy import Mode, Promotion, TrackRecord
-from .common import ApiModel, Condition, Duration, preserve_unknown
+from .common import ApiModel, Condition, CrdRoot, Duration, exactly_one_field, preserve_unknown, printer_column
 from .remediation import Approval, PromQLVerify
 
 
@@ -37,6 +37,8 @@ class AlertTrigger(ApiModel):
 
 class Trigger(ApiModel):
     """Exactly one of prometheus / alert (CEL rule)."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_field("spec.trigger"))
 
     prometheus: PrometheusTrigger | None = None
     alert: AlertTrigger | None = None
@@ -109,7 +111,25 @@ class RemediationPolicyStatus(ApiModel):
     )
 
 
-class RemediationPolicy(ApiModel):
+class RemediationPolicy(CrdRoot):
+    """The whole object; ``crdgen`` builds the CRD from it (names, columns, spec and status)."""
+
+    plural: ClassVar[str] = POLICIES
+    short_names: ClassVar[tuple[str, ...]] = ("rempol",)
+    printer_columns: ClassVar[tuple[dict[str, Any], ...]] = (
+        printer_column("Trigger", "string", ".spec.trigger.alert.alertname"),
+        printer_column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
+        printer_column("Paused", "string", '.status.conditions[?(@.type=="Paused")].status'),
+        printer_column("Mode", "string", ".status.mode"),
+        printer_column("Runs", "integer", ".status.trackRecord.runs"),
+        printer_column("Verified", "integer", ".status.trackRecord.verified"),
+        printer_column("Ineffective", "integer", ".status.trackRecord.ineffective", priority=1),
+        printer_column("Failed", "integer", ".status.trackRecord.failed", priority=1),
+        printer_column("Fired", "integer", ".status.counters.fired"),
+        printer_column("LastFired", "date", ".status.lastFiredAt"),
+        printer_column("Age", "date", ".metadata.creationTimestamp"),
+    )
+
     api_version: str = API_VERSION
     kind: str = "RemediationPolicy"
     spec: RemediationPolicySpec

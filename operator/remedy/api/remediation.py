@@ -20,12 +20,12 @@ Condition types (each set on first visit, even as Unknown):
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from ..constants import ANN_APPROVED_BY, API_VERSION
-from .common import ApiModel, Condition, Duration, preserve_unknown
+from ..constants import ANN_APPROVED_BY, API_VERSION, REMEDIATIONS
+from .common import ApiModel, Condition, CrdRoot, Duration, exactly_one_field, preserve_unknown, printer_column
 from .http import HttpRequest, Notify, ResetCircuitBreaker
 from .idempotency import PurgeIdempotencyKeys
 from .mongo import KillSlowMongoOps
@@ -40,6 +40,8 @@ CONDITION_TYPES: tuple[str, ...] = ("Validated", "Approved", "Executed", "Verifi
 
 class ActionSpec(ApiModel):
     """Exactly one member must be set (enforced by a CEL rule in the CRD)."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_field("spec.action"))
 
     restart_workload: RestartWorkload | None = None
     scale_workload: ScaleWorkload | None = None
@@ -129,7 +131,21 @@ class RemediationStatus(ApiModel):
     )
 
 
-class Remediation(ApiModel):
+class Remediation(CrdRoot):
+    """The whole object; ``crdgen`` builds the CRD from it (names, columns, spec and status)."""
+
+    plural: ClassVar[str] = REMEDIATIONS
+    short_names: ClassVar[tuple[str, ...]] = ("rem",)
+    printer_columns: ClassVar[tuple[dict[str, Any], ...]] = (
+        printer_column("Action", "string", ".status.action"),
+        printer_column("Target", "string", ".status.target"),
+        printer_column("Phase", "string", ".status.phase"),
+        printer_column("Reason", "string", '.status.conditions[?(@.type=="Completed")].reason'),
+        printer_column("DryRun", "boolean", ".spec.dryRun", priority=1),
+        printer_column("Message", "string", ".status.message", priority=1),
+        printer_column("Age", "date", ".metadata.creationTimestamp"),
+    )
+
     api_version: str = Field(default=API_VERSION, pattern=f"^{re.escape(API_VERSION)}$")
     kind: Literal["Remediation"] = "Remediation"
     spec: RemediationSpec

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from .common import DNS_SUBDOMAIN, ApiModel, Duration
+from .common import DNS_SUBDOMAIN, ApiModel, Duration, cel
 
 
 class WorkloadRef(ApiModel):
@@ -43,6 +43,11 @@ class RestartWorkload(ApiModel):
 
 class ScaleWorkload(ApiModel):
     """Set replicas (kubectl scale) to a number or by a delta, clamped to [minReplicas, maxReplicas]."""
+
+    model_config = ConfigDict(json_schema_extra=cel(
+        ("has(self.replicas) != has(self.delta)", "scaleWorkload needs exactly one of replicas or delta"),
+        ("self.minReplicas <= self.maxReplicas", "scaleWorkload.minReplicas exceeds maxReplicas"),
+    ))
 
     target: ScalableRef
     replicas: int | None = Field(default=None, ge=0, le=10000, description="Absolute count (exclusive with delta).")
