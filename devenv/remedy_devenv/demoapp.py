@@ -10,6 +10,12 @@ Every role serves GET /health, GET /metrics (own CollectorRegistry) and GET /adm
 counts every mutating request received and succeeded per route so tests can prove a side
 effect happened exactly once.
 
+Every role honours an ``Idempotency-Key`` header on mutating requests (as runbook 000's gateway
+does for its clients): the first request with a key runs and its response is kept; a repeat
+with the same key (method and route) gets that response again with ``Idempotent-Replayed:
+true`` and runs nothing, counted under ``replayed`` in /admin/stats (``succeeded`` counts runs
+only). A repeat that arrives while the first is still running gets 409.
+
 Roles (default ports in docs/ports.md):
 
 * gateway   runbook 001 breakers + runbook 000 idempotency admin API (Bearer token).
@@ -38,7 +44,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -665,6 +671,9 @@ def build_app(opts: Options) -> web.Application:
         role = Reconcile(opts, registry)
     received: Counter[str] = Counter()
     succeeded: Counter[str] = Counter()
+    replayed: Counter[str] = Counter()
+    # (route name, key) -> kept response (status, body, content type); None while running.
+    kept: OrderedDict[tuple[str, str], tuple[int, bytes, str] | None] = OrderedDict()
 
     @web.middleware
     async def count_mutations(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -673,9 +682,33 @@ def build_app(opts: Options) -> web.Application:
         route = request.match_info.route.resource
         name = f"{request.method} {route.canonical if route else request.path}"
         received[name] += 1
-        resp = await handler(request)  # HTTPException propagates: it is not a success
+        key = request.headers.get("Idempotency-Key")
+        if key:
+            if (name, key) in kept:
+                done = kept[(name, key)]
+                replayed[name] += 1
+                if done is None:
+                    raise json_error(web.HTTPConflict, "a request with this Idempotency-Key is still in progress")
+                status, body, ctype = done
+                return web.Response(status=status, body=body, content_type=ctype.split(";")[0],
+                                    headers={"Idempotent-Replayed": "true"})
+            kept[(name, key)] = None
+            while len(kept) > 10_000:
+                kept.popitem(last=False)
+        try:
+            resp = await handler(request)  # HTTPException propagates: it is not a success
+        except BaseException:
+            if key:
+                kept.pop((name, key), None)  # failed: nothing kept, a repeat runs again
+            raise
         if resp.status < 400:
             succeeded[name] += 1
+        if key:
+            if isinstance(resp, web.Response) and resp.status < 500:
+                body = bytes(resp.body) if isinstance(resp.body, (bytes, bytearray)) else b""
+                kept[(name, key)] = (resp.status, body, resp.content_type or "application/json")
+            else:
+                kept.pop((name, key), None)
         return resp
 
     async def health(request: web.Request) -> web.Response:
@@ -691,7 +724,7 @@ def build_app(opts: Options) -> web.Application:
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"role": opts.role, "received": dict(received),
-                                  "succeeded": dict(succeeded), **role.stats()})
+                                  "succeeded": dict(succeeded), "replayed": dict(replayed), **role.stats()})
 
     app = web.Application(middlewares=[count_mutations])
     app[ROLE_KEY] = role

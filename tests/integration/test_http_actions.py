@@ -20,7 +20,16 @@ from aiohttp import web
 
 from remedy.actions.http import HTTP_REQUEST, NOTIFY, RESET_CIRCUIT_BREAKER, normalize_state, state_of
 from remedy_devenv.demoapp import DEFAULT_ADMIN_TOKEN, free_port, runner_port, start_demo_service
-from remedy.errors import ForbiddenError, InvalidSpecError, PermanentError, RetryableError, SecretRefError, SkipError
+from remedy.actions.base import CannotTell, NotApplied
+from remedy.errors import (
+    AmbiguousOutcomeError,
+    ForbiddenError,
+    InvalidSpecError,
+    PermanentError,
+    RetryableError,
+    SecretRefError,
+    SkipError,
+)
 from tests.fixtures.actions import make_ctx, run_action
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -276,6 +285,40 @@ async def test_reconcile_called_exactly_once_with_bearer(start: Start, http: aio
     assert CRON_SECRET not in json.dumps([plan, result])
 
 
+async def test_idempotency_key_makes_a_repeat_harmless_at_the_service(start: Start, http: aiohttp.ClientSession) -> None:
+    """Issue 12: the key is derived from the Remediation uid, so a repeat of the same recorded
+    request (after a lost response or an operator restart) is answered from the service's
+    record and runs nothing; the service's own counters are the witness."""
+    rec = await start("reconcile", token=CRON_SECRET)
+    ctx = make_ctx({CRON_REF: CRON_SECRET})
+    await client_post(http, f"{rec}/admin/reservations/stick", {"count": 7})
+    plan, first = await run_action(HTTP_REQUEST, ctx, reconcile_params(rec))
+    assert plan["idempotencyKey"] == f"remedy-{ctx.uid}"
+    observed = await HTTP_REQUEST.observe(ctx, HTTP_REQUEST.params.model_validate(reconcile_params(rec)), plan)  # type: ignore[misc]
+    assert isinstance(observed, NotApplied)  # keyed: re-sending the recorded request is safe
+    await client_post(http, f"{rec}/admin/reservations/stick", {"count": 5})
+    _, again = await run_action(HTTP_REQUEST, ctx, reconcile_params(rec))  # same uid: same key
+    s = await stats(http, rec)
+    assert s["reconcile_runs"] == 1 and s["replayed"]["POST /api/cron/reconcile"] == 1
+    assert s["succeeded"]["POST /api/cron/reconcile"] == 1
+    assert first is not None and again is not None and again["bodyExcerpt"] == first["bodyExcerpt"]
+    assert s["stuck_reservations"] == 5  # the second batch was not reconciled by the repeat
+
+    # Declared without idempotency support: no header, a repeat runs again, observe cannot tell.
+    unkeyed = reconcile_params(rec, idempotencyKey=False)
+    plan2, _ = await run_action(HTTP_REQUEST, ctx, unkeyed)
+    await run_action(HTTP_REQUEST, ctx, unkeyed)
+    assert plan2["idempotencyKey"] is None
+    assert (await stats(http, rec))["reconcile_runs"] == 3
+    observed = await HTTP_REQUEST.observe(ctx, HTTP_REQUEST.params.model_validate(unkeyed), plan2)  # type: ignore[misc]
+    assert isinstance(observed, CannotTell)
+
+
+async def client_post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> None:
+    async with http.post(url, json=body) as r:
+        assert r.status == 200, await r.text()
+
+
 async def test_wrong_token_is_forbidden_and_message_names_secret_not_value(start: Start, http: aiohttp.ClientSession) -> None:
     rec = await start("reconcile", token=CRON_SECRET)
     wrong = "wrong-token-9c1e"
@@ -327,12 +370,12 @@ async def test_send_failures_map_to_retry_intent(receiver: tuple[str, list[dict[
     with pytest.raises(RetryableError) as retry:
         await run_action(HTTP_REQUEST, ctx, {"url": f"http://127.0.0.1:{free_port()}/x"})
     assert retry.value.reason == "Unreachable"
-    # 5xx after the server saw it: permanent, never sent twice
-    with pytest.raises(PermanentError) as upstream:
+    # 5xx after the server saw it: ambiguous (the engine observes; it never re-plans)
+    with pytest.raises(AmbiguousOutcomeError) as upstream:
         await run_action(HTTP_REQUEST, ctx, {"url": f"{base}/boom"})
     assert upstream.value.reason == "UpstreamError"
-    # timeout after sending: outcome unknown, permanent
-    with pytest.raises(PermanentError) as unknown:
+    # timeout after sending: outcome unknown
+    with pytest.raises(AmbiguousOutcomeError) as unknown:
         await run_action(HTTP_REQUEST, ctx, {"url": f"{base}/slow", "timeout": "300ms"})
     assert unknown.value.reason == "OutcomeUnknown"
     # other 4xx
@@ -381,7 +424,7 @@ async def test_notify_without_webhook_is_evidence_only() -> None:
 
 async def test_notify_webhook_failure_fails(receiver: tuple[str, list[dict[str, Any]]]) -> None:
     base, _ = receiver
-    with pytest.raises(PermanentError) as exc:
+    with pytest.raises(AmbiguousOutcomeError) as exc:
         await run_action(NOTIFY, make_ctx(), {"message": "m", "webhook": {"url": f"{base}/boom"}})
     assert exc.value.reason == "UpstreamError"
     with pytest.raises(InvalidSpecError):

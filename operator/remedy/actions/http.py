@@ -5,8 +5,14 @@ it must be applied identically everywhere:
 
 - Retry intent follows what the server may have seen. Only a failure before any byte was
   sent (connection refused, DNS, connect timeout) is a RetryableError; a timeout, a dropped
-  connection or a 5xx after sending may have run the side effect, so it is permanent
-  (OutcomeUnknown / UpstreamError) and never sent twice.
+  connection or a 5xx after sending may have run the side effect, so it is an
+  AmbiguousOutcomeError (reason OutcomeUnknown / UpstreamError) and the engine asks ``observe``.
+- Effectively once: every request carries ``Idempotency-Key: remedy-<Remediation uid>``, the
+  same on every attempt and after operator restarts, unless the call says
+  ``idempotencyKey: false``. ``observe`` answers NotApplied for keyed calls (a re-send with the
+  same key cannot act twice at a service that honours the header, so the engine re-sends the
+  recorded request) and CannotTell for unkeyed ones (the Remediation ends OutcomeUnknown with
+  an escalation; it is never sent twice).
 - Bearer tokens come from a Secret and never reach plan, evidence or messages: response
   excerpts are redacted, header values that look like credentials are masked, and errors
   name the Secret, not its value.
@@ -30,6 +36,7 @@ import aiohttp
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.http import HealthCheck, HttpCall, HttpRequest, Notify, ResetCircuitBreaker
 from ..errors import (
+    AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,
     PermanentError,
@@ -37,7 +44,7 @@ from ..errors import (
     SkipError,
     TargetNotFoundError,
 )
-from .base import ActionContext, ActionDef, Evidence
+from .base import ActionContext, ActionDef, Applied, CannotTell, Evidence, NotApplied, Observation
 
 EXCERPT_CHARS = 200
 # Read a little more than the excerpt so a token straddling the cut is still redacted whole.
@@ -91,12 +98,20 @@ def shown_headers(call: HttpCall) -> dict[str, str]:
     return {k: (REDACTED if _SENSITIVE_HEADER.search(k) else v) for k, v in sorted(call.headers.items())}
 
 
+def idempotency_key(ctx: ActionContext, call: HttpCall) -> str | None:
+    """Derived from the Remediation's uid: stable across attempts and operator restarts."""
+    if not call.idempotency_key or any(k.lower() == "idempotency-key" for k in call.headers):
+        return None
+    return f"remedy-{ctx.uid}"
+
+
 def request_plan(ctx: ActionContext, call: HttpCall, body: str | None) -> Evidence:
     """Exactly which request will be sent, without its token."""
     out: Evidence = {
         "method": call.method, "url": call.url, "headers": shown_headers(call),
         "auth": _auth_text(ctx, call.bearer_token_secret_ref),
         "expectStatus": list(call.expect_status), "timeout": call.timeout,
+        "idempotencyKey": idempotency_key(ctx, call),
     }
     if body is not None:
         out["bodyBytes"] = len(body.encode())
@@ -109,12 +124,15 @@ def check_headers(call: HttpCall) -> None:
         raise InvalidSpecError("set either headers.Authorization or bearerTokenSecretRef, not both")
 
 
-def _headers(call: HttpCall, token: str | None, body: str | None, content_type: str | None) -> dict[str, str]:
+def _headers(call: HttpCall, token: str | None, body: str | None, content_type: str | None,
+             key: str | None = None) -> dict[str, str]:
     check_headers(call)
     headers = dict(call.headers)
     lower = {k.lower() for k in headers}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
+    if key is not None:
+        headers["Idempotency-Key"] = key
     if body is not None and "content-type" not in lower:
         headers["Content-Type"] = content_type or _guess_content_type(body)
     return headers
@@ -136,7 +154,7 @@ async def send(ctx: ActionContext, call: HttpCall, *, token: str | None, body: s
                content_type: str | None = None) -> Response:
     """Send ``call`` once; map failures by whether the server may have seen the request."""
     what = describe(call)
-    headers = _headers(call, token, body, content_type)
+    headers = _headers(call, token, body, content_type, idempotency_key(ctx, call))
     started = time.monotonic()
     try:
         async with ctx.connectors.http(parse_duration(call.timeout)) as session:
@@ -156,10 +174,8 @@ async def send(ctx: ActionContext, call: HttpCall, *, token: str | None, body: s
         # No connection was made, so no byte of the request left: safe to retry.
         raise RetryableError(f"{what}: cannot connect ({_short(exc)}); nothing was sent", reason="Unreachable") from None
     except (TimeoutError, aiohttp.ClientError) as exc:
-        raise PermanentError(
-            f"{what}: {type(exc).__name__} after the request may have been received; not retried "
-            "so it cannot run twice. Check the target before creating a new Remediation.",
-            reason="OutcomeUnknown",
+        raise AmbiguousOutcomeError(
+            f"{what}: {type(exc).__name__} after the request may have been received", reason="OutcomeUnknown",
         ) from None
     return Response(status=status, excerpt=excerpt(text, [token]), ms=int((time.monotonic() - started) * 1000))
 
@@ -175,8 +191,8 @@ def check_status(ctx: ActionContext, call: HttpCall, resp: Response) -> None:
                 else "no bearerTokenSecretRef is set")
         raise ForbiddenError(f"{what}: {hint}{tail}")
     if resp.status >= 500:
-        raise PermanentError(f"{what} (server error; the request may have been processed, not retried){tail}",
-                             reason="UpstreamError")
+        raise AmbiguousOutcomeError(f"{what} (server error; the request may have been processed){tail}",
+                                    reason="UpstreamError")
     raise PermanentError(f"{what}, expected one of {list(call.expect_status)}{tail}", reason="UnexpectedStatus")
 
 
@@ -197,6 +213,15 @@ def _short(exc: BaseException) -> str:
 
 def _host(url: str) -> str:
     return urlsplit(url).netloc
+
+
+def observe_call(ctx: ActionContext, call: HttpCall) -> Observation:
+    """An HTTP side effect cannot be read back; only the key makes a repeat safe."""
+    key = idempotency_key(ctx, call)
+    if key is not None:
+        return NotApplied(f"{describe(call)} carries Idempotency-Key {key}: a re-send cannot act twice")
+    return CannotTell(f"{describe(call)} is declared without idempotency support (idempotencyKey: false); "
+                      "whether it ran cannot be observed and a re-send could act twice")
 
 
 # --- resetCircuitBreaker ----------------------------------------------------------------
@@ -371,9 +396,19 @@ async def breaker_verify(ctx: ActionContext, p: ResetCircuitBreaker, plan: Evide
         await asyncio.sleep(min(_VERIFY_POLL_S, max(0.0, limit - elapsed)))
 
 
+async def breaker_observe(ctx: ActionContext, p: ResetCircuitBreaker, plan: Evidence) -> Observation:
+    state = await read_breaker_state(ctx, p)
+    if state in _states(p.expect_state):
+        return Applied(f"breaker {p.breaker} is {state}")
+    if state in _states(p.only_when_state):
+        # execute re-reads the state and the health first, so re-running the plan is safe.
+        return NotApplied(f"breaker {p.breaker} is still {state}")
+    return CannotTell(f"breaker {p.breaker} is {state}: neither reset nor in {list(p.only_when_state)}")
+
+
 RESET_CIRCUIT_BREAKER = ActionDef(
     name="resetCircuitBreaker", params=ResetCircuitBreaker, target=lambda p: f"CircuitBreaker/{p.breaker}",
-    plan=breaker_plan, execute=breaker_execute, verify=breaker_verify,
+    plan=breaker_plan, execute=breaker_execute, verify=breaker_verify, observe=breaker_observe,
     idempotent=True,  # forcing HALF_OPEN twice is harmless, and execute re-reads state first
     destructive=False,
 )
@@ -399,9 +434,10 @@ async def request_execute(ctx: ActionContext, p: HttpRequest, plan: Evidence) ->
 HTTP_REQUEST = ActionDef(
     name="httpRequest", params=HttpRequest, target=lambda p: f"{p.method} {_host(p.url)}{urlsplit(p.url).path}"[:120],
     plan=request_plan_action, execute=request_execute,
+    observe=lambda ctx, p, plan: _now(observe_call(ctx, p)),
     # ActionDef.idempotent is static, so it cannot be True for GET/PUT/DELETE and False for
-    # POST/PATCH: it is False for all, the safe side. After a crash mid-call the engine then
-    # reports OutcomeUnknown rather than calling e.g. the reconcile cron a second time.
+    # POST/PATCH: it is False for all, the safe side. A repeat happens only through observe:
+    # with the Idempotency-Key (a service that honours it runs it once), never without.
     idempotent=False,
     destructive=False,
 )
@@ -439,12 +475,27 @@ async def notify_execute(ctx: ActionContext, p: Notify, plan: Evidence) -> Evide
     return out
 
 
+async def notify_observe(ctx: ActionContext, p: Notify, plan: Evidence) -> Observation:
+    if p.webhook is None:
+        return NotApplied("notify without a webhook only posts an Event: repeating it is harmless")
+    seen = observe_call(ctx, p.webhook)
+    if isinstance(seen, CannotTell):
+        # A duplicate message is better than a lost one: an on-call human de-duplicates easily
+        # but never learns of a message that was not sent. So notify is at-least-once here.
+        return NotApplied(f"{seen.detail}; notify is at-least-once: sending again")
+    return seen
+
+
+async def _now(value: Observation) -> Observation:
+    return value
+
+
 NOTIFY = ActionDef(
     name="notify", params=Notify,
     target=lambda p: f"Notify/{p.severity}" + (f" via {_host(p.webhook.url)}" if p.webhook else ""),
-    plan=notify_plan, execute=notify_execute,
-    # After a crash mid-notify, a duplicate message is better than a lost one: an on-call
-    # human de-duplicates easily, but never learns of a message that was not sent.
+    plan=notify_plan, execute=notify_execute, observe=notify_observe,
+    # With the Idempotency-Key (default), a receiver that honours it shows the message once;
+    # without it, notify is at-least-once: after a lost response it is sent again.
     idempotent=True,
     destructive=False,
 )

@@ -20,6 +20,13 @@ class HttpCall(ApiModel):
     body: str | None = Field(default=None, max_length=65536, description="Request body (JSON text or plain).")
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
     timeout: Duration = "10s"
+    idempotency_key: bool = Field(
+        default=True,
+        description=("Send an Idempotency-Key header derived from the Remediation's uid (the same on every attempt "
+                     "and after operator restarts). The endpoint must run a repeat with the same key at most once; "
+                     "then a lost response is re-sent safely. Set false for endpoints without that support: a lost "
+                     "response then ends Failed/OutcomeUnknown with an escalation instead of a repeat."),
+    )
 
 
 class HttpRequest(HttpCall):
