@@ -47,6 +47,7 @@ class Stack:
     metrics: str
     api: client.ApiClient
     cp: ControlPlane
+    prom: PrometheusServer
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def stack(control_plane: ControlPlane, kube_admin: client.ApiClient, operator_fa
     op.wait_ready()
     wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") is not None, 20, "webhook up")
     yield Stack(ns, op, gateway, f"http://127.0.0.1:{port}/alertmanager", "autonomy-webhook-token",
-                f"http://127.0.0.1:{metrics}/metrics", kube_admin, control_plane)
+                f"http://127.0.0.1:{metrics}/metrics", kube_admin, control_plane, prometheus_server)
     op.stop()
     gateway.stop()
 
@@ -103,8 +104,11 @@ def fire(s: Stack, fp: str, starts: str, status: str = "firing") -> dict[str, An
 
 
 def inject_stale(s: Stack, prefix: str, n: int = 3) -> None:
+    """The incident: stale locks; returns once Prometheus sees the symptom (so a verification
+    that passes afterwards proves the purge, not a scrape that had not happened yet)."""
     code, _ = http_json("POST", f"{s.gateway.url}/admin/idempotency/_inject", {"count": n, "stale": True, "prefix": prefix}, token=ADMIN)
     assert code == 201
+    wait_for(lambda: s.prom.query("idemp_lock_wait_p95_seconds > 1"), 20, "symptom visible in Prometheus")
 
 
 def stale_keys(s: Stack) -> set[str]:
@@ -155,7 +159,7 @@ def test_shadow_policy_earns_auto_and_is_demoted_by_an_ineffective_chain(stack: 
             "template": {"action": {"purgeIdempotencyKeys": {
                 "backend": "http", "grace": "5s", "maxKeys": 50,
                 "http": {"baseUrl": s.gateway.url, "tokenSecretRef": {"name": "idem-admin", "key": "token"}}}}},
-            "verify": {"promql": "idemp_lock_wait_p95_seconds > 1", "timeout": "4s", "interval": "1s"},
+            "verify": {"promql": "idemp_lock_wait_p95_seconds > 1", "timeout": "6s", "interval": "1s"},
             "guards": {"cooldown": "0s", "maxPerHour": 100, "pauseAfterFailures": 10},
             "mode": "shadow", "ineffectiveWithin": "10m",
             "promotion": {"after": 2, "within": "1h", "demoteAfterIneffective": 2,
@@ -176,8 +180,7 @@ def test_shadow_policy_earns_auto_and_is_demoted_by_an_ineffective_chain(stack: 
         seen = names(s)
         fire(s, fp, "2026-11-30T10:05:00Z")
         wait_phase(s.api, s.ns, new_child(s, seen)["metadata"]["name"], "Succeeded")
-    assert {k for k in stale_keys(s) if k.startswith("shadow-")} == {f"shadow-{i}" for i in range(3)} or len(
-        [k for k in stale_keys(s) if k.startswith("shadow-")]) == 3, "shadow runs must not touch the gateway"
+    assert len([k for k in stale_keys(s) if k.startswith("shadow-")]) == 3, "shadow runs must not touch the gateway"
     p = mode_is(s, "approve", timeout=30)
     record = p["status"]["trackRecord"]
     assert record["planned"] == 3 and record["clearedOnItsOwn"] == 1 and record["runs"] == 3
