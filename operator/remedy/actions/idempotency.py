@@ -456,11 +456,11 @@ async def _redis_plan(ctx: ActionContext, p: PurgeIdempotencyKeys, cfg: Idempote
     scan = StaleScan()
     async with open_redis(ctx, cfg.connection) as session:
         try:
-            await stale_pass(session, p, cfg, scan, purge=False, stop_after=p.max_keys)
+            await stale_pass(session, p, cfg, scan, purge=False, budget=p.max_keys)
         except rexc.RedisError as exc:
             raise session.error(exc, doing=f"scanning {cfg.pattern}", changed=False) from None
-    if scan.tally.count > p.max_keys:
-        raise _over_cap(p, scan.tally.count)
+    if scan.capped:
+        raise _over_cap(p, scan.tally.count + scan.capped)
     return _plan_evidence(p, scan.tally, _scan_ages(scan), scan.scanned, scan.reasons, f"redis {cfg.pattern}")
 
 
@@ -470,7 +470,7 @@ async def _redis_execute(ctx: ActionContext, p: PurgeIdempotencyKeys, cfg: Idemp
     planned = _planned_keys(plan, field="redisKey")
     async with open_redis(ctx, cfg.connection) as session:
         try:
-            await stale_pass(session, p, cfg, scan, purge=True)
+            await stale_pass(session, p, cfg, scan, purge=True, budget=p.max_keys)
         except rexc.RedisError as exc:
             raise session.error(exc, doing=f"purging {cfg.pattern} ({scan.tally.count} purged so far)",
                                 changed=scan.writes_sent) from None
@@ -585,10 +585,10 @@ async def purge_observe(ctx: ActionContext, p: PurgeIdempotencyKeys, plan: Evide
             scan = StaleScan()
             async with open_redis(ctx, p.redis.connection) as session:
                 try:
-                    await stale_pass(session, p, p.redis, scan, purge=False, stop_after=0)
+                    await stale_pass(session, p, p.redis, scan, purge=False, budget=0)
                 except rexc.RedisError as exc:
                     raise session.error(exc, doing=f"scanning {p.redis.pattern}", changed=False) from None
-            left = scan.tally.count
+            left = scan.capped
     except SkipError:
         left = 0
     except OverCapError:

@@ -1,11 +1,12 @@
 """The redis backend of purgeIdempotencyKeys: one pipelined pass over the keyspace per step.
 
 Why a pass and not a list: the plan may cover a million stale locks, so neither plan nor
-execute holds more than one SCAN batch. Each batch costs one round trip: the EVALSHA of the
-staleness script (``stale_locks_lua``) on batch *i* travels in the same pipeline as the SCAN
-for batch *i+1*. Plan runs the script in ``judge`` mode (read-only); execute re-derives the set
-by running it in ``purge`` mode, which re-checks and UNLINKs each key atomically on the server,
-never more than ``maxKeys`` in total. Evidence is a ``KeySetTally``: count, digest, first 20.
+execute holds more than one batch. Each batch is one EVALSHA of the staleness script
+(``stale_locks_lua``), which SCANs, judges and tallies on the server and answers with counts,
+a digest and the first few entries. Plan runs it in ``judge`` mode (read-only); execute
+re-derives the set by running it in ``purge`` mode, which re-checks and UNLINKs each key
+atomically, never more than ``maxKeys`` in total. Evidence is a ``KeySetTally``: count, digest,
+first 20, tenants.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis import exceptions as rexc
 
 from ..api.common import parse_duration
 from ..api.idempotency import IdempotencyRedisBackend, PurgeIdempotencyKeys
 from .keyset import KeySetTally
-from .redis_keys import RedisSession
+from .redis_keys import RedisSession, eval_script
+from .redis_lua import MAX_SCAN_STEPS, fold_digest
 from .stale_locks_lua import REASONS, STALE_LOCKS_LUA
 
 
@@ -44,7 +45,8 @@ class StaleScan:
         }
 
 
-def _args(p: PurgeIdempotencyKeys, mode: str, now: float, budget: int) -> list[str]:
+def _args(p: PurgeIdempotencyKeys, cfg: IdempotencyRedisBackend, mode: str, now: float, budget: int,
+          cursor: str, room: int) -> list[Any]:
     fm = p.field_map
     return [
         mode, repr(now), repr(parse_duration(p.grace)),
@@ -52,75 +54,56 @@ def _args(p: PurgeIdempotencyKeys, mode: str, now: float, budget: int) -> list[s
         "1" if p.tenant is not None else "0", p.tenant or "",
         "1" if p.key_prefix is not None else "0", p.key_prefix or "",
         "1" if p.min_replay_count is not None else "0", str(p.min_replay_count or 0),
-        str(budget),
+        str(budget), cursor, cfg.pattern, cfg.batch_size, MAX_SCAN_STEPS, room,
     ]
 
 
-def _take(scan: StaleScan, reply: Any, now: float) -> int:
-    """Fold one script reply into the pass; returns how many stale (or purged) keys it named."""
-    counts, entries, capped = reply
-    for reason, n in zip(REASONS, counts):
-        if int(n):
-            scan.reasons[reason] += int(n)
+def _take(scan: StaleScan, reply: Any, now: float) -> str:
+    """Fold one script reply into the pass; returns the next cursor."""
+    cursor, scanned, counts, n, capped, sample, d1, d2, d3, d4, oldest, newest, tenants = reply
+    scan.scanned += int(scanned)
+    for reason, count in zip(REASONS, counts):
+        if int(count):
+            scan.reasons[reason] += int(count)
     scan.capped += int(capped)
-    for redis_key, record_key, tenant, expires_text, replay in entries:
-        expires = float(expires_text)
+    entries = []
+    for redis_key, record_key, tenant, expires_text, replay in sample:
         entry: dict[str, Any] = {"key": record_key, "tenant": tenant or None,
-                                 "lockAgeSeconds": round(now - expires, 1), "redisKey": redis_key}
+                                 "lockAgeSeconds": round(now - float(expires_text), 1), "redisKey": redis_key}
         if replay is not None and replay is not False:
             entry["replayCount"] = int(replay)
-        scan.tally.add(redis_key, entry, group=str(tenant or None))
-        if scan.oldest_expiry is None or expires < scan.oldest_expiry:
-            scan.oldest_expiry = expires
-        if scan.newest_expiry is None or expires > scan.newest_expiry:
-            scan.newest_expiry = expires
-    return len(entries)
+        entries.append(entry)
+    scan.tally.merge(int(n), fold_digest([d1, d2, d3, d4]), entries)
+    for i in range(0, len(tenants), 2):
+        name = str(tenants[i])
+        scan.tally.count_group("None" if name == "\0" else name, int(tenants[i + 1]))
+    if oldest:
+        scan.oldest_expiry = float(oldest) if scan.oldest_expiry is None else min(scan.oldest_expiry, float(oldest))
+    if newest:
+        scan.newest_expiry = float(newest) if scan.newest_expiry is None else max(scan.newest_expiry, float(newest))
+    return str(cursor)
 
 
 async def stale_pass(session: RedisSession, p: PurgeIdempotencyKeys, cfg: IdempotencyRedisBackend, scan: StaleScan,
-                     *, purge: bool, stop_after: int | None = None) -> StaleScan:
-    """SCAN the pattern once, judging (or purging) each batch on the server.
+                     *, purge: bool, budget: int) -> StaleScan:
+    """SCAN the pattern once on the server, judging (or purging) a batch per call.
 
-    ``stop_after``: judge mode stops once more than this many stale keys were seen (the plan's
-    over-cap refusal needs no full count). Purge mode never deletes more than ``p.max_keys``.
-    RedisError propagates; the caller maps it (in purge mode ``scan.tally.count`` says whether
-    anything was deleted before it, so the caller passes in the ``scan`` it will look at).
+    Never tallies (judge mode) or purges (purge mode) more than ``budget`` stale keys; the
+    excess is counted in ``scan.capped`` and ends the pass, so an over-cap plan needs no full
+    count. RedisError propagates; the caller maps it (``scan.writes_sent`` says whether a
+    purging call was sent, so the caller passes in the ``scan`` it will look at).
     """
-    client = session.client
+    sha: str | None = None
+    cursor = "0"
     mode = "purge" if purge else "judge"
-    budget = p.max_keys
-    sha = await client.script_load(STALE_LOCKS_LUA)
-    cursor, names = await client.scan(cursor=0, match=cfg.pattern, count=cfg.batch_size)
     while True:
         now = time.time()
-        pipe = client.pipeline(transaction=False)
-        if names:
-            pipe.evalsha(sha, len(names), *names, *_args(p, mode, now, budget))
-        more = int(cursor) != 0
-        if more:
-            pipe.scan(cursor=cursor, match=cfg.pattern, count=cfg.batch_size)
-        if purge and names:
+        room = max(0, scan.tally.sample_size - len(scan.tally.sample))
+        if purge:
             scan.writes_sent = True
-        replies = await pipe.execute(raise_on_error=False) if (names or more) else []
-        if names:
-            reply = replies.pop(0)
-            if isinstance(reply, rexc.NoScriptError):  # script cache flushed mid-run: reload, redo the batch
-                sha = await client.script_load(STALE_LOCKS_LUA)
-                reply = await client.evalsha(sha, len(names), *names, *_args(p, mode, now, budget))
-            if isinstance(reply, Exception):
-                raise reply
-            scan.scanned += len(names)
-            scan.batches += 1
-            named = _take(scan, reply, now)
-            if purge:
-                budget -= named
-                if scan.capped:
-                    return scan
-            elif stop_after is not None and scan.tally.count > stop_after:
-                return scan
-        if not more:
+        sha, reply = await eval_script(session.client, STALE_LOCKS_LUA, sha,
+                                       *_args(p, cfg, mode, now, budget - scan.tally.count, cursor, room))
+        cursor = _take(scan, reply, now)
+        scan.batches += 1
+        if scan.capped or cursor == "0":
             return scan
-        nxt = replies.pop(0)
-        if isinstance(nxt, Exception):
-            raise nxt
-        cursor, names = nxt

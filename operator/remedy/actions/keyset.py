@@ -8,9 +8,10 @@ every key. Execute re-derives the set from the rule (it never replays a stored l
 two digests tell whether the set it acted on is the one the plan showed. The full list, when a
 human wants it, is re-derived on demand (``kubectl remedy describe --keys``), never stored.
 
-The digest is the sum, modulo 2**128, of BLAKE2b-128 of each key: independent of the order in
-which SCAN or a paged listing returns keys, computable in constant memory, and the same for
-the same set on any machine. It is a drift detector, not a security boundary.
+The digest is the sum, modulo 2**128, of the first 128 bits of SHA-1 of each key: independent of
+the order in which SCAN or a paged listing returns keys, computable in constant memory, the same
+for the same set on any machine, and computable inside Redis (``redis.sha1hex`` in a script, see
+``redis_lua``). It is a drift detector, not a security boundary.
 """
 
 from __future__ import annotations
@@ -24,17 +25,20 @@ from typing import Any
 SAMPLE_SIZE = 20
 DIGEST_BITS = 128
 _MOD = 1 << DIGEST_BITS
-# Distinct values kept per breakdown (e.g. tenants): beyond this, the rest is summed as "(other)".
+# Distinct values shown per breakdown (e.g. tenants): beyond this, the rest is summed as "(other)".
 MAX_BREAKDOWN = 20
+# Distinct values tracked at all: a million distinct tenants must not grow the operator's memory.
+MAX_TRACKED_GROUPS = 1000
+OTHER = "(other)"
 
 
 def key_hash(key: str | bytes) -> int:
     data = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=DIGEST_BITS // 8).digest(), "big")
+    return int.from_bytes(hashlib.sha1(data).digest()[: DIGEST_BITS // 8], "big")
 
 
 def digest_hex(total: int) -> str:
-    return f"b2sum128:{total % _MOD:032x}"
+    return f"sha1sum128:{total % _MOD:032x}"
 
 
 @dataclass
@@ -54,7 +58,21 @@ class KeySetTally:
         if len(self.sample) < self.sample_size:
             self.sample.append(key if entry is None else entry)
         if group is not None:
-            self.breakdown[group] += 1
+            self.count_group(group)
+
+    def count_group(self, group: str, n: int = 1) -> None:
+        if group in self.breakdown or len(self.breakdown) < MAX_TRACKED_GROUPS:
+            self.breakdown[group] += n
+        else:
+            self.breakdown[OTHER] += n
+
+    def merge(self, count: int, digest_sum: int, sample: list[Any]) -> None:
+        """Fold in a partial tally computed elsewhere (e.g. by a Redis script over one batch)."""
+        self.count += count
+        self._sum += digest_sum
+        room = self.sample_size - len(self.sample)
+        if room > 0:
+            self.sample.extend(sample[:room])
 
     def add_many(self, keys: Iterable[str | bytes]) -> None:
         keys = list(keys)
@@ -77,9 +95,10 @@ class KeySetTally:
         """The breakdown, bounded: the biggest MAX_BREAKDOWN groups plus "(other)" for the rest."""
         top = self.breakdown.most_common(MAX_BREAKDOWN)
         out = dict(top)
+        out.pop(OTHER, None)
         rest = sum(self.breakdown.values()) - sum(out.values())
         if rest:
-            out["(other)"] = rest
+            out[OTHER] = rest
         return out
 
     def evidence(self, prefix: str) -> dict[str, Any]:

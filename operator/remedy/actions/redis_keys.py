@@ -4,8 +4,9 @@ Why an action rather than the runbooks' one-liners: runbook 002's ``redis-cli DE
 deletes nothing (DEL does not glob), and the obvious fix, ``KEYS | xargs DEL``, blocks Redis and has
 no blast-radius limit. Here the pattern must carry a specific literal prefix, the plan counts
 matches with SCAN in constant memory and refuses (never truncates) a match over ``maxKeys``, and
-execute re-derives the match in one SCAN pass, each batch's UNLINKs pipelined with the next SCAN
-(one round trip per batch), never deleting more than ``maxKeys``. Evidence is bounded whatever
+execute re-derives the match in one pass, both passes run as bounded server-side scripts
+(``redis_lua``: SCAN, tally, UNLINK; one small reply per batch), never deleting more than
+``maxKeys``. Evidence is bounded whatever
 the match size (``keyset``): count, digest of the names, the first ``sampleSize`` names; never
 values. The plan costs one SCAN pass, execute one more: the old re-count before deleting (a
 third pass) is gone, so a match that grew past the cap since planning is deleted up to the cap
@@ -17,7 +18,7 @@ backend of purgeIdempotencyKeys.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +38,11 @@ from ..errors import (
 )
 from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
 from .keyset import KeySetTally, drift
+from .redis_lua import MAX_SCAN_STEPS, MATCH_LUA, fold_digest
 
 GLOB_CHARS = frozenset("*?[")
 MIN_PREFIX_SEGMENTS = 2
 MIN_PREFIX_CHARS = 8
-# Keys per UNLINK command: a single command holding thousands of names would stall Redis's one
-# thread while it frees the key slots; many small commands in one pipeline cost one round trip.
-UNLINK_CHUNK = 250
 
 
 # --- shared Redis plumbing ---------------------------------------------------------------
@@ -119,20 +118,6 @@ async def open_redis(ctx: ActionContext, conn: RedisConnection) -> AsyncIterator
             ctx.logger.debug("closing redis client failed", exc_info=True)
 
 
-async def scan_batches(client: Any, pattern: str, count: int) -> AsyncIterator[list[Any]]:
-    """SCAN MATCH pattern COUNT count, one reply at a time: memory stays one batch however big the DB.
-
-    SCAN may return a key twice (rehashing); callers that count treat the count as an upper bound.
-    """
-    cursor: Any = 0
-    while True:
-        cursor, names = await client.scan(cursor=cursor, match=pattern, count=count)
-        if names:
-            yield list(names)
-        if int(cursor) == 0:
-            return
-
-
 # --- deleteRedisKeys -------------------------------------------------------------------
 
 
@@ -182,77 +167,67 @@ def _over_cap(p: DeleteRedisKeys, count: int) -> OverCapError:
     )
 
 
-async def match_pass(session: RedisSession, p: DeleteRedisKeys, tally: KeySetTally, *, stop_after: int | None = None) -> None:
-    """SCAN the pattern once, tallying names (count, digest, sample); stops past ``stop_after``."""
-    async for names in scan_batches(session.client, p.pattern, p.batch_size):
-        tally.add_many(names)
-        if stop_after is not None and tally.count > stop_after:
+@dataclass
+class MatchRun:
+    """What a pass did so far; kept outside the loop so an error can say how far it got."""
+
+    tally: KeySetTally
+    deleted: int = 0
+    calls: int = 0
+    capped: int = 0
+    sent: bool = False  # an unlinking call was sent (its reply may have been lost)
+
+
+async def eval_script(client: Any, script: str, sha: str | None, *args: Any) -> tuple[str, Any]:
+    """EVALSHA, loading the script first (or again, if Redis's script cache was flushed)."""
+    if sha is not None:
+        try:
+            return sha, await client.evalsha(sha, 0, *args)
+        except rexc.NoScriptError:
+            pass  # NOSCRIPT: the script did not run at all; load it and run it now
+    sha = str(await client.script_load(script))
+    return sha, await client.evalsha(sha, 0, *args)
+
+
+async def match_pass(session: RedisSession, p: DeleteRedisKeys, run: MatchRun, *, unlink: bool, budget: int) -> None:
+    """One server-side SCAN pass over the pattern (``redis_lua.MATCH_LUA``), a few thousand keys
+    per call: tallies names (count, digest, first ``sampleSize``) and, with ``unlink``, deletes
+    them. Never tallies or deletes more than ``budget`` names; ``run.capped`` counts the excess."""
+    sha: str | None = None
+    cursor = "0"
+    while True:
+        room = max(0, p.sample_size - len(run.tally.sample))
+        if unlink:
+            run.sent = True
+        sha, reply = await eval_script(session.client, MATCH_LUA, sha, cursor, p.pattern, p.batch_size,
+                                       MAX_SCAN_STEPS, room, budget - run.tally.count, "unlink" if unlink else "count")
+        cursor, matched, unlinked, capped, sample, *limbs = reply
+        run.tally.merge(int(matched), fold_digest(limbs), [key_name(k) for k in sample])
+        run.deleted += int(unlinked)
+        run.capped += int(capped)
+        run.calls += 1
+        if run.capped or str(cursor) == "0":
             return
 
 
 async def delete_plan(ctx: ActionContext, p: DeleteRedisKeys) -> Evidence:
     prefix = check_pattern(p.pattern, p.allow_wide_match)
-    tally = KeySetTally(sample_size=p.sample_size)
+    run = MatchRun(KeySetTally(sample_size=p.sample_size))
+    tally = run.tally
     async with open_redis(ctx, p.connection) as session:
         try:
-            await match_pass(session, p, tally, stop_after=p.max_keys)
+            await match_pass(session, p, run, unlink=False, budget=p.max_keys)
             db_size = int(await session.client.dbsize())
         except rexc.RedisError as exc:
             raise session.error(exc, doing=f"scanning {p.pattern}", changed=False) from None
-    if tally.count > p.max_keys:
-        raise _over_cap(p, tally.count)
+    if run.capped:
+        raise _over_cap(p, tally.count + run.capped)
     return {
         "pattern": p.pattern, "literalPrefix": prefix, "wideMatchAllowed": p.allow_wide_match,
         "matched": tally.count, "keySetDigest": tally.digest, "sampleComplete": tally.complete,
         "maxKeys": p.max_keys, "dbSize": db_size, "sample": tally.sample,
         "change": f"UNLINK {tally.count} key(s) matching {p.pattern} (cap {p.max_keys})",
     }
-
-
-def _chunks(names: list[Any], size: int) -> Iterable[list[Any]]:
-    for i in range(0, len(names), size):
-        yield names[i : i + size]
-
-
-@dataclass
-class DeletePass:
-    """What execute did so far; kept outside the loop so an error can say how far it got."""
-
-    tally: KeySetTally
-    deleted: int = 0
-    batches: int = 0
-    sent: bool = False
-    capped: bool = False
-
-
-async def _delete_pass(session: RedisSession, p: DeleteRedisKeys, run: DeletePass) -> None:
-    """One SCAN pass; each batch's UNLINKs travel in the same pipeline as the next SCAN.
-
-    Never unlinks more than maxKeys names: a match that grew past the cap since planning is
-    deleted up to the cap and the run stops (``run.capped``)."""
-    client = session.client
-    cursor, names = await client.scan(cursor=0, match=p.pattern, count=p.batch_size)
-    while True:
-        room = p.max_keys - run.tally.count
-        if len(names) > room:
-            names, run.capped = names[:room], True
-        more = int(cursor) != 0 and not run.capped
-        pipe = client.pipeline(transaction=False)
-        for chunk in _chunks(names, UNLINK_CHUNK):
-            pipe.unlink(*chunk)
-        if more:
-            pipe.scan(cursor=cursor, match=p.pattern, count=p.batch_size)
-        if names:
-            run.sent = True
-        replies = await pipe.execute() if (names or more) else []
-        if names:
-            run.tally.add_many(names)
-            run.batches += 1
-            n_unlinks = (len(names) + UNLINK_CHUNK - 1) // UNLINK_CHUNK
-            run.deleted += sum(int(r) for r in replies[:n_unlinks])
-        if not more:
-            return
-        cursor, names = replies[-1]
 
 
 async def delete_execute(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence) -> Evidence:
@@ -264,10 +239,10 @@ async def delete_execute(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence)
     as already gone, and the digest then differs from the plan's (reported, never an error).
     """
     check_pattern(p.pattern, p.allow_wide_match)
-    run = DeletePass(KeySetTally(sample_size=p.sample_size))
+    run = MatchRun(KeySetTally(sample_size=p.sample_size))
     async with open_redis(ctx, p.connection) as session:
         try:
-            await _delete_pass(session, p, run)
+            await match_pass(session, p, run, unlink=True, budget=p.max_keys)
         except rexc.RedisError as exc:
             raise session.error(exc, doing=f"deleting {p.pattern} ({run.deleted} deleted so far)", changed=run.sent) from None
     if run.capped:
@@ -279,8 +254,8 @@ async def delete_execute(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence)
     return {
         "pattern": p.pattern, "deleted": run.deleted, "matched": run.tally.count, "alreadyGone": gone,
         "keySetDigest": run.tally.digest, "drift": drift(plan.get("matched"), plan.get("keySetDigest"), run.tally),
-        "batches": run.batches, "sample": run.tally.sample,
-        "summary": f"deleted {run.deleted} key(s) matching {p.pattern} in {run.batches} batch(es)"
+        "batches": run.calls, "sample": run.tally.sample,
+        "summary": f"deleted {run.deleted} key(s) matching {p.pattern} in {run.calls} batch(es)"
         + (f"; {gone} already gone" if gone else ""),
     }
 
@@ -289,13 +264,13 @@ async def delete_observe(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence)
     """After an interrupted run: Applied when nothing matches the pattern any more, else NotApplied
     (execute is safe to re-run: it acts on the pattern, up to maxKeys)."""
     check_pattern(p.pattern, p.allow_wide_match)
-    tally = KeySetTally(sample_size=0)
+    run = MatchRun(KeySetTally(sample_size=0))
     async with open_redis(ctx, p.connection) as session:
         try:
-            await match_pass(session, p, tally, stop_after=0)
+            await match_pass(session, p, run, unlink=False, budget=0)
         except rexc.RedisError as exc:
             raise session.error(exc, doing=f"scanning {p.pattern}", changed=False) from None
-    if tally.count == 0:
+    if run.capped == 0:
         return Applied(f"no key matches {p.pattern} any more")
     return NotApplied(f"keys matching {p.pattern} remain; execute re-derives the match and deletes them")
 

@@ -3,10 +3,11 @@
 Why on the server: judging a million records in the operator means shipping every record over
 the wire and parsing it in Python, and deleting safely then needs a second read per key (the
 old WATCH/TYPE/HMGET/EXEC: four round trips per key). Redis runs a script atomically, so one
-EVALSHA per SCAN batch reads each key, judges it, and (in ``purge`` mode) UNLINKs it in the same
-atomic step: a leader that finished or refreshed its lock before the script ran is seen as not
-stale and kept; none can write in between. Only the stale keys come back (name, record key,
-tenant, lock expiry, replay count), never a payload.
+EVALSHA per batch SCANs a few steps (``redis_lua``), reads each key, judges it, and (in
+``purge`` mode) UNLINKs it in the same atomic step: a leader that finished or refreshed its
+lock before the script ran is seen as not stale and kept; none can write in between. Only
+counts, a digest, tenants, lock-age bounds and the first few stale entries come back; never a
+payload.
 
 The rules are those of ``remedy.actions.idempotency.judge`` (state equals the in-progress
 value, lock time past ``grace``, tenant / key prefix / replay filters). Lock times are epoch
@@ -19,10 +20,16 @@ Redis's single thread (about a millisecond per 1,000 small hashes).
 
 from __future__ import annotations
 
+from .redis_lua import PROLOGUE_LUA
+
 # Reason codes, in the order the script returns their counts.
 REASONS = ("notInProgress", "lockNotExpired", "unparseableLockTime", "filteredOut", "notARecord", "vanished")
 
-STALE_LOCKS_LUA = r"""
+# ARGV: mode ('judge' | 'purge'), now, grace, the five field names, the in-progress value, three
+# (flag, value) filter pairs, budget, cursor, pattern, batch, max_steps, sample_room.
+# Returns {cursor, scanned, reason counts[6], stale (or purged) count, capped, sample entries,
+#          d1..d4 digest limbs, oldest expiry, newest expiry, tenants as {name, count, ...}}.
+STALE_LOCKS_LUA = PROLOGUE_LUA + r"""
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
 local grace = tonumber(ARGV[3])
@@ -35,6 +42,8 @@ if ARGV[12] == '1' then want_prefix = ARGV[13] end
 local min_replay = nil
 if ARGV[14] == '1' then min_replay = tonumber(ARGV[15]) end
 local budget = tonumber(ARGV[16])
+local cursor, pattern = ARGV[17], ARGV[18]
+local batch, max_steps, room = tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21])
 
 local mdays = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
 local function is_leap(y) return (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0 end
@@ -157,34 +166,46 @@ end
 
 local counts = {notInProgress = 0, lockNotExpired = 0, unparseableLockTime = 0, filteredOut = 0,
                 notARecord = 0, vanished = 0}
-local out = {}
-local capped = 0
-for _, k in ipairs(KEYS) do
-  local rec, why = read(k)
-  local exp, rk
-  if rec then why, exp, rk = judge(rec, k) end
-  if why == 'stale' then
-    local keep = true
-    if mode == 'purge' then
-      if budget <= 0 then
+local sample, tenants, tenant_order = {}, {}, {}
+local scanned, n, capped, steps = 0, 0, 0, 0
+local oldest, newest = false, false
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', batch)
+  cursor, steps = r[1], steps + 1
+  for _, k in ipairs(r[2]) do
+    scanned = scanned + 1
+    local rec, why = read(k)
+    local exp, rk
+    if rec then why, exp, rk = judge(rec, k) end
+    if why == 'stale' then
+      if n >= budget then
         capped = capped + 1
-        keep = false
       else
-        redis.call('UNLINK', k)
-        budget = budget - 1
+        if mode == 'purge' then redis.call('UNLINK', k) end
+        n = n + 1
+        digest_add(k)
+        if not oldest or exp < oldest then oldest = exp end
+        if not newest or exp > newest then newest = exp end
+        local tenant = rec.tenant
+        if type(tenant) == 'number' then tenant = tostring(tenant) end
+        local tkey = tenant or '\0'
+        if not tenants[tkey] then tenants[tkey] = 0; tenant_order[#tenant_order + 1] = tkey end
+        tenants[tkey] = tenants[tkey] + 1
+        if #sample < room then
+          local replay = as_int(rec.replay)
+          if replay then replay = string.format('%d', replay) else replay = false end
+          sample[#sample + 1] = {k, rk, tenant or false, string.format('%.3f', exp), replay}
+        end
       end
+    else
+      counts[why] = counts[why] + 1
     end
-    if keep then
-      local tenant = rec.tenant
-      if type(tenant) == 'number' then tenant = tostring(tenant) end
-      local replay = as_int(rec.replay)
-      if replay then replay = string.format('%d', replay) else replay = false end
-      out[#out + 1] = {k, rk, tenant or false, string.format('%.3f', exp), replay}
-    end
-  else
-    counts[why] = counts[why] + 1
   end
-end
-return {{counts.notInProgress, counts.lockNotExpired, counts.unparseableLockTime, counts.filteredOut,
-         counts.notARecord, counts.vanished}, out, capped}
+until cursor == '0' or scanned >= batch or steps >= max_steps or capped > 0
+local tflat = {}
+for _, t in ipairs(tenant_order) do tflat[#tflat + 1] = t; tflat[#tflat + 1] = tenants[t] end
+local function num(x) if x then return string.format('%.3f', x) end return false end
+return {cursor, scanned, {counts.notInProgress, counts.lockNotExpired, counts.unparseableLockTime, counts.filteredOut,
+         counts.notARecord, counts.vanished}, n, capped, sample, dig[1], dig[2], dig[3], dig[4],
+        num(oldest), num(newest), tflat}
 """

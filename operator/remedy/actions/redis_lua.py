@@ -1,0 +1,70 @@
+"""Server-side scanning for the bulk Redis actions: SCAN, tally and (optionally) UNLINK in Lua.
+
+Why on the server: a Python client spends most of a million-key pass parsing replies (every
+name crosses the wire, twice for a delete), so even a pipelined redis-py loop is slower than
+``redis-cli --scan | xargs redis-cli unlink``. A script that runs a few SCAN steps itself and
+returns only a count, a digest and the first names needs one small reply per ~1,000 keys.
+
+Each call is bounded: at most ``MAX_SCAN_STEPS`` SCAN steps of COUNT ``batchSize``, and it stops
+once ``batchSize`` keys matched, so one call holds Redis's single thread for about a
+millisecond per 1,000 keys. The cursor goes back to the client between calls. Scripts read and
+delete keys not declared in KEYS (SCAN finds them), which standalone Redis allows; Redis Cluster
+would need per-node runs and is not supported by these actions.
+
+The digest is ``keyset``'s: the sum of the first 128 bits of SHA-1 of each key name, returned as
+four 32-bit limb sums (each below 2**53 for any batch, so Lua's doubles stay exact) that the
+client folds modulo 2**128.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+MAX_SCAN_STEPS = 8
+
+# Shared prologue: effects replication (needed before Redis 5 for writes after SCAN) and the digest.
+PROLOGUE_LUA = r"""
+if redis.replicate_commands then redis.replicate_commands() end
+local dig = {0, 0, 0, 0}
+local function digest_add(k)
+  local h = redis.sha1hex(k)
+  dig[1] = dig[1] + tonumber(string.sub(h, 1, 8), 16)
+  dig[2] = dig[2] + tonumber(string.sub(h, 9, 16), 16)
+  dig[3] = dig[3] + tonumber(string.sub(h, 17, 24), 16)
+  dig[4] = dig[4] + tonumber(string.sub(h, 25, 32), 16)
+end
+"""
+
+# ARGV: cursor, pattern, batch, max_steps, sample_room, budget, mode ('count' | 'unlink')
+# Returns {cursor, matched, unlinked, capped, sample, d1, d2, d3, d4}. ``budget`` bounds how many
+# names this call tallies (and, in unlink mode, deletes); ``capped`` counts matches beyond it.
+MATCH_LUA = PROLOGUE_LUA + r"""
+local cursor, pattern = ARGV[1], ARGV[2]
+local batch, max_steps, room, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local unlink = ARGV[7] == 'unlink'
+local n, unlinked, capped, steps, sample = 0, 0, 0, 0, {}
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', batch)
+  cursor, steps = r[1], steps + 1
+  for _, k in ipairs(r[2]) do
+    if n >= budget then
+      capped = capped + 1
+    else
+      n = n + 1
+      digest_add(k)
+      if #sample < room then sample[#sample + 1] = k end
+      if unlink then unlinked = unlinked + redis.call('UNLINK', k) end
+    end
+  end
+until cursor == '0' or n >= batch or steps >= max_steps or capped > 0
+return {cursor, n, unlinked, capped, sample, dig[1], dig[2], dig[3], dig[4]}
+"""
+
+
+def fold_digest(limbs: Sequence[Any]) -> int:
+    """The four limb sums of one call as one integer (the caller adds these modulo 2**128)."""
+    total = 0
+    for limb in limbs:
+        total = (total << 32) + int(limb)
+    return total
