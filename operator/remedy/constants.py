@@ -45,6 +45,11 @@ ANN_MODE: Final = f"{GROUP}/mode"
 ANN_MODE_SINCE: Final = f"{GROUP}/mode-since"
 ANN_REFIRED_AT: Final = f"{GROUP}/refired-at"
 ANN_CLEARED_AT: Final = f"{GROUP}/alert-cleared-at"
+# Episodes (issue 12): a firing after a seen resolve is a new episode even when the sender keeps
+# startsAt. The child of episode n > 0 carries its number; a child whose alert resolved is
+# stamped, so the next firing of the same (fingerprint, startsAt) creates the next episode.
+ANN_EPISODE: Final = f"{GROUP}/episode"
+ANN_RESOLVED_AT: Final = f"{GROUP}/alert-resolved-at"
 
 # kopf keeps its progress and diff-base bookkeeping under this annotation prefix.
 KOPF_ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"
@@ -61,4 +66,5 @@ LABEL_NAMES: Final = (LABEL_POLICY, LABEL_FIRING, LABEL_STEP, LABEL_TARGET)
 ANNOTATION_NAMES: Final = (
     ANN_FINGERPRINT, ANN_STARTS_AT, ANN_LABELS, ANN_TARGET, ANN_APPROVED_BY, ANN_RESUMED_AT,
     ANN_RESTARTED_BY, ANN_FAULT_INJECT, ANN_MODE, ANN_MODE_SINCE, ANN_REFIRED_AT, ANN_CLEARED_AT,
+    ANN_EPISODE, ANN_RESOLVED_AT,
 )

@@ -2,9 +2,16 @@
 children's outcomes into pause, degradation and escalation.
 
 Dedup is the API server's job, not ours: a child's name is derived from (policy uid,
-fingerprint, startsAt), so however many replicas or resends see the same firing, only one
-create can succeed. Guards are evaluated from the observed children (level-based), so a
-restart loses nothing. Counters are batched in memory and flushed by ``refresh``.
+fingerprint, startsAt, episode), so however many replicas or resends see the same firing, only
+one create can succeed. An episode ends when its resolve is seen (the child is stamped
+ANN_RESOLVED_AT): a later firing with the same startsAt, as a real Alertmanager may send after
+a flap, is the next episode and gets its own child, still under the policy's guards. Guards are
+evaluated from the observed children (level-based), so a restart loses nothing. Counters are
+batched in memory and flushed by ``refresh``.
+
+One writer path for the policy's status: ``write_status`` computes each change from the object
+just read and writes it with that resourceVersion, reading again on a 409, so the Prometheus
+poller, alert handling and refreshes never overwrite each other's conditions.
 """
 
 from __future__ import annotations
@@ -25,12 +32,15 @@ from ..api.common import now_rfc3339, now_rfc3339_ms, parse_duration
 from ..api.policy import RemediationPolicySpec
 from ..api.remediation import FINAL_PHASES, ActionSpec
 from ..constants import (
+    ANN_EPISODE,
     ANN_FINGERPRINT,
     ANN_LABELS,
+    ANN_RESOLVED_AT,
     ANN_RESUMED_AT,
     ANN_STARTS_AT,
     ANN_TARGET,
     API_VERSION,
+    GROUP,
     LABEL_FIRING,
     LABEL_POLICY,
     LABEL_STEP,
@@ -39,6 +49,7 @@ from ..constants import (
     POLICY_KIND,
     REMEDIATION_KIND,
     REMEDIATIONS,
+    VERSION,
 )
 from ..errors import InvalidSpecError, RetryableError
 from .. import rfc3339
@@ -60,8 +71,9 @@ class Firing:
     source: str = "alertmanager"
 
 
-def child_name(policy_name: str, policy_uid: str, fingerprint: str, starts_at: str, step: int = 0) -> str:
-    digest = hashlib.sha256(f"{policy_uid}|{fingerprint}|{starts_at}".encode()).hexdigest()[:12]
+def child_name(policy_name: str, policy_uid: str, fingerprint: str, starts_at: str, step: int = 0, episode: int = 0) -> str:
+    seed = f"{policy_uid}|{fingerprint}|{starts_at}" + (f"|{episode}" if episode else "")
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:12]
     base = f"{policy_name[:40].rstrip('-.')}-{digest}"
     return base if step == 0 else f"{base}-e{step}"
 
@@ -107,6 +119,11 @@ class PolicyEngine:
         # (observe_child), so guard checks cost O(1) API calls however long the history is.
         self._children: defaultdict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
         self._synced: set[tuple[str, str]] = set()
+        # (namespace, policy, fingerprint, startsAt) -> (latest episode, its resolve was seen)
+        self._episodes: dict[tuple[str, str, str, str], tuple[int, bool]] = {}
+        # Policies whose template rendered since its last TemplateError: only then may Ready turn
+        # True again at the same generation (after a restart: not until a render succeeds).
+        self._template_ok: set[tuple[str, str]] = set()
 
     # --- children cache -----------------------------------------------------------------------
     @staticmethod
@@ -156,10 +173,14 @@ class PolicyEngine:
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         key = (ns, name)
         self._count(key, "fired")
-        cname = child_name(name, uid, firing.fingerprint, firing.starts_at)
-        if cname in self._known:
-            return self._dedup(key, name)
+        ep_key = (ns, name, firing.fingerprint, firing.starts_at)
+        known_ep = self._episodes.get(ep_key)
+        if known_ep is not None and not known_ep[1]:
+            if child_name(name, uid, firing.fingerprint, firing.starts_at, episode=known_ep[0]) in self._known:
+                return self._dedup(key, name)
         async with self._locks[key]:
+            episode = await self._episode_for(ep_key)
+            cname = child_name(name, uid, firing.fingerprint, firing.starts_at, episode=episode)
             if cname in self._known:
                 return self._dedup(key, name)
             if await self.kube.get_object(REMEDIATIONS, ns, cname) is not None:
@@ -180,9 +201,13 @@ class PolicyEngine:
             try:
                 action, target = self._render(spec.template.action, firing, name)
             except InvalidSpecError as exc:
+                self._template_ok.discard(key)
                 await self._degrade(fresh, exc.reason, exc.message)
                 self.recorder.event(fresh, "Warning", exc.reason, exc.message)
                 return f"error:{exc.reason}"
+            if key not in self._template_ok:
+                self._template_ok.add(key)
+                self._queue_refresh(key)  # a TemplateError may clear now
             children = await self.children(ns, name)
             if await autonomy.note_refire(self.kube, children, firing.fingerprint, cname, spec.ineffective_within):
                 # An earlier run was ineffective; with promotion this may demote the policy, and
@@ -220,8 +245,11 @@ class PolicyEngine:
             if cooldown and recent_same:
                 return self._block(fresh, "cooldown", f"{target} was remediated less than {spec.guards.cooldown} ago")
             body = self._child_body(fresh, spec, cname, action, target, target_hash, firing, step=0)
+            if episode:
+                body["metadata"]["annotations"][ANN_EPISODE] = str(episode)
             created_obj, created = await self.kube.create_object_if_absent(REMEDIATIONS, ns, body)
             self._remember(cname)
+            self._episodes[ep_key] = (episode, False)
             if not created:
                 return self._dedup(key, name)
             if created_obj is not None:  # visible to the next guard check before its watch event arrives
@@ -230,6 +258,42 @@ class PolicyEngine:
             self._pending[key]["_lastFired"] = int(now)
             self.recorder.event(fresh, "Normal", "Remediating", f"created Remediation {cname} for {target} ({firing.source} {firing.fingerprint})")
             return "created"
+
+    async def _episode_for(self, ep_key: tuple[str, str, str, str]) -> int:
+        """The episode a firing of (fingerprint, startsAt) belongs to: the latest one, or the
+        next once the latest one's resolve was seen. From memory, else from the children."""
+        known = self._episodes.get(ep_key)
+        if known is None:
+            latest = self._latest_child(await self.children(ep_key[0], ep_key[1]), ep_key[2], ep_key[3])
+            if latest is None:
+                return 0
+            ann = latest["metadata"].get("annotations") or {}
+            known = (int(ann.get(ANN_EPISODE) or 0), bool(ann.get(ANN_RESOLVED_AT)))
+            self._episodes[ep_key] = known
+        return known[0] + 1 if known[1] else known[0]
+
+    @staticmethod
+    def _latest_child(children: list[dict[str, Any]], fingerprint: str, starts_at: str) -> dict[str, Any] | None:
+        same = [c for c in children
+                if ((c["metadata"].get("annotations") or {}).get(ANN_FINGERPRINT) == fingerprint
+                    and (c["metadata"].get("annotations") or {}).get(ANN_STARTS_AT) == starts_at
+                    and (c["metadata"].get("labels") or {}).get(LABEL_STEP, "0") == "0")]
+        return max(same, key=lambda c: int((c["metadata"].get("annotations") or {}).get(ANN_EPISODE) or 0), default=None)
+
+    async def _mark_resolved(self, ns: str, policy: str, child: dict[str, Any], ep_key: tuple[str, str, str, str]) -> None:
+        """Stamp the episode's child: the next firing of the same startsAt is a new episode."""
+        meta = child["metadata"]
+        episode = int((meta.get("annotations") or {}).get(ANN_EPISODE) or 0)
+        if not (meta.get("annotations") or {}).get(ANN_RESOLVED_AT):
+            stamp = now_rfc3339_ms()
+            await self.kube.call(f"remediations/{meta['name']} annotate", self.kube.custom.patch_namespaced_custom_object,
+                                 GROUP, VERSION, ns, REMEDIATIONS, meta["name"],
+                                 {"metadata": {"annotations": {ANN_RESOLVED_AT: stamp}}})
+            meta["annotations"] = {**(meta.get("annotations") or {}), ANN_RESOLVED_AT: stamp}
+            cached = self._children[(ns, policy)].get(meta["name"])
+            if cached is not None:  # the next firing may come before the watch event does
+                cached["metadata"]["annotations"] = {**(cached["metadata"].get("annotations") or {}), ANN_RESOLVED_AT: stamp}
+        self._episodes[ep_key] = (episode, True)
 
     def _dedup(self, key: tuple[str, str], name: str) -> str:
         self._count(key, "deduplicated")
@@ -293,7 +357,14 @@ class PolicyEngine:
     async def resolve(self, policy: dict[str, Any], firing: Firing) -> str:
         """The alert resolved: cancel its child if it has not started. Returns cancelled | none | started."""
         meta = policy["metadata"]
-        cname = child_name(meta["name"], meta["uid"], firing.fingerprint, firing.starts_at)
+        ep_key = (meta["namespace"], meta["name"], firing.fingerprint, firing.starts_at)
+        known = self._episodes.get(ep_key)
+        if known is None:
+            latest = self._latest_child(await self.children(meta["namespace"], meta["name"]), firing.fingerprint, firing.starts_at)
+            episode = int(((latest or {}).get("metadata", {}).get("annotations") or {}).get(ANN_EPISODE) or 0)
+        else:
+            episode = known[0]
+        cname = child_name(meta["name"], meta["uid"], firing.fingerprint, firing.starts_at, episode=episode)
         for _ in range(3):
             child = await self.kube.get_object(REMEDIATIONS, meta["namespace"], cname)
             if child is None:
@@ -302,6 +373,7 @@ class PolicyEngine:
                 self._queue_refresh((meta["namespace"], meta["name"]))
             st = child.get("status") or {}
             if st.get("phase") not in (None, "Pending", "AwaitingApproval"):
+                await self._mark_resolved(meta["namespace"], meta["name"], child, ep_key)
                 return "started"
             msg = "the alert resolved before the remediation started; not running it"
             conds = set_condition(st.get("conditions") or [], "Completed", "True", "AlertResolved", msg, child["metadata"].get("generation"))
@@ -314,17 +386,51 @@ class PolicyEngine:
                 continue  # the lifecycle engine moved it meanwhile; look again
             self._count((meta["namespace"], meta["name"]), "cancelled")
             self.recorder.event(child, "Normal", "AlertResolved", msg)
+            await self._mark_resolved(meta["namespace"], meta["name"], child, ep_key)
             return "cancelled"
         return "started"
 
     # --- outcomes: counters, pause, degradation, escalation ----------------------------------
+    async def write_status(self, namespace: str, name: str, changes_for: Any,
+                           policy: dict[str, Any] | None = None, tries: int = 8) -> dict[str, Any] | None:
+        """The one writer path of a RemediationPolicy's status. ``changes_for(policy)`` computes
+        the changes from the object just read (None: nothing to write); they are written with
+        its resourceVersion, and on a 409 the policy is read again and they are recomputed.
+        Returns the updated policy (None if it is gone)."""
+        for _ in range(tries):
+            if policy is None:
+                policy = await self.kube.get_object(POLICIES, namespace, name)
+                if policy is None:
+                    return None
+            changes = changes_for(policy)
+            if not changes:
+                return policy
+            try:
+                updated: dict[str, Any] = await self.kube.patch_status(
+                    POLICIES, namespace, name, changes, policy["metadata"].get("resourceVersion"))
+                return updated
+            except RetryableError as exc:
+                if exc.reason != "Conflict":
+                    raise
+                policy = None  # someone wrote meanwhile: read again, recompute
+        raise RetryableError(f"status of policy {namespace}/{name} kept changing; retrying", delay=1.0, reason="Conflict")
+
+    async def set_policy_condition(self, policy: dict[str, Any], type_: str, status: str, reason: str, message: str) -> None:
+        """One condition, written through ``write_status`` (the Prometheus trigger's path)."""
+        def changes(fresh: dict[str, Any]) -> dict[str, Any]:
+            conds = set_condition((fresh.get("status") or {}).get("conditions") or [], type_, status, reason, message,
+                                  fresh["metadata"].get("generation"))
+            return {"conditions": conds}
+        await self.write_status(policy["metadata"]["namespace"], policy["metadata"]["name"], changes)
+
     async def _degrade(self, policy: dict[str, Any], reason: str, message: str) -> None:
-        meta = policy["metadata"]
-        st = policy.get("status") or {}
-        conds = set_condition(st.get("conditions") or [], "Degraded", "True", reason, message, meta.get("generation"))
-        if reason in ("InvalidSpec", "TemplateError"):
-            conds = set_condition(conds, "Ready", "False", reason, message, meta.get("generation"))
-        await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"], {"conditions": conds})
+        def changes(fresh: dict[str, Any]) -> dict[str, Any]:
+            gen = fresh["metadata"].get("generation")
+            conds = set_condition((fresh.get("status") or {}).get("conditions") or [], "Degraded", "True", reason, message, gen)
+            if reason in ("InvalidSpec", "TemplateError"):
+                conds = set_condition(conds, "Ready", "False", reason, message, gen)
+            return {"conditions": conds}
+        await self.write_status(policy["metadata"]["namespace"], policy["metadata"]["name"], changes)
 
     def has_pending(self) -> list[tuple[str, str]]:
         return [k for k, c in self._pending.items() if c]
@@ -334,13 +440,22 @@ class PolicyEngine:
         key = (namespace, name)
         async with self._locks[key]:
             policy = await self.kube.get_object(POLICIES, namespace, name)
-            if policy is None:
-                self._pending.pop(key, None)
-                self._paused.discard(key)
-                self._children.pop(key, None)
-                self._synced.discard(key)
-                return None
-            return await self._refresh(policy, key)
+            for _ in range(8):
+                if policy is None:
+                    self._pending.pop(key, None)
+                    self._paused.discard(key)
+                    self._children.pop(key, None)
+                    self._synced.discard(key)
+                    return None
+                try:
+                    return await self._refresh(policy, key)
+                except RetryableError as exc:
+                    if exc.reason != "Conflict":
+                        raise
+                    # Another writer (the Prometheus trigger, alert handling) wrote in between:
+                    # recompute from the fresh object; the counters were put back by _refresh.
+                    policy = await self.kube.get_object(POLICIES, namespace, name)
+            raise RetryableError(f"status of policy {namespace}/{name} kept changing; retrying", delay=1.0, reason="Conflict")
 
     async def _refresh(self, policy: dict[str, Any], key: tuple[str, str]) -> dict[str, Any]:
         meta = policy["metadata"]
@@ -354,7 +469,8 @@ class PolicyEngine:
             msg = f"spec.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
             conds = set_condition(conds, "Ready", "False", "InvalidSpec", msg, gen)
             conds = set_condition(conds, "Degraded", "True", "InvalidSpec", msg, gen)
-            return await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"], {"conditions": conds, "observedGeneration": gen})  # type: ignore[no-any-return]
+            return await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"],  # type: ignore[no-any-return]
+                                                {"conditions": conds, "observedGeneration": gen}, meta.get("resourceVersion"))
         children = await self.children(meta["namespace"], meta["name"])
         finals = sorted((c for c in children if (c.get("status") or {}).get("phase") in FINAL_PHASES),
                         key=lambda c: (c.get("status") or {}).get("completedAt") or "")
@@ -397,10 +513,17 @@ class PolicyEngine:
                                   f"{last['metadata']['name']}: {lc.get('reason')}: {lc.get('message', '')}", gen)
         else:
             prev = get_condition(conds, "Degraded") or {}
-            if prev.get("reason") not in ("TemplateError",) or prev.get("observedGeneration") != gen:
+            if (prev.get("reason") not in ("TemplateError",) or prev.get("observedGeneration") != gen
+                    or key in self._template_ok):
                 conds = set_condition(conds, "Degraded", "False", "Healthy", "no failed remediation", gen)
         ready_prev = get_condition(conds, "Ready") or {}
-        if ready_prev.get("status") != "True" or ready_prev.get("observedGeneration") != gen:
+        # A TemplateError keeps Ready False (docs/policies.md) until the spec changes or a
+        # firing renders again; only then is the policy evaluated as ready.
+        template_error = (ready_prev.get("status") == "False" and ready_prev.get("reason") == "TemplateError"
+                          and ready_prev.get("observedGeneration") == gen and key not in self._template_ok)
+        if template_error:
+            pass
+        elif ready_prev.get("status") != "True" or ready_prev.get("observedGeneration") != gen:
             conds = set_condition(conds, "Ready", "True", "Evaluating", "trigger valid and evaluated", gen)
         pending = self._pending.pop(key, Counter())
         counters = dict(st.get("counters") or {})
@@ -416,7 +539,8 @@ class PolicyEngine:
         if last_fired:
             changes["lastFiredAt"] = rfc3339.format_time(last_fired)
         try:
-            updated: dict[str, Any] = await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"], changes)
+            updated: dict[str, Any] = await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"], changes,
+                                                                   meta.get("resourceVersion"))
         except Exception:
             for k, v in pending.items():  # do not lose counts on a failed flush
                 self._pending[key][k] += v

@@ -9,8 +9,6 @@ from typing import Any
 
 from ..api.common import now_rfc3339, parse_duration
 from ..api.policy import RemediationPolicySpec
-from ..constants import POLICIES
-from ..engine.conditions import set_condition
 from ..engine.policy import Firing, PolicyEngine, series_fingerprint
 from ..engine.verify import query
 from ..errors import RemedyError
@@ -65,11 +63,12 @@ async def poll_once(engine: PolicyEngine, policy: dict[str, Any], prometheus_url
             await engine.resolve(policy, Firing(fp, entry.get("firstSeen", ""), entry.get("labels") or {}, {}, "prometheus"))
             patch[fp] = None  # merge patch: null deletes the key
     if patch:
-        await engine.kube.patch_status(POLICIES, meta["namespace"], meta["name"], {"activeSeries": patch})
+        # Through the policy's one status writer (optimistic lock, re-read on 409): a merge
+        # patch of these keys only, so alert handling's writes in between are kept.
+        await engine.write_status(meta["namespace"], meta["name"], lambda _fresh: {"activeSeries": patch})
     return outcomes
 
 
 async def _condition(engine: PolicyEngine, policy: dict[str, Any], type_: str, status: str, reason: str, message: str) -> None:
-    meta = policy["metadata"]
-    conds = set_condition((policy.get("status") or {}).get("conditions") or [], type_, status, reason, message, meta.get("generation"))
-    await engine.kube.patch_status(POLICIES, meta["namespace"], meta["name"], {"conditions": conds})
+    # Computed from the policy as it is when written, not as it was when the poll started.
+    await engine.set_policy_condition(policy, type_, status, reason, message)
