@@ -278,6 +278,12 @@ class ControlPlane:
             # controller-manager has not yet created a new namespace's `default` account.
             "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
             "--profiling=false",
+            # remedy's admission policies (deploy/admission) stamp the requesting user with a
+            # MutatingAdmissionPolicy: beta and off by default in 1.34/1.35 (checked on the
+            # v1.35.4 binary: "MutatingAdmissionPolicy=true|false (BETA - default=false)"; the
+            # admission plugin itself is in the default set).
+            "--feature-gates=MutatingAdmissionPolicy=true",
+            "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
             f"--audit-policy-file={s / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
             # blocking: the event is written while the request is served, so a count taken
             # right after the response sees it.

@@ -431,9 +431,13 @@ def start_stack(stack: Stack) -> None:
         stack.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         stack.kubectl("wait", "--for=condition=Established", "--timeout=30s",
                       "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev")
+        # Requester identity stamped by the API server; without it the operator runs nothing.
+        from .admission import install as install_admission
+
+        install_admission(stack.cp)
         stack.kubectl("create", "namespace", NS)
         stack.api = config.new_client_from_config(config_file=str(stack.cp.admin_kubeconfig))  # type: ignore[no-untyped-call]
-        return f"{stack.cp.server} (etcd, kube-apiserver, kube-controller-manager, fake kubelet; CRDs applied)"
+        return f"{stack.cp.server} (etcd, kube-apiserver, kube-controller-manager, fake kubelet; CRDs and admission policies applied)"
 
     step("control plane", control_plane)
 

@@ -10,13 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+LOOPBACK_EGRESS = "127.0.0.0/8,::1/128,localhost"
+
 
 class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None,
                  args: list[str] | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
-        self.env = env or {}
+        # The operator's outbound-HTTP allowlist (REMEDY_EGRESS_ALLOW) defaults to nothing; the
+        # demo services and test endpoints all listen on loopback.
+        self.env = {"REMEDY_EGRESS_ALLOW": LOOPBACK_EGRESS, **(env or {})}
         self.args = args or ["-A"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

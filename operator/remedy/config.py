@@ -32,6 +32,11 @@ class Settings:
     kube_connect_timeout: float = field(default_factory=lambda: _float("REMEDY_KUBE_CONNECT_TIMEOUT", 5.0))
     prometheus_timeout: float = field(default_factory=lambda: _float("REMEDY_PROMETHEUS_TIMEOUT", 10.0))
     observe_timeout: float = field(default_factory=lambda: _float("REMEDY_OBSERVE_TIMEOUT", 30.0))
+    # Security (issue 13): outbound HTTP allowlist (remedy.clients.egress; empty allows nothing)
+    # and whether actions run only with the recorded requester's RBAC (remedy.engine.authz).
+    egress_allow: str = field(default_factory=lambda: os.environ.get("REMEDY_EGRESS_ALLOW", ""))
+    requester_checks: bool = field(
+        default_factory=lambda: os.environ.get("REMEDY_REQUESTER_CHECKS", "true").lower() not in ("0", "false", "no"))
 
 
 def load() -> Settings:

@@ -20,7 +20,13 @@ from .actions.base import ActionContext
 from .actions.registry import REGISTRY
 from .clients.kube import KubeClient
 from .config import Settings, load
+from .clients.access_review import AccessReviewer
+from .clients.connectors import Connectors
+from .clients.egress import EgressPolicy
+from .clients.egress import session_factory as egress_session_factory
+from .engine.authz import Guard
 from .engine.lifecycle import Engine
+from .redaction import RedactingRecorder, RedactingStore, install_log_filter
 from .engine.policy import PolicyEngine
 from .errors import RetryableError
 from .observability import MetricsObserver, serve_metrics
@@ -69,9 +75,16 @@ def build_engine(settings: Settings, kube: KubeClient) -> Engine:
         meta = obj["metadata"]
         logger = logging.LoggerAdapter(log, {"remediation": f"{meta['namespace']}/{meta['name']}", "uid": meta["uid"]})
         return ActionContext(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], kube=kube,
-                             logger=logger, prometheus_url=settings.prometheus_url)
+                             logger=logger, prometheus_url=settings.prometheus_url, connectors=connectors)
 
-    return Engine(store=kube, recorder=ApiRecorder(kube), registry=REGISTRY, context_factory=context_factory,
+    # Security (issue 13): HTTP only to allowlisted destinations (checked again at connect time),
+    # actions only with the requester's RBAC, and secret values redacted from status and Events.
+    egress = EgressPolicy.from_text(settings.egress_allow)
+    connectors = Connectors(http=egress_session_factory(egress))
+    guard = Guard(reviewer=AccessReviewer(kube.api_client) if settings.requester_checks else None,
+                  egress=egress, objects=kube)
+    return Engine(store=RedactingStore(kube), recorder=RedactingRecorder(ApiRecorder(kube)), registry=REGISTRY,
+                  context_factory=context_factory, guard=guard,
                   observer=MetricsObserver(), max_attempts=settings.max_attempts, prometheus_url=settings.prometheus_url,
                   hooks=fault_injection_hooks(os.environ.get("REMEDY_FAULT_INJECT", "")),
                   heartbeat_interval=settings.heartbeat_seconds, observe_timeout=settings.observe_timeout)
@@ -103,6 +116,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    install_log_filter()  # secret values never reach a log line or a kopf-posted Event
     # Peering (HA): a standby takes over once the active replica's lease expires; kopf's
     # default of 60 s is long for remediation, so it is configurable and shorter by default.
     settings.peering.lifetime = int(os.environ.get("REMEDY_PEERING_LIFETIME", "15"))

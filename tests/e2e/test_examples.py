@@ -54,7 +54,7 @@ PREFIX = "ex"              # namespaces ex-xxxxxxxx: only this module's operator
 REDIS_DB = 9               # a database of the shared Redis that only this module uses
 TOKEN = "change-me"        # the examples' placeholder tokens: the local services accept it
 PG_ROLE, PG_PASSWORD = "remedy_ops", "change-me"
-APPROVER = "examples-test@example.com"
+APPROVER = "admin"  # the API server only accepts the approving user's own name (deploy/admission)
 SETTLED = {"AwaitingApproval", "Succeeded", "Failed", "Skipped"}
 FINAL = {"Succeeded", "Failed", "Skipped"}
 

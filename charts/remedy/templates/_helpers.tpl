@@ -65,6 +65,11 @@ mode). One rule per purpose; grants of disabled actions are left out.
 - apiGroups: ["remedy.dev"]
   resources: ["remediations/status", "remediationpolicies/status"]
   verbs: ["get", "patch", "update"]
+# No confused deputy: before acting, ask whether the requester may (LocalSubjectAccessReview:
+# namespaced, so namespaced mode needs no cluster-scoped grant).
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["localsubjectaccessreviews"]
+  verbs: ["create"]
 # Audit trail: Kubernetes Events (kopf posts core/v1 Events; events.k8s.io for newer clients).
 - apiGroups: [""]
   resources: ["events"]
@@ -106,4 +111,14 @@ mode). One rule per purpose; grants of disabled actions are left out.
   verbs: ["patch"]
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* Every action name: one ClusterRole each grants `use` on remediationactions/<name>. */}}
+{{- define "remedy.actionNames" -}}
+restartWorkload scaleWorkload rollbackWorkload raiseMemoryOnOOM purgeIdempotencyKeys deleteRedisKeys resetCircuitBreaker killSlowMongoOps terminatePostgresQueries httpRequest postgresStatement notify
+{{- end }}
+
+{{/* The operator's own user name as the API server sees it (trusted to create policy children). */}}
+{{- define "remedy.operatorUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "remedy.serviceAccountName" .) }}
 {{- end }}

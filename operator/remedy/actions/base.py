@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .. import redaction
 from ..api.common import ApiModel, SecretKeyRef
 from ..clients.connectors import Connectors
 from ..clients.kube import KubeClient
@@ -98,7 +99,10 @@ class ActionContext:
     previous_plan: Evidence | None = None
 
     async def secret(self, ref: SecretKeyRef) -> str:
-        return await self.kube.read_secret_key(self.namespace, ref)
+        value = await self.kube.read_secret_key(self.namespace, ref)
+        # Every encoding of it is masked from now on in status, Events and logs (remedy.redaction).
+        redaction.register(value)
+        return value
 
     async def optional_secret(self, ref: SecretKeyRef | None) -> str | None:
         return None if ref is None else await self.secret(ref)

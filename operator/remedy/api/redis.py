@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .common import ApiModel, Duration, SecretKeyRef
+from .common import ApiModel, Duration, SecretKeyRef, cel
 
 
 class RedisConnection(ApiModel):
@@ -19,7 +19,12 @@ class DeleteRedisKeys(ApiModel):
     """SCAN + UNLINK keys matching a pattern with a literal prefix, in batches, up to maxKeys."""
 
     connection: RedisConnection
-    pattern: str = Field(min_length=1, max_length=512, description="Glob pattern, e.g. lock:purchase:* or chaos:payments:*")
+    pattern: str = Field(
+        min_length=1, max_length=512, description="Glob pattern, e.g. lock:purchase:* or chaos:payments:*",
+        # A CEL raw string (r'...'): "\s" is no escape sequence in a plain CEL string literal.
+        json_schema_extra=cel((r"!self.matches(r'^[*?\s]*$')",
+                               "deleteRedisKeys.pattern must name keys: empty, blank and wildcard-only patterns such as * are refused")),
+    )
     allow_wide_match: bool = Field(default=False, description="Allow a pattern without a specific literal prefix (e.g. * or lock:*).")
     max_keys: int = Field(default=1000, ge=1, le=100_000_000,
                           description="Cap: a match of more keys is refused at plan time; execute never deletes more.")

@@ -83,12 +83,40 @@ def action_member_names() -> list[str]:
     return [(info.alias or name) for name, info in ActionSpec.model_fields.items()]
 
 
+class Approver(ApiModel):
+    """A user or group allowed to approve (RBAC subject style)."""
+
+    kind: Literal["User", "Group"] = "User"
+    name: str = Field(min_length=1, max_length=253)
+
+
+class ApprovalRecord(ApiModel):
+    """One approval the operator saw, with the approver as the API server authenticated them."""
+
+    user: str
+    groups: list[str] = Field(default_factory=list)
+    at: str | None = None
+    accepted: bool = False
+    reason: str = Field(default="", description="Approver, or why it did not count (SelfApproval, NotAnApprover).")
+
+
 class Approval(ApiModel):
     required: bool = Field(default=False, description="Wait in AwaitingApproval until approved.")
     approved_by: str | None = Field(
         default=None,
-        description=f"Set to grant approval (GitOps-friendly); the annotation {ANN_APPROVED_BY} works too.",
+        description=(f"Set to grant approval (GitOps-friendly); the annotation {ANN_APPROVED_BY} works too. "
+                     "The API server rejects any value other than the name of the user setting it."),
     )
+    approvers: list[Approver] = Field(
+        default_factory=list, max_length=64,
+        description="Who may approve (users or groups, as the API server authenticates them); empty: anyone "
+                    "allowed to patch the Remediation. Setting it implies required.",
+    )
+    mode: Literal["any", "all"] = Field(
+        default="any", description="any: one accepted approval suffices; all: every listed approver must approve.")
+    four_eyes: bool = Field(default=False, description="The requester's own approval never counts.")
+    expires_after: Duration | None = Field(
+        default=None, description="Unapproved this long after creation: Skipped with reason ApprovalExpired.")
 
 
 class PromQLVerify(ApiModel):
@@ -121,6 +149,8 @@ class RemediationStatus(ApiModel):
     started_at: str | None = None
     completed_at: str | None = None
     approved_by: str | None = None
+    approvals: list[ApprovalRecord] = Field(default_factory=list, description="Approvals seen, accepted or not.")
+    requested_by: str | None = Field(default=None, description="The requester whose rights the action ran with.")
     message: str | None = None
     plan: dict[str, Any] | None = Field(default=None, json_schema_extra=preserve_unknown())
     result: dict[str, Any] | None = Field(default=None, json_schema_extra=preserve_unknown())

@@ -39,6 +39,8 @@ from ..api.remediation import CONDITION_TYPES, FINAL_PHASES, RemediationSpec
 from ..constants import ANN_APPROVED_BY, REMEDIATIONS
 from ..errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
 from ..rfc3339 import age_seconds
+from .approval import run_gate
+from .authz import Guard, requester_of
 from .conditions import get_condition, initial_conditions, set_condition
 from .verify import verify_promql
 
@@ -83,6 +85,7 @@ class Engine:
     hooks: dict[str, Any] = field(default_factory=dict)  # test seam: called at named points
     executor_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}")
     heartbeat_interval: float = 5.0
+    guard: Guard | None = None  # requester RBAC + egress allowlist (engine/authz.py); None: unchecked
     observe_timeout: float = 30.0
     # Called when an outcome stays unknown (CannotTell): a human must look. Default: Event + log.
     escalate: Any = None  # async (obj, message) -> None
@@ -193,23 +196,22 @@ class _Run:
             conds = initial_conditions(CONDITION_TYPES, self.gen)
             conds = set_condition(conds, "Validated", "True", "Valid", "spec is valid", self.gen)
             await self.patch({"phase": "Pending", "action": action.name, "target": action.target(params),
-                              "conditions": conds, "attempts": 0})
+                              "conditions": conds, "attempts": 0,
+                              "requestedBy": getattr(requester_of(self.obj), "username", None)})
             self.event("Normal", "Accepted", f"{action.name} on {action.target(params)} accepted")
             phase = "Pending"
         ctx = self.e.context_factory(self.obj)
         if phase in ("Pending", "AwaitingApproval"):
-            approved_by = self._approved_by(spec)
-            if (spec.approval.required or action.requires_approval) and not approved_by:
-                if phase != "AwaitingApproval":
-                    msg = ("waiting for approval: set spec.approval.approvedBy or annotate "
-                           f"{APPROVED_BY_ANNOTATION}=<your name>")
-                    await self.patch({"phase": "AwaitingApproval", "message": msg,
-                                      "conditions": self.conds(Approved=("False", "AwaitingApproval", msg))})
-                    self.event("Normal", "AwaitingApproval", msg)
+            # Approval (engine/approval.py) and the requester's own rights (engine/authz.py):
+            # both before planning, because planning already reads Secrets.
+            gate = await run_gate(self, spec.approval, action.requires_approval)
+            if not gate.approved:
                 return "AwaitingApproval"
             approved = ("True", "Approved", f"approved by {approved_by}") if approved_by else (
                 "True", "NotRequired", "approval not required")
             return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
+            if self.e.guard is not None:
+                await self.e.guard.check(self.obj, action.name, params)
         if phase == "Running":
             return await self._resume_running(spec, action, params, ctx)
         if phase == "Verifying":

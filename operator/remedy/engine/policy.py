@@ -54,7 +54,7 @@ from ..constants import (
 from ..errors import InvalidSpecError, RetryableError
 from .. import rfc3339
 from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
-from . import autonomy
+from . import authz, autonomy
 from .conditions import get_condition, set_condition
 from .lifecycle import Recorder, Store
 from .templating import render
@@ -337,6 +337,9 @@ class PolicyEngine:
             child_spec["verify"] = spec.verify.wire()
         annotations = {ANN_FINGERPRINT: firing.fingerprint, ANN_STARTS_AT: firing.starts_at,
                        ANN_LABELS: json.dumps(firing.labels, sort_keys=True)[:4000], ANN_TARGET: target[:250]}
+        # On behalf of the policy's author as the API server recorded it (engine/authz.py); the
+        # admission policy lets only the operator set this, and only on a policy's child.
+        annotations.update(authz.on_behalf_of(policy))
         pst = policy.get("status") or {}
         autonomy.apply_mode(child_spec, annotations, autonomy.effective_mode(spec, pst),
                             pst.get("modeSince") if pst.get("modeBase") == spec.mode else None)
