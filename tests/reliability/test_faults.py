@@ -182,6 +182,9 @@ def test_workload_mutation_applied_exactly_once_under_fault(
         on_target = [w for w in effective if w.name == case.target and w.resource.startswith("deployments")]
         RESULTS[f"{action}/{fault}"] = {
             "faultFired": rule.fired, "phase": obj["status"].get("phase"),
+            # What the apiserver answered the faulted request (None: it never reached it).
+            "faultedUpstreamStatus": [x.upstream_status for x in proxy.requests(name=case.target)
+                                      if x.fault != "forward"],
             "reason": cond(obj, "Completed").get("reason"),
             "auditWrites": len(writes), "auditEffectiveWrites": len(effective),
             "auditEffectiveOnTarget": len(on_target), "state": state, "expected": EXPECTED[action],
@@ -209,4 +212,26 @@ def test_proxy_streams_watches_and_plain_requests(proxy: FaultProxy, proxied_ope
         assert proxy.requests(verb="watch"), "no watch went through the proxy"
         assert proxy.requests(verb="patch", resource="remediations/status", name="hello")
     finally:
+        client.CoreV1Api(kube_admin).delete_namespace(ns)
+
+
+def test_audit_witness_sees_a_repeated_identical_patch(control_plane: ControlPlane,
+                                                       kube_admin: client.ApiClient) -> None:
+    """The witness can fail: a second identical PATCH changes neither spec nor generation, but
+    it is a second effective write in the audit log."""
+    from tests.fixtures.cluster import api_client_for
+
+    ns = make_namespace(kube_admin, "fp")
+    op_api = api_client_for(control_plane.user_kubeconfig(OPERATOR_USER))
+    try:
+        make_deployment(kube_admin, ns, "web")
+        body = {"spec": {"template": {"metadata": {"annotations": {"remedy.dev/restarted-by": "same"}}}}}
+        gens = [int(_apps(op_api).patch_namespaced_deployment("web", ns, body).metadata.generation) for _ in range(2)]
+        audit = AuditCounter(control_plane.audit_log, OPERATOR_USER, ns)
+        audit.settle(quiet_seconds=0.5)
+        assert gens[0] == gens[1], gens  # invisible to generation...
+        assert audit.count("deployments", "web") == 2  # ...visible to the audit log
+        assert AuditCounter(control_plane.audit_log, "admin", ns).count("deployments", "web") == 1  # the create
+    finally:
+        op_api.close()  # type: ignore[no-untyped-call]
         client.CoreV1Api(kube_admin).delete_namespace(ns)
