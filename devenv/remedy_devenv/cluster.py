@@ -300,8 +300,9 @@ class ControlPlane:
             f"--secure-port={self.controller_manager_port}", "--bind-address=127.0.0.1",
             f"--cert-dir={s / 'kcm-certs'}", f"--service-cluster-ip-range={SERVICE_CIDR}",
             # Nothing renews the fake node's Lease, so node lifecycle would taint it
-            # unreachable and evict every pod after ~5 minutes.
-            "--controllers=*,-node-lifecycle-controller",
+            # unreachable and evict every pod after ~5 minutes. A real kubelet does, and needs
+            # it: it lifts the not-ready taint the kubelet registers with.
+            "--controllers=*" if self.real_node else "--controllers=*,-node-lifecycle-controller",
         ])
         self._wait("kube-controller-manager",
                    lambda: self._get(f"https://127.0.0.1:{self.controller_manager_port}/healthz",

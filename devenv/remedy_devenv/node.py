@@ -49,18 +49,31 @@ class NodeError(RuntimeError):
     """The real node could not be started (missing package, kubelet refused, not Ready)."""
 
 
-def locate_node() -> tuple[Path, Path]:
-    """(bin dir with kubelet + kube-scheduler, pause image archive), building them if needed."""
+IMAGES = ("pause", "memhog")  # built by scripts/build-node, imported into every node
+
+
+def images_dir() -> Path:
+    cache = Path(os.environ.get("REMEDY_CACHE") or Path.home() / ".cache" / "remedy")
+    return cache / "images"
+
+
+def image_name(image: str) -> str:
+    """The containerd name of a locally built image: `<name>.tar` links to `<name>-<tag>.tar`."""
+    target = Path(os.path.realpath(images_dir() / f"{image}.tar"))
+    return f"remedy.local/{image}:{target.stem.removeprefix(image + '-')}"
+
+
+def locate_node() -> Path:
+    """The bin dir with kubelet + kube-scheduler; builds them and the images if needed."""
     repo = Path(os.environ.get("REMEDY_REPO") or Path(__file__).resolve().parents[2])
     env = os.environ.get("REMEDY_NODE_BIN")
-    cache = Path(os.environ.get("REMEDY_CACHE") or Path.home() / ".cache" / "remedy")
     if env:
-        return Path(env), cache / "images" / "pause.tar"
+        return Path(env)
     script = repo / "scripts" / "build-node"
     out = subprocess.run([str(script)], check=False, capture_output=True, text=True)
     if out.returncode != 0:
         raise NodeError(f"{script} failed:\n{out.stderr[-3000:]}")
-    return Path(out.stdout.strip().splitlines()[-1]), cache / "images" / "pause.tar"
+    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def _free_port() -> int:
@@ -108,7 +121,6 @@ class Node:
     cp: ControlPlane
     name: str = NODE_NAME
     bin_dir: Path | None = None
-    pause_image: Path | None = None
 
     # -- identity derived from the state dir, so `stop` can clean up after a crash ---------
     @property
@@ -143,8 +155,8 @@ class Node:
                 raise NodeError(f"{tool} not found: run scripts/install-deps (Debian containerd, runc)")
         if not (CNI_BIN_DIR / "bridge").exists():
             raise NodeError(f"{CNI_BIN_DIR}/bridge missing: install containernetworking-plugins")
-        if self.bin_dir is None or self.pause_image is None:
-            self.bin_dir, self.pause_image = locate_node()
+        if self.bin_dir is None:
+            self.bin_dir = locate_node()
         for sub in ("containerd", "cni", "kubelet", "pod-logs", "pki"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         subnet = self._setup_bridge()
@@ -225,8 +237,12 @@ state = "{d / 'state'}"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d / 'opt'}"
 [{cri}]
-  sandbox_image = "{self._pause_name()}"
+  sandbox_image = "{image_name('pause')}"
   netns_mounts_under_state_dir = true
+  # No CAP_SYS_RESOURCE here (not even for root): lowering oom_score_adj below containerd's
+  # own fails, and the sandbox's fixed -998 made runc fail every pod ("failed to update
+  # /proc/self/oom_score_adj: Permission denied"). Clamp to containerd's value instead.
+  restrict_oom_score_adj = true
   [{cri}.containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -234,6 +250,7 @@ state = "{d / 'state'}"
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{d / 'runc'}"
   [{cri}.cni]
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{self.dir / 'cni' / 'net.d'}"
@@ -241,14 +258,8 @@ state = "{d / 'state'}"
         self.cp._spawn("containerd", ["containerd", f"--config={d / 'config.toml'}"])
         self.cp._wait("containerd", lambda: self._ctr("version", check=False).returncode == 0,
                       deadline)
-        assert self.pause_image is not None
-        self._ctr("images", "import", str(self.pause_image))
-
-    def _pause_name(self) -> str:
-        assert self.pause_image is not None
-        target = os.path.realpath(self.pause_image)
-        tag = Path(target).stem.removeprefix("pause-")
-        return f"remedy.local/pause:{tag}"
+        for image in IMAGES:
+            self.import_image(images_dir() / f"{image}.tar")
 
     def _ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run("ctr", f"--address={self.containerd_socket}", "--namespace=k8s.io", *args,
