@@ -51,6 +51,12 @@ ANN_CLEARED_AT: Final = f"{GROUP}/alert-cleared-at"
 ANN_EPISODE: Final = f"{GROUP}/episode"
 ANN_RESOLVED_AT: Final = f"{GROUP}/alert-resolved-at"
 
+# Stamped by the admission policies (deploy/admission) as the API server authenticated the
+# requester / approver; the engine checks the requester's rights with a SubjectAccessReview.
+ANN_REQUESTED_BY: Final = f"{GROUP}/requested-by"
+ANN_REQUESTED_BY_GROUPS: Final = f"{GROUP}/requested-by-groups"
+ANN_APPROVED_BY_GROUPS: Final = f"{GROUP}/approved-by-groups"
+
 # kopf keeps its progress and diff-base bookkeeping under this annotation prefix.
 KOPF_ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"
 

@@ -26,9 +26,9 @@ from typing import Any, Protocol
 from ..api.common import now_rfc3339, parse_duration
 from ..api.remediation import Approval
 from ..clients.access_review import Requester
-from ..constants import ANN_APPROVED_BY
+from ..constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS
 from ..errors import RetryableError, SkipError
-from .authz import ANN_APPROVED_BY_GROUPS, requester_of, split_groups
+from .authz import requester_of, split_groups
 
 log = logging.getLogger("remedy.engine")
 

@@ -9,7 +9,7 @@ may create a Remediation would otherwise borrow all of that. So before an action
    the ValidatingAdmissionPolicy rejects any other value). A policy's child carries the
    policy's recorded author, which is checked against the owning policy here;
 2. asks the API server (SubjectAccessReview) whether that user and groups may
-   ``use remediationactions.remedy.dev/<action>``, ``get`` every Secret the params name and
+   ``use remediationactions.<group>/<action>``, ``get`` every Secret the params name and
    ``patch`` the workload they target;
 3. resolves every URL the params name and checks it against the operator's egress allowlist.
 
@@ -29,12 +29,9 @@ from pydantic import BaseModel
 from ..api.common import SecretKeyRef
 from ..clients.access_review import Permission, Requester
 from ..clients.egress import EgressPolicy
-from ..constants import GROUP, POLICIES, POLICY_KIND
+from ..constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES, POLICY_KIND
 from ..errors import PermanentError
 
-ANN_REQUESTED_BY = f"{GROUP}/requested-by"
-ANN_REQUESTED_BY_GROUPS = f"{GROUP}/requested-by-groups"
-ANN_APPROVED_BY_GROUPS = f"{GROUP}/approved-by-groups"
 ACTIONS_RESOURCE = "remediationactions"
 USE_VERB = "use"
 GROUP_SEPARATOR = ","
