@@ -208,6 +208,9 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, k
         final = [n for n, o in items.items() if phase(o) in FINAL]
         never = [n for n in final if phase(items[n]) != "Skipped" and effects.get(n, 0) == 0]
         unknown = [n for n, o in items.items() if cond(o, "Completed").get("reason") == "OutcomeUnknown"]
+        # Failed although the side effect did happen once: not a duplicate, but the status should
+        # say so; kept visible with sample messages.
+        failed_after_effect = [n for n, o in items.items() if phase(o) == "Failed" and effects.get(n, 0) > 0]
         by_kind: dict[str, dict[str, Any]] = {}
         for kind in SIZES:
             names = [n for n, k in kind_of.items() if k == kind]
@@ -225,6 +228,10 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, k
             "never_executed": len(never), "outcome_unknown": len(unknown),
             "never_executed_and_outcome_unknown": len(set(never) & set(unknown)),
             "wrong_end_state": len(wrong_end_state),
+            "failed_after_effect": len(failed_after_effect),
+            "failedAfterEffectSamples": [[n, cond(items[n], "Completed").get("reason"),
+                                          str(cond(items[n], "Completed").get("message"))[:200]]
+                                         for n in sorted(failed_after_effect)[:3]],
             "kills": kills, "operatorStarts": op.starts, "faultInjected": len(faulty),
             "inFlightAtKills": dict(kill_phases), "phases": dict(phases), "reasons": dict(reasons),
             "byAction": by_kind, "auditEffectiveWrites": sum(writes_by_name.values()),
