@@ -210,3 +210,17 @@ async def test_registered() -> None:
 
     assert registry.get("deleteRedisKeys") is DELETE_REDIS_KEYS
     assert DELETE_REDIS_KEYS.idempotent and DELETE_REDIS_KEYS.destructive
+
+
+async def test_server_digest_equals_the_python_digest_of_the_same_names(r: redis.Redis, ns: str, ctx: DictSecretsContext) -> None:
+    """The Lua tally and keyset.KeySetTally must agree, or drift could not be compared across backends."""
+    from remedy.actions.keyset import KeySetTally
+
+    names = [f"lock:{ns}:purchase:{i}-é" for i in range(2500)]
+    fill(r, names)
+    plan, _ = await run_action(DELETE_REDIS_KEYS, ctx, params(f"lock:{ns}:*", maxKeys=5000, batchSize=300), dry_run=True)
+    local = KeySetTally()
+    local.add_many(reversed(names))  # order must not matter
+    assert plan["matched"] == 2500 and plan["keySetDigest"] == local.digest
+    local.add_many([f"lock:{ns}:extra"])
+    assert plan["keySetDigest"] != local.digest

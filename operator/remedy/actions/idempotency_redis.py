@@ -60,7 +60,7 @@ def _args(p: PurgeIdempotencyKeys, cfg: IdempotencyRedisBackend, mode: str, now:
 
 def _take(scan: StaleScan, reply: Any, now: float) -> str:
     """Fold one script reply into the pass; returns the next cursor."""
-    cursor, scanned, counts, n, capped, sample, d1, d2, d3, d4, oldest, newest, tenants = reply
+    cursor, scanned, counts, n, capped, sample, d1, d2, oldest, newest, tenants = reply
     scan.scanned += int(scanned)
     for reason, count in zip(REASONS, counts):
         if int(count):
@@ -73,7 +73,7 @@ def _take(scan: StaleScan, reply: Any, now: float) -> str:
         if replay is not None and replay is not False:
             entry["replayCount"] = int(replay)
         entries.append(entry)
-    scan.tally.merge(int(n), fold_digest([d1, d2, d3, d4]), entries)
+    scan.tally.merge(int(n), fold_digest([d1, d2]), entries)
     for i in range(0, len(tenants), 2):
         name = str(tenants[i])
         scan.tally.count_group("None" if name == "\0" else name, int(tenants[i + 1]))

@@ -11,9 +11,8 @@ millisecond per 1,000 keys. The cursor goes back to the client between calls. Sc
 delete keys not declared in KEYS (SCAN finds them), which standalone Redis allows; Redis Cluster
 would need per-node runs and is not supported by these actions.
 
-The digest is ``keyset``'s: the sum of the first 128 bits of SHA-1 of each key name, returned as
-four 32-bit limb sums (each below 2**53 for any batch, so Lua's doubles stay exact) that the
-client folds modulo 2**128.
+The digest is ``keyset``'s: two sums modulo 2**52 of 52-bit slices of SHA-1 of each key name
+(reduced after every add, so Lua's doubles stay exact); the client adds each call's pair.
 """
 
 from __future__ import annotations
@@ -26,18 +25,17 @@ MAX_SCAN_STEPS = 8
 # Shared prologue: effects replication (needed before Redis 5 for writes after SCAN) and the digest.
 PROLOGUE_LUA = r"""
 if redis.replicate_commands then redis.replicate_commands() end
-local dig = {0, 0, 0, 0}
+local dig = {0, 0}
+local LIMB = 4503599627370496
 local function digest_add(k)
   local h = redis.sha1hex(k)
-  dig[1] = dig[1] + tonumber(string.sub(h, 1, 8), 16)
-  dig[2] = dig[2] + tonumber(string.sub(h, 9, 16), 16)
-  dig[3] = dig[3] + tonumber(string.sub(h, 17, 24), 16)
-  dig[4] = dig[4] + tonumber(string.sub(h, 25, 32), 16)
+  dig[1] = (dig[1] + tonumber(string.sub(h, 1, 13), 16)) % LIMB
+  dig[2] = (dig[2] + tonumber(string.sub(h, 14, 26), 16)) % LIMB
 end
 """
 
 # ARGV: cursor, pattern, batch, max_steps, sample_room, budget, mode ('count' | 'unlink')
-# Returns {cursor, matched, unlinked, capped, sample, d1, d2, d3, d4}. ``budget`` bounds how many
+# Returns {cursor, matched, unlinked, capped, sample, d1, d2}. ``budget`` bounds how many
 # names this call tallies (and, in unlink mode, deletes); ``capped`` counts matches beyond it.
 MATCH_LUA = PROLOGUE_LUA + r"""
 local cursor, pattern = ARGV[1], ARGV[2]
@@ -58,13 +56,11 @@ repeat
     end
   end
 until cursor == '0' or n >= batch or steps >= max_steps or capped > 0
-return {cursor, n, unlinked, capped, sample, dig[1], dig[2], dig[3], dig[4]}
+return {cursor, n, unlinked, capped, sample, string.format('%.0f', dig[1]), string.format('%.0f', dig[2])}
 """
 
 
-def fold_digest(limbs: Sequence[Any]) -> int:
-    """The four limb sums of one call as one integer (the caller adds these modulo 2**128)."""
-    total = 0
-    for limb in limbs:
-        total = (total << 32) + int(limb)
-    return total
+def fold_digest(limbs: Sequence[Any]) -> tuple[int, int]:
+    """The digest pair of one call (sent as decimal strings: an integer reply would be exact too,
+    but a string cannot be truncated by a client's number handling)."""
+    return int(limbs[0]), int(limbs[1])
