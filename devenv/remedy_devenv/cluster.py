@@ -278,6 +278,9 @@ class ControlPlane:
             # controller-manager has not yet created a new namespace's `default` account.
             "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
             "--profiling=false",
+            # A real node (remedy_devenv.node) is named remedy-node-0, which no DNS resolves:
+            # reach its kubelet (kubectl logs/exec) by the address it reports.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             # remedy's admission policies (deploy/admission) stamp the requesting user with a
             # MutatingAdmissionPolicy: beta and off by default in 1.34/1.35 (checked on the
             # v1.35.4 binary: "MutatingAdmissionPolicy=true|false (BETA - default=false)"; the
