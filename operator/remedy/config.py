@@ -20,7 +20,9 @@ class Settings:
     webhook_host: str = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_HOST", "127.0.0.1"))
     webhook_port: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_PORT", 18080))
     webhook_token_file: str | None = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_TOKEN_FILE"))
-    webhook_max_body: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_MAX_BODY", 1 << 20))
+    # 2x a realistic 10,000-alert Alertmanager group (7.8 MB; triggers/alertmanager.py).
+    webhook_max_body: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_MAX_BODY", 16 << 20))
+    webhook_read_timeout: float = field(default_factory=lambda: float(os.environ.get("REMEDY_WEBHOOK_READ_TIMEOUT", "10")))
     metrics_port: int = field(default_factory=lambda: _int("REMEDY_METRICS_PORT", 18081))
     max_attempts: int = field(default_factory=lambda: _int("REMEDY_MAX_ATTEMPTS", 5))
     heartbeat_seconds: float = field(default_factory=lambda: float(os.environ.get("REMEDY_HEARTBEAT_SECONDS", "5")))

@@ -137,7 +137,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.background = [asyncio.create_task(_refresh_loop(memo.policies, logger))]
     if cfg.webhook_port:
         app = alertmanager.make_app(memo.policies, memo.index, alertmanager.TokenSource(cfg.webhook_token_file),
-                                    cfg.webhook_max_body, require_token=cfg.webhook_token_file is not None)
+                                    cfg.webhook_max_body, require_token=cfg.webhook_token_file is not None,
+                                    read_timeout=cfg.webhook_read_timeout)
         try:
             memo.webhook = await alertmanager.serve(app, cfg.webhook_host, cfg.webhook_port)
             logger.info("alert webhook listening on %s:%s", cfg.webhook_host, cfg.webhook_port)

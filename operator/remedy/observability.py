@@ -28,6 +28,10 @@ POLICIES_PAUSED = Gauge("remedy_policies_paused", "Policies currently paused.", 
 MODE_CHANGES = Counter("remedy_policy_mode_changes_total", "Policy mode changes by promotion or demotion.",
                        ["policy", "from_mode", "to_mode", "reason"], registry=REGISTRY)
 POLICY_MODE = Gauge("remedy_policy_mode", "Effective policy mode: 0 shadow, 1 approve, 2 auto.", ["namespace", "policy"], registry=REGISTRY)
+WEBHOOK_REJECTED = Counter(
+    "remedy_webhook_rejected_total", "Webhook requests refused for their body (400 bad, 408 too slow, 413 too large, 422 shape).",
+    ["code"], registry=REGISTRY,
+)
 WEBHOOK_LATENCY = Histogram(
     "remedy_webhook_request_duration_seconds", "Alertmanager webhook handling time.", ["code"], registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),

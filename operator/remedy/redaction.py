@@ -46,6 +46,14 @@ def encodings(value: str) -> set[str]:
         raw.hex(),
         repr(value)[1:-1],
     }
+    # Go's encoding/json escapes <, > and & as \u003c...; and a text quoted twice (a JSON error
+    # body inside a JSON log line, a repr of an escaped excerpt) doubles every escape.
+    html_safe = json.dumps(value)[1:-1].replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    forms.add(html_safe)
+    for once in list(forms):
+        forms.add(json.dumps(once)[1:-1])
+        forms.add(json.dumps(once, ensure_ascii=False)[1:-1])
+        forms.add(repr(once)[1:-1])
     # base64 of the value embedded at byte offset 0, 1 or 2 of a larger buffer: only the
     # characters that depend on the value's bytes alone are kept.
     for offset in range(3):

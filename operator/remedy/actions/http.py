@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import redaction
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.http import HealthCheck, HttpCall, HttpRequest, Notify, ResetCircuitBreaker
 from ..errors import (
@@ -73,7 +74,9 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     for s in secrets:
         if s:
             text = text.replace(s, REDACTED)
-    return text
+    # Every encoding of every Secret value read so far (remedy.redaction), before the excerpt
+    # is cut or quoted: a cut or a repr() would otherwise leave fragments no later pass knows.
+    return redaction.redact(text)
 
 
 def excerpt(text: str, secrets: Iterable[str | None]) -> str:

@@ -39,6 +39,9 @@ from ..errors import (
 )
 
 T = TypeVar("T")
+# The operator's own writes fail loudly on a field the schema does not know, instead of the API
+# server dropping it silently (issue 13): a status field missing from the CRD is a bug to see.
+STRICT = "Strict"
 
 
 def translate(exc: ApiException, what: str, mutating: bool = False) -> Exception:
@@ -144,13 +147,14 @@ class KubeClient:
         obj: dict[str, Any] = await self.call(
             f"{plural}/{name} status",
             self.custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, plural, name, body,
+            GROUP, VERSION, namespace, plural, name, body, field_validation=STRICT,
         )
         return obj
 
     async def create_object(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         obj: dict[str, Any] = await self.call(
-            f"create {plural}", self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body
+            f"create {plural}", self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body,
+            field_validation=STRICT,
         )
         return obj
 
@@ -159,7 +163,7 @@ class KubeClient:
         try:
             obj: dict[str, Any] = await asyncio.to_thread(
                 self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body,  # type: ignore[arg-type]
-                _request_timeout=self.request_timeout,
+                _request_timeout=self.request_timeout, field_validation=STRICT,
             )
             return obj, True
         except ApiException as exc:

@@ -107,9 +107,9 @@ def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, req
         new.append(rec)
     # Judge every approval again on each pass: whether it counts depends on the current
     # requester and approvers, not on what they were when it was first seen.
-    for rec in records:
-        ok, why = _judge(str(rec.get("user")), tuple(rec.get("groups") or ()), approval, requester)
-        rec["accepted"], rec["reason"] = ok, why
+    for seen in records:
+        ok, why = _judge(str(seen.get("user")), tuple(seen.get("groups") or ()), approval, requester)
+        seen["accepted"], seen["reason"] = ok, why
     accepted = [r for r in records if r.get("accepted")]
     names = ", ".join(dict.fromkeys(r["user"] for r in accepted)) or None
     if not needed:

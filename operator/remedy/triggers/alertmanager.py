@@ -1,9 +1,17 @@
 """The Alertmanager webhook receiver (payload version 4), served by aiohttp inside the operator.
 
-Bad input never reaches the engine: missing/wrong bearer token -> 401 (compared in constant
-time), body over the limit -> 413, not JSON -> 400, wrong version or shape -> 422. A firing
-alert creates at most one Remediation per policy (dedup by deterministic name); a resolved
-alert cancels children that have not started.
+Bad input never reaches the engine, and no body gets a 5xx: missing/wrong bearer token -> 401
+(compared in constant time), body over the limit -> 413, body not complete within the read
+deadline -> 408, not JSON (including nesting too deep for the parser) -> 400, wrong version or
+shape -> 422. A firing alert creates at most one Remediation per policy (dedup by
+deterministic name); a resolved alert cancels children that have not started.
+
+Sizing (issue 13): Alertmanager never retries a 4xx, so a 413 loses the whole group. The
+default limit (REMEDY_WEBHOOK_MAX_BODY, 16 MiB) is twice a realistic 10,000-alert group
+(7.8 MB, tests/security/alert_groups.py; the payload model caps a group at 10,000 alerts, so
+set ``max_alerts`` in Alertmanager's webhook_config for larger groups). A 413 is counted in
+``remedy_webhook_rejected_total{code="413"}`` and logged with the group key, read from the
+first bytes of the body (Alertmanager writes groupKey before the alerts).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +29,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..engine.policy import Firing, PolicyEngine
-from ..observability import ALERTS, WEBHOOK_LATENCY
+from ..observability import ALERTS, WEBHOOK_LATENCY, WEBHOOK_REJECTED
 from .index import PolicyIndex
 
 log = logging.getLogger("remedy.webhook")
@@ -61,7 +70,45 @@ class TokenSource:
         return self._token
 
 
-def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_body: int, require_token: bool = True) -> web.Application:
+class BodyTooLarge(Exception):
+    def __init__(self, head: bytes) -> None:
+        super().__init__("body too large")
+        self.head = head
+
+
+HEAD_BYTES = 4096
+_GROUP_KEY = re.compile(rb'"groupKey"\s*:\s*"((?:[^"\\]|\\.){0,1024})"')
+
+
+def group_key(head: bytes) -> str:
+    """The groupKey from the first bytes of a body, for logging a body that is not parsed."""
+    m = _GROUP_KEY.search(head)
+    if not m:
+        return "(not in the first bytes)"
+    try:
+        return str(json.loads(b'"' + m.group(1) + b'"'))[:300]
+    except ValueError:
+        return m.group(1).decode("utf-8", "replace")[:300]
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, or BodyTooLarge (with its first bytes) as soon as it passes ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(await request.content.read(HEAD_BYTES))
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(b"".join(chunks)[:HEAD_BYTES])
+
+
+def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_body: int, require_token: bool = True,
+             read_timeout: float = 10.0) -> web.Application:
     app = web.Application(client_max_size=max_body)
 
     async def receive(request: web.Request) -> web.Response:
@@ -79,21 +126,36 @@ def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_b
             given = header[7:].strip().encode() if header.startswith("Bearer ") else b""
             if not hmac.compare_digest(given, expected):
                 return _error(401, "missing or wrong bearer token")
-        if request.content_length is not None and request.content_length > max_body:
-            return _error(413, f"body over {max_body} bytes")
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+            raw = await asyncio.wait_for(read_limited(request, max_body), timeout=read_timeout)
+        except BodyTooLarge as exc:
+            key = group_key(exc.head)
+            WEBHOOK_REJECTED.labels(code="413").inc()
+            log.warning("webhook: 413 body over %s bytes (Content-Length %s), group key %s: the group is lost "
+                        "(Alertmanager does not retry 4xx); raise REMEDY_WEBHOOK_MAX_BODY or set max_alerts",
+                        max_body, request.content_length, key)
             return _error(413, f"body over {max_body} bytes")
+        except TimeoutError:
+            WEBHOOK_REJECTED.labels(code="408").inc()
+            log.warning("webhook: 408 body not received within %ss", read_timeout)
+            return _error(408, f"body not received within {read_timeout}s")
+        except (ConnectionError, web.HTTPException, asyncio.IncompleteReadError) as exc:
+            WEBHOOK_REJECTED.labels(code="400").inc()
+            return _error(400, f"body could not be read: {type(exc).__name__}")
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, "body is not JSON")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            WEBHOOK_REJECTED.labels(code="400").inc()
+            return _error(400, "body is not JSON (or nested too deeply)")
         try:
             payload = Payload.model_validate(data)
         except ValidationError as exc:
+            WEBHOOK_REJECTED.labels(code="422").inc()
             first = exc.errors()[0]
-            return _error(422, f"not an Alertmanager v4 payload: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}")
+            return _error(422, f"not an Alertmanager v4 payload: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}"[:500])
+        except (RecursionError, ValueError, TypeError):
+            WEBHOOK_REJECTED.labels(code="400").inc()
+            return _error(400, "body is not an Alertmanager v4 payload")
         outcomes: dict[str, int] = {}
         jobs = []
         for alert in payload.alerts:
