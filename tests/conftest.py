@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.services",
     "tests.fixtures.operator",
+    "tests.fixtures.node",
 ]
 
 

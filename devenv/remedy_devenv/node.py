@@ -338,13 +338,34 @@ state = "{d / 'state'}"
                               "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
         return out.returncode == 0 and out.stdout.strip() == "True"
 
+    # -- witnesses the operator does not control (for tests and the demo) ------------------
+    def kernel_oom_kills(self, pod_uid: str) -> list[str]:
+        """Container ids the kernel OOM-killed in this pod, from the kernel log lines
+        `oom-kill:...,task_memcg=<cgroup root>/kubepods/.../pod<uid>/<container id>,...`."""
+        log = _run("dmesg").stdout
+        marker = f"{self.cgroup_root}/kubepods/"
+        return re.findall(rf"task_memcg={re.escape(marker)}\S*pod{re.escape(pod_uid)}/([0-9a-f]{{64}})",
+                          log)
+
+    def memory_limit_bytes(self, container_id: str) -> int:
+        """The memory limit the kernel enforces on a running container (cgroup v1)."""
+        root = CGROUP_V1 / "memory" / self.cgroup_root.strip("/")
+        for path in root.rglob(container_id):
+            return int((path / "memory.limit_in_bytes").read_text())
+        raise NodeError(f"no memory cgroup for container {container_id} under {root}")
+
+    def running_containers(self) -> set[str]:
+        """Ids of the tasks containerd reports RUNNING (sandboxes and containers)."""
+        lines = self._ctr("tasks", "ls").stdout.splitlines()[1:]
+        return {f[0] for f in (line.split() for line in lines) if len(f) >= 3 and f[2] == "RUNNING"}
+
     # -- stop -------------------------------------------------------------------------------
     def cleanup(self) -> None:
         """After kubelet and containerd are stopped: kill pod processes, unmount, free cgroups,
         delete the bridge. Safe to call repeatedly and after a crash (uses only the state dir)."""
         sock = str(self.containerd_socket)
         # Shims outlive containerd; each container is a child of its shim. Kill the containers
-        # (via the shim's cgroup membership) and the shims of this node only.
+        # (every process in this node's cgroup root), then the shims of this node only.
         for hierarchy in _cgroup_subsystems():
             root = hierarchy / self.cgroup_root.strip("/")
             if root.is_dir():
@@ -355,6 +376,7 @@ state = "{d / 'state'}"
                         except (ProcessLookupError, ValueError):
                             pass
                 break
+        time.sleep(0.2)  # let the shims reap their children
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -367,6 +389,12 @@ state = "{d / 'state'}"
                     os.kill(int(proc.name), 9)
                 except ProcessLookupError:
                     pass
+        # A killed shim leaves its socket in /run/containerd/s, named as containerd 1.6 names it:
+        # sha256(<containerd address>/<namespace>/<task id>).
+        tasks = self.dir / "containerd" / "state" / "io.containerd.runtime.v2.task" / "k8s.io"
+        for task in tasks.iterdir() if tasks.is_dir() else ():
+            digest = hashlib.sha256(os.path.join(sock, "k8s.io", task.name).encode()).hexdigest()
+            Path("/run/containerd/s", digest).unlink(missing_ok=True)
         time.sleep(0.3)
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
         for mnt in sorted((m for m in mounts if m.startswith(str(self.dir) + "/")),
