@@ -50,6 +50,11 @@ class Payload(BaseModel):
     version: Literal["4"]
     status: Literal["firing", "resolved"]
     alerts: list[Alert] = Field(max_length=10_000)
+    # Typed as Alertmanager sends them, so a malformed group (e.g. nested labels) is a 422.
+    groupKey: str = Field(default="", max_length=8192)
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
 
 
 class TokenSource:
