@@ -80,14 +80,21 @@ async def _patch(ctx: ActionContext, kind: str, name: str, ops: list[dict[str, A
     except RetryableError as exc:
         if exc.reason != "TargetChanged":
             raise
-        raise RetryableError(await _what_changed(ctx, kind, name, read), delay=0.5, reason="TargetChanged") from None
+        diffs = await _what_changed(ctx, kind, name, read)
+        if diffs is not None and not diffs:
+            # Every tested field still holds what the plan read: the patch itself was rejected.
+            raise PermanentError(f"patch {kind} {ctx.namespace}/{name} rejected by the API server: {exc.message}",
+                                 reason="Invalid") from None
+        what = "; ".join(diffs) if diffs else "could not re-read it"
+        raise RetryableError(f"{kind}/{name} changed since the plan: {what}", delay=0.5, reason="TargetChanged") from None
 
 
-async def _what_changed(ctx: ActionContext, kind: str, name: str, read: dict[str, Any]) -> str:
+async def _what_changed(ctx: ActionContext, kind: str, name: str, read: dict[str, Any]) -> list[str] | None:
+    """Which tested fields differ now from what the plan read (None: cannot re-read)."""
     try:
         now = ctx.kube.api_client.sanitize_for_serialization(await _read(ctx, kind, name))  # type: ignore[no-untyped-call]
     except RetryableError:
-        return f"{kind}/{name} changed since the plan (could not re-read it)"
+        return None
     diffs = []
     for path, was in read.items():
         cur: Any = now
@@ -98,7 +105,7 @@ async def _what_changed(ctx: ActionContext, kind: str, name: str, read: dict[str
             diffs.append(f"{field_name} was {was!r} at plan time, now {cur!r}")
     if any("generation" in d for d in diffs):
         diffs.append("someone edited its spec in between")
-    return f"{kind}/{name} changed since the plan: " + ("; ".join(diffs) or "a tested field differs")
+    return diffs
 
 
 def _selector(workload: Any) -> str:

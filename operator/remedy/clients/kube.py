@@ -85,16 +85,30 @@ def translate_transport(exc: BaseException, what: str, mutating: bool) -> Except
 _TRANSPORT_ERRORS = (OSError, TimeoutError, urllib3.exceptions.HTTPError)
 
 
+_JSON_PATCH_FAILED = "the server rejected our request due to an error in our request"
+
+
 def _failed_test_op(exc: ApiException) -> bool:
-    body = str(exc.body or "")
-    return "test failed" in body or "testing value" in body
+    """A JSON patch that could not be applied: the API server answers 422 with this generic
+    message and no causes (it drops the json-patch error text). For remedy's patches, whose
+    ``test`` ops come first, that is a failed precondition; the caller confirms it by
+    re-reading the tested fields (remedy.actions.workload._patch)."""
+    import json
+
+    try:
+        doc = json.loads(exc.body or "{}")
+    except ValueError:
+        return False
+    return doc.get("message") == _JSON_PATCH_FAILED and not (doc.get("details") or {}).get("causes")
 
 
 def _short_body(exc: ApiException) -> str:
     import json
 
     try:
-        return str(json.loads(exc.body or "{}").get("message", exc.reason))[:300]
+        doc = json.loads(exc.body or "{}")
+        causes = [str(c.get("message")) for c in (doc.get("details") or {}).get("causes") or [] if c.get("message")]
+        return "; ".join([str(doc.get("message", exc.reason)), *causes])[:300]
     except ValueError:
         return str(exc.reason)
 

@@ -329,8 +329,7 @@ class _Run:
         if isinstance(seen, NotApplied):
             attempts = int(self.status.get("attempts") or 0)
             if attempts >= self.e.max_attempts:
-                msg = (f"gave up after {attempts} attempts: {cause}; observed not applied ({seen.detail}), "
-                       "so nothing changed")
+                msg = f"gave up after {attempts} attempts: {cause}; observed: {seen.detail}"
                 return await self.finish("Failed", "RetriesExhausted", msg, executed=("False", "NotApplied", msg))
             attempts += 1
             msg = f"observed not applied ({seen.detail}); re-applying the recorded plan (attempt {attempts}/{self.e.max_attempts})"

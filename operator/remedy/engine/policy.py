@@ -60,6 +60,8 @@ from .lifecycle import Recorder, Store
 from .templating import render
 
 log = logging.getLogger("remedy.policy")
+# Degraded reasons written by the Prometheus trigger (triggers/prometheus.py), cleared by it.
+TRIGGER_DEGRADED_REASONS = frozenset({"NoPrometheus", "PrometheusUnavailable", "InvalidPromQL"})
 
 
 @dataclass(frozen=True)
@@ -516,7 +518,11 @@ class PolicyEngine:
                                   f"{last['metadata']['name']}: {lc.get('reason')}: {lc.get('message', '')}", gen)
         else:
             prev = get_condition(conds, "Degraded") or {}
-            if (prev.get("reason") not in ("TemplateError",) or prev.get("observedGeneration") != gen
+            # Degraded set by the trigger (Prometheus unreachable, bad PromQL) is the trigger's to
+            # clear; a refresh clears only what it owns.
+            if prev.get("reason") in TRIGGER_DEGRADED_REASONS:
+                pass
+            elif (prev.get("reason") not in ("TemplateError",) or prev.get("observedGeneration") != gen
                     or key in self._template_ok):
                 conds = set_condition(conds, "Degraded", "False", "Healthy", "no failed remediation", gen)
         ready_prev = get_condition(conds, "Ready") or {}

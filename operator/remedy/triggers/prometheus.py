@@ -9,7 +9,7 @@ from typing import Any
 
 from ..api.common import now_rfc3339, parse_duration
 from ..api.policy import RemediationPolicySpec
-from ..engine.policy import Firing, PolicyEngine, series_fingerprint
+from ..engine.policy import TRIGGER_DEGRADED_REASONS, Firing, PolicyEngine, series_fingerprint
 from ..engine.verify import query
 from ..errors import RemedyError
 
@@ -28,6 +28,9 @@ async def poll_once(engine: PolicyEngine, policy: dict[str, Any], prometheus_url
     except RemedyError as exc:
         await _condition(engine, policy, "Degraded", "True", exc.reason, exc.message)
         return {}
+    degraded: dict[str, Any] = next((c for c in st.get("conditions") or [] if c.get("type") == "Degraded"), {})
+    if degraded.get("status") == "True" and degraded.get("reason") in TRIGGER_DEGRADED_REASONS:
+        await _condition(engine, policy, "Degraded", "False", "Healthy", "Prometheus answers the trigger query again")
     active: dict[str, Any] = dict(st.get("activeSeries") or {})
     patch: dict[str, Any] = {}
     outcomes: dict[str, str] = {}
