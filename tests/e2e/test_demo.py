@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from remedy_devenv.demo import SCENARIOS
+from remedy_devenv.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.cluster
 
