@@ -210,7 +210,7 @@ def test_deployment_shape_and_security_context(tools: dict[str, Path], helm_env:
 
 def test_rbac_is_least_privilege_and_follows_action_toggles(control_plane: ControlPlane, tools: dict[str, Path], helm_env: dict[str, str]) -> None:
     cw = docs(render(tools, helm_env))
-    grants = rules_of(one(cw, "ClusterRole"))
+    grants = rules_of(one(cw, "ClusterRole", "remedy"))
     assert ("", "secrets", "get") in grants
     assert not {("", "secrets", v) for v in ("list", "watch", "create", "update", "patch", "delete")} & grants
     assert not any(v in ("*", "delete", "deletecollection", "escalate", "bind", "impersonate") or "*" in (g, r)
@@ -225,13 +225,13 @@ def test_rbac_is_least_privilege_and_follows_action_toggles(control_plane: Contr
                                 "namespace": "remedy-system"}]
     assert one(cw, "ClusterKopfPeering")["metadata"]["name"] == "remedy"
 
-    no_workload = rules_of(one(docs(render(tools, helm_env, "actions.workload.enabled=false")), "ClusterRole"))
+    no_workload = rules_of(one(docs(render(tools, helm_env, "actions.workload.enabled=false")), "ClusterRole", "remedy"))
     assert not {t for t in no_workload if t[0] == "apps" or t[1].startswith("pods")}
     assert grants - no_workload == {t for t in grants if t[0] == "apps" or t[1].startswith("pods") or t == ("", "events", "list")}
-    no_resize = rules_of(one(docs(render(tools, helm_env, "actions.workload.inPlaceResize=false")), "ClusterRole"))
+    no_resize = rules_of(one(docs(render(tools, helm_env, "actions.workload.inPlaceResize=false")), "ClusterRole", "remedy"))
     assert grants - no_resize == {("", "pods/resize", "patch")}
     no_secrets = rules_of(one(docs(render(tools, helm_env, *(f"actions.{a}.enabled=false" for a in
-                                                              ("postgres", "mongo", "redis", "http", "idempotency")))), "ClusterRole"))
+                                                              ("postgres", "mongo", "redis", "http", "idempotency")))), "ClusterRole", "remedy"))
     assert grants - no_secrets == {("", "secrets", "get")}
 
     ns = docs(render(tools, helm_env, *NAMESPACED_MODE))
@@ -317,7 +317,7 @@ def test_helm_install_cluster_wide_and_namespaced(control_plane: ControlPlane, t
     for crd in ("remediations.remedy.dev", "remediationpolicies.remedy.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
         get_json(cp, "crd", crd)
     installed = get_json(cp, "clusterrole", "cw-remedy")
-    assert rules_of(installed) == rules_of(one(docs(render(tools, helm_env, release="cw", namespace="helm-cw")), "ClusterRole"))
+    assert rules_of(installed) == rules_of(one(docs(render(tools, helm_env, release="cw", namespace="helm-cw")), "ClusterRole", "cw-remedy"))
     dep = get_json(cp, "deployment", "cw-remedy", "-n", "helm-cw")
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
@@ -391,10 +391,12 @@ LP_NS, LP_RELEASE, LP_PEERING = "remedy-lp", "lp", "remedy-lp"
 def apply_rbac_from_chart(cp: ControlPlane, tools: dict[str, Path], helm_env: dict[str, str], *sets: str) -> dict[str, Any]:
     """Apply only what the operator's identity needs from the rendered chart: SA, ClusterRole(+Binding), peering."""
     objs = docs(render(tools, helm_env, f"peering.name={LP_PEERING}", *sets, release=LP_RELEASE, namespace=LP_NS))
-    wanted = [o for o in objs if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")]
+    # The operator's own ClusterRole (the chart's ClusterRoles for people are named "<fullname>:...").
+    wanted = [o for o in objs if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")
+              and ":" not in o["metadata"]["name"]]
     assert len(wanted) == 4
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(wanted))
-    return one(objs, "ClusterRole")
+    return one(objs, "ClusterRole", f"{LP_RELEASE}-remedy")
 
 
 @pytest.fixture
