@@ -52,7 +52,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-GROUP, VERSION = "remedy.dev", "v1alpha1"
+from remedy.constants import GROUP, VERSION  # noqa: E402 - after the path setup above
+from remedy_devenv import testkit  # noqa: E402
+from remedy_devenv.testkit import free_port  # noqa: E402
 RESULTS = REPO / "bench" / "results"
 STORM_FINGERPRINTS = 100
 STORM_BATCH = 50
@@ -101,14 +103,6 @@ def iso_ms(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http_ok(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -118,13 +112,7 @@ def http_ok(url: str) -> dict[str, Any] | None:
 
 
 def wait_for(fn: Any, timeout: float, what: str, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(interval)
-    raise BenchError(f"timed out after {timeout:.0f}s: {what}")
+    return testkit.wait_for(fn, timeout, what, interval, error=BenchError)
 
 
 def log(msg: str) -> None:
@@ -316,15 +304,11 @@ class Env:
 
 
 def alert(fp: str, alertname: str, starts: str, instance: str) -> dict[str, Any]:
-    return {"status": "firing", "labels": {"alertname": alertname, "instance": instance, "severity": "page"},
-            "annotations": {"summary": "bench"}, "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus/graph", "fingerprint": fp}
+    return testkit.alert(fp, starts=starts, alertname=alertname, annotations={"summary": "bench"},
+                         instance=instance, severity="page")
 
 
-def payload(alerts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing", "receiver": "remedy",
-            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager",
-            "alerts": alerts}
+payload = testkit.alert_payload
 
 
 async def paced(n: int, rate: float, send: Any) -> list[Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -29,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+from remedy.constants import GROUP, VERSION
+from remedy_devenv.testkit import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
-GROUP, VERSION = "remedy.dev", "v1alpha1"
 FINAL = {"Succeeded", "Failed", "Skipped"}
 
 
@@ -144,16 +144,6 @@ def run_load(kubeconfig: Path, n: int, p: int, log_dir: Path, workers: int = 8, 
     return result
 
 
-def _free_ports(k: int) -> list[int]:
-    socks = [socket.socket() for _ in range(k)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", "--remediations", type=int, default=2000)
@@ -168,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     cp = None
     kubeconfig = args.kubeconfig
     if kubeconfig is None:
-        etcd, peer, apiport, kcm = _free_ports(4)
+        etcd, peer, apiport, kcm = free_ports(4)
         cp = ControlPlane(state_dir=tmp / "cluster", etcd_port=etcd, etcd_peer_port=peer, apiserver_port=apiport,
                           controller_manager_port=kcm, fake_kubelet=False)
         cp.start(timeout=240)

@@ -35,7 +35,8 @@ from typing import IO, Any, ClassVar
 
 import yaml
 
-HOST = "127.0.0.1"
+from .testkit import HOST
+from .testkit import free_port as free_port  # re-exported: tests import it from here
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "remedy" / "run" / "services"
 
 ScrapeConfig = tuple[str, Sequence[str]]
@@ -43,13 +44,6 @@ ScrapeConfig = tuple[str, Sequence[str]]
 
 class ServiceError(RuntimeError):
     """A managed server failed to start, stop or answer."""
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port (racy by nature; callers retry on bind failure)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def _http(method: str, url: str, timeout: float = 2.0) -> tuple[int, bytes]:

@@ -21,7 +21,7 @@ from kubernetes import client
 
 from remedy_devenv.cluster import ControlPlane, locate_binaries
 from remedy_devenv.operator import OperatorProcess
-from tests.e2e.test_lifecycle import make_deployment
+from tests.fixtures.helpers import make_deployment, wait_for
 from tests.fixtures.operator import GROUP, VERSION, condition, create_rem, get_rem, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -53,17 +53,6 @@ def create_policy(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
 
 def get_policy(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
     return get_rem(api, ns, name, plural="remediationpolicies")
-
-
-def eventually(fn: Any, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
 
 
 def test_list_table_json_and_all_namespaces(control_plane: ControlPlane, kube_admin: client.ApiClient,
@@ -139,7 +128,7 @@ def test_approve_describe_and_report(control_plane: ControlPlane, kube_admin: cl
     assert get_rem(kube_admin, namespace, "needs-ok")["metadata"]["annotations"]["remedy.dev/approved-by"] == "admin"
 
     # Events are posted asynchronously by kopf: wait until describe's timeline shows them.
-    described = eventually(lambda: (lambda o: o if "Started" in o and "Accepted" in o else None)(
+    described = wait_for(lambda: (lambda o: o if "Started" in o and "Accepted" in o else None)(
         ok(remedy(control_plane, "describe", "needs-ok", "-n", namespace))), what="events in describe")
     assert "Phase:              Succeeded" in described
     assert "Approved By:        admin" in described

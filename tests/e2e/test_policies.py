@@ -21,6 +21,7 @@ from remedy_devenv.demoapp import DemoProcess
 from remedy_devenv.operator import OperatorProcess
 from remedy_devenv.rollout_bridge import RolloutBridge
 from remedy_devenv.services import AlertmanagerServer, PrometheusServer, free_port
+from tests.fixtures.helpers import alert, alert_payload
 from tests.fixtures.helpers import http_json as _http
 from tests.fixtures.helpers import wait_for as _wait
 from tests.fixtures.operator import GROUP, VERSION, condition, make_namespace, wait_phase
@@ -109,15 +110,7 @@ def policy_condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return condition(obj, type_)
 
 
-def alert(fp: str, status: str = "firing", starts: str = "2026-11-23T10:00:00Z", alertname: str = "Storm", **labels: str) -> dict[str, Any]:
-    return {"status": status, "labels": {"alertname": alertname, **labels}, "annotations": {},
-            "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else starts,
-            "generatorURL": "http://prom/graph", "fingerprint": fp}
-
-
-def payload(alerts: list[dict[str, Any]], status: str = "firing") -> dict[str, Any]:
-    return {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": status, "receiver": "remedy",
-            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am", "alerts": alerts}
+payload = alert_payload  # the webhook body: remedy_devenv.testkit
 
 
 def test_runbook_000_lock_wait_alert_purges_stale_keys_without_a_person(stack: Stack) -> None:

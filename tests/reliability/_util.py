@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from remedy_devenv import testkit
 
 from tests.fixtures.helpers import wait_for
 from tests.fixtures.operator import GROUP, REPO, VERSION
@@ -63,46 +63,13 @@ def get_policy(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
 
 
 def make_deployment(api: client.ApiClient, ns: str, name: str, replicas: int = 0, memory: str = "128Mi") -> None:
-    client.AppsV1Api(api).create_namespaced_deployment(ns, {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
-                     {"name": "app", "image": "example/app:1",
-                      "resources": {"limits": {"memory": memory}, "requests": {"memory": "64Mi"}}}]}}}})
+    """Scaled to 0 by default: the suite's workloads need no pods."""
+    testkit.make_deployment(api, ns, name, replicas=replicas, memory=memory)
 
 
-def http(method: str, url: str, body: Any = None, token: str | None = None, raw: bytes | None = None,
-         timeout: float = 10.0, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            text = r.read()
-            return r.status, _json(text)
-    except urllib.error.HTTPError as e:
-        return e.code, _json(e.read())
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return raw.decode(errors="replace")
-
-
-def alert(fp: str, status: str = "firing", starts: str = "2026-11-23T10:00:00Z", alertname: str = "Rel",
-          **labels: str) -> dict[str, Any]:
-    return {"status": status, "labels": {"alertname": alertname, **labels}, "annotations": {},
-            "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else starts,
-            "generatorURL": "http://prom/graph", "fingerprint": fp}
-
-
-def payload(alerts: list[dict[str, Any]], status: str = "firing") -> dict[str, Any]:
-    return {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": status, "receiver": "remedy",
-            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
-            "alerts": alerts}
+http = testkit.http_json
+payload = testkit.alert_payload
+alert = functools.partial(testkit.alert, alertname="Rel")
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +23,8 @@ from kubernetes import client
 from remedy_devenv.audit import AuditCounter
 from remedy_devenv.cluster import OPERATOR_USER, ControlPlane
 from remedy_devenv.operator import OperatorProcess
-from remedy_devenv.services import AlertmanagerServer, PostgresServer, PrometheusServer, RedisServer, free_port
+from remedy_devenv.services import AlertmanagerServer, PostgresServer, PrometheusServer, RedisServer
+from remedy_devenv.testkit import free_port, free_ports
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.operator import REPO, create_rem, get_rem, make_namespace, wait_phase
 
@@ -152,18 +152,8 @@ def test_data_plane_outages_wait_and_recover(kube_admin: client.ApiClient, opera
         client.CoreV1Api(kube_admin).delete_namespace(ns)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_apiserver_outage_operator_survives_and_loses_nothing(tmp_path: Path) -> None:
-    etcd, peer, apiport, kcm = _free_ports(4)
+    etcd, peer, apiport, kcm = free_ports(4)
     cp = ControlPlane(state_dir=tmp_path / "cluster", etcd_port=etcd, etcd_peer_port=peer, apiserver_port=apiport,
                       controller_manager_port=kcm, fake_kubelet=False)
     cp.start(timeout=240)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,17 +24,10 @@ from kubernetes import client
 
 from remedy_devenv.cluster import ControlPlane
 from remedy_devenv.operator import OperatorProcess
+from remedy_devenv.testkit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "s13"
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 @dataclass

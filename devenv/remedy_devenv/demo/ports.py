@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
+from ..testkit import free_port
+
 # docs/ports.md: name -> (env override, default)
 PORTS: dict[str, tuple[str | None, int]] = {
     "etcd": ("REMEDY_ETCD_PORT", 23790),
@@ -33,12 +35,6 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def choose_ports() -> tuple[dict[str, int], list[str]]:
