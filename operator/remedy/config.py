@@ -17,6 +17,9 @@ def _float(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class Settings:
     prometheus_url: str | None = field(default_factory=lambda: os.environ.get("REMEDY_PROMETHEUS_URL"))
+    # Alertmanager API v2 (spec.silence, spec.holdWhile); unset: silences are not created and
+    # holdWhile holds every start (fail closed).
+    alertmanager_url: str | None = field(default_factory=lambda: os.environ.get("REMEDY_ALERTMANAGER_URL"))
     webhook_host: str = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_HOST", "127.0.0.1"))
     webhook_port: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_PORT", 18080))
     webhook_token_file: str | None = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_TOKEN_FILE"))

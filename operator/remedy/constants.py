@@ -45,6 +45,10 @@ ANN_MODE: Final = f"{GROUP}/mode"
 ANN_MODE_SINCE: Final = f"{GROUP}/mode-since"
 ANN_REFIRED_AT: Final = f"{GROUP}/refired-at"
 ANN_CLEARED_AT: Final = f"{GROUP}/alert-cleared-at"
+# On children of a policy with spec.silence: the rendered silence to create while the child
+# runs, and the Alertmanager silence id once created.
+ANN_SILENCE: Final = f"{GROUP}/silence"
+ANN_SILENCE_ID: Final = f"{GROUP}/silence-id"
 # Episodes (issue 12): a firing after a seen resolve is a new episode even when the sender keeps
 # startsAt. The child of episode n > 0 carries its number; a child whose alert resolved is
 # stamped, so the next firing of the same (fingerprint, startsAt) creates the next episode.
@@ -72,5 +76,6 @@ LABEL_NAMES: Final = (LABEL_POLICY, LABEL_FIRING, LABEL_STEP, LABEL_TARGET)
 ANNOTATION_NAMES: Final = (
     ANN_FINGERPRINT, ANN_STARTS_AT, ANN_LABELS, ANN_TARGET, ANN_APPROVED_BY, ANN_RESUMED_AT,
     ANN_RESTARTED_BY, ANN_FAULT_INJECT, ANN_MODE, ANN_MODE_SINCE, ANN_REFIRED_AT, ANN_CLEARED_AT,
+    ANN_SILENCE, ANN_SILENCE_ID,
     ANN_EPISODE, ANN_RESOLVED_AT,
 )

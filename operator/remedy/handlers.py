@@ -28,6 +28,9 @@ from .engine.authz import Guard
 from .engine.lifecycle import Engine
 from .redaction import RedactingRecorder, RedactingStore, install_log_filter
 from .engine.policy import PolicyEngine
+from .clients.alertmanager import Alertmanager as AlertmanagerClient
+from .engine.holds import Holds
+from .engine.silences import SilenceKeeper
 from .errors import RetryableError
 from .observability import MetricsObserver, serve_metrics
 from .triggers import alertmanager, prometheus
@@ -135,6 +138,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.policies.refresh_requested = asyncio.Queue()
     memo.index = PolicyIndex()
     memo.background = [asyncio.create_task(_refresh_loop(memo.policies, logger))]
+    memo.silences = None
+    if cfg.alertmanager_url:  # spec.silence and spec.holdWhile talk to Alertmanager's API v2
+        am = AlertmanagerClient(cfg.alertmanager_url)
+        memo.policies.holds = Holds(am)
+        memo.silences = SilenceKeeper(memo.kube, am, ApiRecorder(memo.kube))
+        memo.background.append(asyncio.create_task(_silence_sweeper(memo.silences, logger)))
     if cfg.webhook_port:
         app = alertmanager.make_app(memo.policies, memo.index, alertmanager.TokenSource(cfg.webhook_token_file),
                                     cfg.webhook_max_body, require_token=cfg.webhook_token_file is not None,
@@ -168,6 +177,18 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runner = getattr(memo, "webhook", None)
     if runner is not None:
         await runner.cleanup()
+
+
+async def _silence_sweeper(keeper: SilenceKeeper, logger: logging.Logger) -> None:
+    """Expire remedy's silences whose child is final or gone: at startup (after a crash) and
+    every REMEDY_SILENCE_SWEEP_SECONDS."""
+    interval = float(os.environ.get("REMEDY_SILENCE_SWEEP_SECONDS", "30"))
+    while True:
+        try:
+            await keeper.sweep()
+        except Exception as exc:  # noqa: BLE001 - Alertmanager down: try again next round
+            logger.warning("silence sweep failed: %s", exc)
+        await asyncio.sleep(interval)
 
 
 async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger) -> None:
@@ -231,6 +252,8 @@ async def poll_prometheus(namespace: str, name: str, memo: kopf.Memo, stopped: k
 @kopf.on.event(GROUP, VERSION, "remediations", labels={LABEL_POLICY: kopf.PRESENT})
 async def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, type: str | None = None, **_: Any) -> None:
     memo.policies.observe_child(dict(body), type)
+    if memo.silences is not None:
+        await memo.silences.on_child(dict(body), type)
     phase = (body.get("status") or {}).get("phase")
     if phase in ("Succeeded", "Failed", "Skipped"):
         await memo.policies.refresh_requested.put((namespace, body["metadata"]["labels"][LABEL_POLICY]))

@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field
 from ..constants import API_VERSION, POLICIES
 from .autonomy import Mode, Promotion, TrackRecord
 from .common import ApiModel, Condition, CrdRoot, Duration, exactly_one_field, preserve_unknown, printer_column
+from .holds import HoldWhile, SilenceSpec, Window
 from .remediation import Approval, PromQLVerify
 
 
@@ -78,6 +79,9 @@ class RemediationPolicySpec(ApiModel):
     max_mode: Mode = Field(default="auto", description="Promotion never goes past this mode.")
     ineffective_within: Duration = Field(default="30m", description="A succeeded run whose alert fingerprint fires again this soon counts as ineffective.")
     promotion: Promotion | None = None
+    silence: SilenceSpec | None = Field(default=None, description="An Alertmanager silence while each child runs.")
+    hold_while: HoldWhile | None = Field(default=None, description="Do not start while other alerts fire or a maintenance silence matches.")
+    windows: list[Window] = Field(default_factory=list, max_length=32, description="Start children only inside one of these windows (empty: any time).")
 
 
 class PolicyCounters(ApiModel):
@@ -90,6 +94,8 @@ class PolicyCounters(ApiModel):
     blocked_rate: int = 0
     blocked_concurrency: int = 0
     blocked_paused: int = 0
+    blocked_hold: int = Field(default=0, description="Starts held by spec.holdWhile (or Alertmanager unreachable while it is set).")
+    blocked_window: int = Field(default=0, description="Starts outside spec.windows.")
 
 
 class RemediationPolicyStatus(ApiModel):

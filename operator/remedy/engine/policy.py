@@ -37,6 +37,7 @@ from ..constants import (
     ANN_LABELS,
     ANN_RESOLVED_AT,
     ANN_RESUMED_AT,
+    ANN_SILENCE,
     ANN_STARTS_AT,
     ANN_TARGET,
     API_VERSION,
@@ -55,6 +56,7 @@ from ..errors import InvalidSpecError, RetryableError
 from .. import rfc3339
 from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
 from . import authz, autonomy
+from .holds import Holds, silence_annotation
 from .conditions import get_condition, set_condition
 from .lifecycle import Recorder, Store
 from .templating import render
@@ -110,6 +112,7 @@ class PolicyEngine:
         self.kube = store
         self.recorder = recorder
         self.registry = registry
+        self.holds = Holds()  # spec.windows / spec.holdWhile; the operator gives it its Alertmanager
         self._known: OrderedDict[str, None] = OrderedDict()
         self._known_capacity = known_capacity
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -217,11 +220,16 @@ class PolicyEngine:
                 if spec.promotion is None:
                     self._queue_refresh(key)
                 else:
-                    try:
-                        fresh = await self._refresh(fresh, key)
-                        status = fresh.get("status") or {}
-                    except RetryableError:
-                        self._queue_refresh(key)
+                    for _ in range(3):
+                        try:
+                            fresh = await self._refresh(fresh, key)
+                            break
+                        except RetryableError as exc:
+                            if exc.reason != "Conflict":
+                                self._queue_refresh(key)
+                                break
+                            fresh = await self.kube.get_object(POLICIES, ns, name) or fresh
+                    status = fresh.get("status") or {}
             now = time.time()
             active = [c for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
             # The refresh loop writes the Paused condition about once a second; within a burst,
@@ -246,6 +254,9 @@ class PolicyEngine:
                            and (rfc3339.epoch(c["metadata"].get("creationTimestamp")) or 0) > now - cooldown]
             if cooldown and recent_same:
                 return self._block(fresh, "cooldown", f"{target} was remediated less than {spec.guards.cooldown} ago")
+            held = await self.holds.check(spec, firing.fingerprint, firing.labels, _variables(firing, name))
+            if held is not None:
+                return self._block(fresh, *held)
             body = self._child_body(fresh, spec, cname, action, target, target_hash, firing, step=0)
             if episode:
                 body["metadata"]["annotations"][ANN_EPISODE] = str(episode)
@@ -342,6 +353,8 @@ class PolicyEngine:
         # On behalf of the policy's author as the API server recorded it (engine/authz.py); the
         # admission policy lets only the operator set this, and only on a policy's child.
         annotations.update(authz.on_behalf_of(policy))
+        if spec.silence is not None:
+            annotations[ANN_SILENCE] = silence_annotation(spec.silence, _variables(firing, meta["name"]))
         pst = policy.get("status") or {}
         autonomy.apply_mode(child_spec, annotations, autonomy.effective_mode(spec, pst),
                             pst.get("modeSince") if pst.get("modeBase") == spec.mode else None)
