@@ -29,6 +29,9 @@ def forms(value: str) -> set[str]:
 
 
 def leaks(text: str, value: str) -> list[str]:
+    # The redaction marker is not secret content: it must not pair up with a short remainder
+    # (say "<redacted>" + 7 chars) into an 8-character "fragment".
+    text = text.replace("<redacted>", "\x01")
     found = []
     for f in forms(value):
         if len(f) < MIN:
