@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO / "operator"))
 from remedy.constants import GROUP, VERSION  # noqa: E402 - after the path setup above
 from remedy_devenv import testkit  # noqa: E402
 from remedy_devenv.testkit import free_port  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 STORM_FINGERPRINTS = 100
 STORM_BATCH = 50

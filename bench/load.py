@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+
 from remedy.constants import GROUP, VERSION
 from remedy_devenv.testkit import free_ports
 

@@ -13,7 +13,6 @@ Run as a script: `python -m remedy_devenv.services up|down|status [NAME...]`.
 from __future__ import annotations
 
 import argparse
-import grp
 import hashlib
 import json
 import os
@@ -37,6 +36,7 @@ import yaml
 
 from .testkit import HOST
 from .testkit import free_port as free_port  # re-exported: tests import it from here
+
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "remedy" / "run" / "services"
 
 ScrapeConfig = tuple[str, Sequence[str]]
@@ -381,7 +381,7 @@ class PostgresServer(ManagedProcess):
                     _pg_bin("initdb"), "-D", str(self.data_dir), "-U", self.superuser,
                     "--pwfile", str(pwfile), "--auth=scram-sha-256", "-E", "UTF8",
                     "--locale=C", "--no-sync", "--no-instructions",
-                ]),  # fmt: skip
+                ]),
                 cwd=self.base_dir, capture_output=True, text=True, check=False,
             )
         finally:
@@ -807,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pid = server.pid()
             if pid is None:
                 rc = 3
-            print(f"{name}: {'running (pid %d)' % pid if pid else 'stopped'} {_shown(server)} log={server.log_file}")
+            print(f"{name}: {f'running (pid {pid})' if pid else 'stopped'} {_shown(server)} log={server.log_file}")
     return rc
 
 

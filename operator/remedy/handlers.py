@@ -15,24 +15,24 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 
-from .constants import ANN_FAULT_INJECT, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_POLICY, VERSION
 from .actions.base import ActionContext
 from .actions.registry import REGISTRY
-from .clients.kube import KubeClient
-from .config import Settings, load
 from .clients.access_review import AccessReviewer
+from .clients.alertmanager import Alertmanager as AlertmanagerClient
 from .clients.connectors import Connectors
 from .clients.egress import EgressPolicy
 from .clients.egress import session_factory as egress_session_factory
+from .clients.kube import KubeClient
+from .config import Settings, load
+from .constants import ANN_FAULT_INJECT, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_POLICY, VERSION
 from .engine.authz import Guard
-from .engine.lifecycle import Engine
-from .redaction import RedactingRecorder, RedactingStore, install_log_filter
-from .engine.policy import PolicyEngine
-from .clients.alertmanager import Alertmanager as AlertmanagerClient
 from .engine.holds import Holds
+from .engine.lifecycle import Engine
+from .engine.policy import PolicyEngine
 from .engine.silences import SilenceKeeper
 from .errors import RetryableError
 from .observability import MetricsObserver, serve_metrics
+from .redaction import RedactingRecorder, RedactingStore, install_log_filter
 from .triggers import alertmanager, prometheus
 from .triggers.index import PolicyIndex
 

@@ -138,7 +138,7 @@ def test_approve_describe_and_report(control_plane: ControlPlane, kube_admin: cl
     assert "from: 1" in plan and "to: 3" in plan
     timeline = described.split("\nTimeline:\n", 1)[1].splitlines()
     assert timeline[0].split() == ["TIME", "SOURCE", "WHAT"]
-    whats = [line for line in timeline[1:]]
+    whats = timeline[1:]
     assert "Remediation created" in whats[0]
     idx = {key: next(i for i, line in enumerate(whats) if key in line)
            for key in ("Remediation created", "AwaitingApproval", "execution started", "completed: Succeeded")}

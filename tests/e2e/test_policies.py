@@ -138,7 +138,7 @@ def test_runbook_000_lock_wait_alert_purges_stale_keys_without_a_person(stack: S
     states = {i["key"]: i["state"] for i in recent["items"]}
     assert not any(k.startswith("order-") for k in states), states
     assert sum(1 for k in states if k.startswith("fresh-")) == 2
-    assert "runbook 000: idempotency lock wait p95 high" == done["spec"]["reason"]
+    assert done["spec"]["reason"] == "runbook 000: idempotency lock wait p95 high"
     pol = _wait(lambda: (p := get_policy(stack.api, stack.ns, "idem-stuck-locks")).get("status", {}).get("counters", {}).get("succeeded") == 1 and p, 30, "policy counters")
     assert pol["status"]["counters"]["created"] == 1
     assert policy_condition(pol, "Ready")["status"] == "True"

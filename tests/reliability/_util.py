@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from remedy_devenv import testkit
 
+from remedy_devenv import testkit
 from tests.fixtures.helpers import wait_for
 from tests.fixtures.operator import GROUP, REPO, VERSION
 

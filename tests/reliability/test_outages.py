@@ -28,8 +28,20 @@ from remedy_devenv.testkit import free_port, free_ports
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.operator import REPO, create_rem, get_rem, make_namespace, wait_phase
 
-from ._util import (FINAL, all_final, cond, create_policy, create_secret, get_policy, http, list_rems, make_deployment,
-                    phase, record, wait_for)
+from ._util import (
+    FINAL,
+    all_final,
+    cond,
+    create_policy,
+    create_secret,
+    get_policy,
+    http,
+    list_rems,
+    make_deployment,
+    phase,
+    record,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.services, pytest.mark.reliability, pytest.mark.slow,
               pytest.mark.timeout(540)]

@@ -38,7 +38,7 @@ def test_the_grep_would_see_a_stray_literal() -> None:
 
 def test_remedy_reexports_group_and_version() -> None:
     assert (remedy.GROUP, remedy.VERSION) == (constants.GROUP, constants.VERSION)
-    assert constants.API_VERSION == f"{remedy.GROUP}/{remedy.VERSION}"
+    assert f"{remedy.GROUP}/{remedy.VERSION}" == constants.API_VERSION
 
 
 @pytest.mark.parametrize("text", ["2026-01-02T03:04:05Z", "2026-01-02T03:04:05z", "2026-01-02T03:04:05+00:00",

@@ -52,7 +52,7 @@ def summary(outcomes: Sequence[Outcome]) -> None:
              for o in outcomes]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for i, r in enumerate(rows):
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), flush=True)
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), flush=True)
         if i == 0:
             print("  " + "  ".join("-" * w for w in widths), flush=True)
     ok = sum(o.ok for o in outcomes)

@@ -29,12 +29,10 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity as _parse_quantity
 
-from ..api.workload import DeploymentRef, RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload, WorkloadRef
 from ..api.common import parse_duration
-from ..constants import ANN_RESTARTED_BY
-from ..errors import InvalidSpecError, OverCapError, PermanentError, SkipError, TargetNotFoundError
-from ..constants import FIELD_MANAGER
-from ..errors import RetryableError
+from ..api.workload import DeploymentRef, RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload, WorkloadRef
+from ..constants import ANN_RESTARTED_BY, FIELD_MANAGER
+from ..errors import InvalidSpecError, OverCapError, PermanentError, RetryableError, SkipError, TargetNotFoundError
 from .base import ActionContext, ActionDef, Applied, CannotTell, Evidence, NotApplied, Observation
 
 RESTART_ANNOTATION = ANN_RESTARTED_BY

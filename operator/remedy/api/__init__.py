@@ -16,11 +16,11 @@ from .remediation import (
 )
 
 __all__ = [
-    "ApiModel",
-    "ActionSpec",
     "CONDITION_TYPES",
-    "Condition",
     "FINAL_PHASES",
+    "ActionSpec",
+    "ApiModel",
+    "Condition",
     "Remediation",
     "RemediationPolicy",
     "RemediationPolicySpec",

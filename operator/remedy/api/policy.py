@@ -22,7 +22,7 @@ from ..constants import API_VERSION, POLICIES
 from .autonomy import Mode, Promotion, TrackRecord
 from .common import ApiModel, Condition, CrdRoot, Duration, exactly_one_field, preserve_unknown, printer_column
 from .holds import HoldWhile, SilenceSpec, Window
-from .remediation import Approval, PromQLVerify
+from .remediation import PromQLVerify
 
 
 class PrometheusTrigger(ApiModel):

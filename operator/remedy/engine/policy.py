@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .. import rfc3339
 from ..actions.base import ActionDef
 from ..api.common import now_rfc3339, now_rfc3339_ms, parse_duration
 from ..api.policy import RemediationPolicySpec
@@ -53,12 +54,11 @@ from ..constants import (
     VERSION,
 )
 from ..errors import InvalidSpecError, RetryableError
-from .. import rfc3339
 from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
 from . import authz, autonomy
-from .holds import Holds, silence_annotation
 from .conditions import get_condition, set_condition
-from .lifecycle import Recorder, Store
+from .holds import Holds, silence_annotation
+from .lifecycle import Recorder
 from .templating import render
 
 log = logging.getLogger("remedy.policy")

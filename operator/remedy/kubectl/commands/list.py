@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from ...constants import GROUP, REMEDIATIONS
 from ..client import Kube
 from ..command import Command, namespace, output
-from ..render import age, duration_text, dump, meta, phase_of, reason_of, table
+from ..render import age, dump, duration_text, meta, phase_of, reason_of, table
 
 
 def run(kube: Kube, args: argparse.Namespace) -> int:
