@@ -13,6 +13,19 @@ from ..render import meta, phase_of
 
 
 def default_approver(kube: Kube) -> str:
+    """Who the API server says this kubeconfig is (SelfSubjectReview): the admission policy
+    accepts only that name as approver. The kubeconfig user entry, then $USER, if it cannot ask."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        review = client.AuthenticationV1Api(kube.api).create_self_subject_review(client.V1SelfSubjectReview())
+        name = review.status.user_info.username if review.status and review.status.user_info else None
+        if name:
+            return str(name)
+    except (ApiException, OSError, HTTPError):
+        pass
     return kube.user or os.environ.get("USER") or getpass.getuser()
 
 
@@ -36,7 +49,8 @@ def run(kube: Kube, args: argparse.Namespace) -> int:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--by", default=None, help="approver recorded on the object (default: kubeconfig user, then $USER)")
+    parser.add_argument("--by", default=None, help="approver recorded on the object; the API server accepts only your own user name "
+                        "(default: who the API server says you are, else the kubeconfig user, then $USER)")
 
 
 COMMAND = Command("approve", "approve a Remediation that is AwaitingApproval", run, "Remediation", _arguments)
