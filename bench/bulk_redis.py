@@ -205,8 +205,8 @@ def bench(n: int, rounds: int, seed: int) -> dict[str, Any]:
         server.start(timeout=60)
         try:
             r = redis.Redis(host=server.host, port=server.port, decode_responses=True)
-            purge: dict[str, list[Any]] = {"floor_s": [], "remedy_s": [], "remedy_runs": []}
-            prefix: dict[str, list[Any]] = {"floor_s": [], "remedy_s": [], "remedy_runs": []}
+            purge: dict[str, Any] = {"floor_s": [], "remedy_s": [], "remedy_runs": []}
+            prefix: dict[str, Any] = {"floor_s": [], "remedy_s": [], "remedy_runs": []}
             checks: dict[str, bool] = {}
             stale = 0
             for rnd in range(rounds):

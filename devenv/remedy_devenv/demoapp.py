@@ -359,10 +359,19 @@ class Gateway:
     async def idem_recent(self, request: web.Request) -> web.Response:
         require_bearer(request, self.token)
         items = [i for i in await self.store.items() if self._tenant_ok(request, i)]
-        items.sort(key=lambda i: str(i.get("updated_at") or i.get("stored_at") or ""),
-                   reverse=True)
         limit = int(request.query.get("limit", "1000"))
-        return web.json_response({"items": items[:limit]})
+        cursor = request.query.get("cursor")
+        if cursor is None and len(items) <= limit:
+            items.sort(key=lambda i: str(i.get("updated_at") or i.get("stored_at") or ""),
+                       reverse=True)
+            return web.json_response({"items": items})
+        # Paged: key order and a key cursor, so records deleted between pages (a purge walking
+        # the listing) never shift a later page the way an offset would.
+        page = sorted((i for i in items if cursor is None or str(i["key"]) > cursor), key=lambda i: str(i["key"]))
+        body: dict[str, Any] = {"items": page[:limit]}
+        if len(page) > limit:
+            body["nextCursor"] = str(page[limit - 1]["key"])
+        return web.json_response(body)
 
     async def _owned(self, request: web.Request) -> dict[str, Any]:
         require_bearer(request, self.token)

@@ -8,6 +8,7 @@ exercised on a server that shares no code with the demo.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -163,6 +164,23 @@ async def test_http_nothing_stale_is_skipped(demo: Demo) -> None:
     assert info.value.reason == "NothingToDo"
 
 
+async def test_http_paged_listing_and_bounded_evidence(demo: Demo) -> None:
+    stale = set(await demo.inject(count=1200, stale=True, tenant="t1", prefix="p-"))
+    fresh = set(await demo.inject(count=1300, stale=False, tenant="t1", prefix="p-"))
+    ctx, p = make_ctx(SECRETS), PURGE_IDEMPOTENCY_KEYS.params.model_validate(
+        http_params(demo.base, maxKeys=5000, http={"pageSize": 300, "concurrency": 6}))
+    plan = await PURGE_IDEMPOTENCY_KEYS.plan(ctx, p)
+    assert plan["scanned"] == 2500 and plan["stale"] == 1200  # more than one page of 300 was walked
+    assert len(plan["keys"]) == 20 and plan["keysComplete"] is False
+    result = await PURGE_IDEMPOTENCY_KEYS.execute(ctx, p, plan)
+    assert result["purgedCount"] == 1200 and len(result["purged"]) == 20
+    assert result["drift"] == {"sameSet": True, "planned": 1200, "acted": 1200, "difference": 0}
+    assert len(json.dumps(plan)) + len(json.dumps(result)) < 16 * 1024
+    # the witness: the demo's own record of DELETEs and what it still stores
+    assert set(demo.gateway.deleted_keys) == stale and len(demo.gateway.deleted_keys) == 1200
+    assert {i["key"] for i in await demo.gateway.store.items()} == fresh
+
+
 # --- http backend against a server that is not the demo ----------------------------------
 
 
@@ -173,6 +191,7 @@ class CustomAdmin:
         self.records: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.mode = "list"
+        self.in_flight = self.max_in_flight = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -201,6 +220,12 @@ class CustomAdmin:
 
     async def delete(self, request: web.Request) -> web.Response:
         self._log(request)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)  # long enough for concurrent requests to overlap
+        finally:
+            self.in_flight -= 1
         if self.records.pop(request.match_info["key"], None) is None:
             return web.json_response({"error": "nope"}, status=404)
         return web.json_response({"deleted": True})
@@ -241,6 +266,16 @@ async def test_custom_field_map_bare_list_and_encoded_keys(custom: tuple[CustomA
     paths = [path for method, path, _ in admin.requests if method == "DELETE"]
     assert "/admin/idempotency/orders%2F42%20retry%3F%231" in paths
     assert all(h.get("X-Tenant") == "acme" for _, _, h in admin.requests)
+
+
+async def test_http_deletes_run_concurrently_but_bounded(custom: tuple[CustomAdmin, str]) -> None:
+    admin, base = custom
+    now = time.time()
+    admin.records = {f"k{i}": {"key": f"k{i}", "tenant": "t", "state": "in_progress", "lock_expires_at": now - 600}
+                     for i in range(40)}
+    plan, result = await run_action(PURGE_IDEMPOTENCY_KEYS, make_ctx(SECRETS), http_params(base, maxKeys=100, http={"concurrency": 4}))
+    assert result is not None and result["purgedCount"] == 40 and admin.records == {}
+    assert admin.max_in_flight == 4, admin.max_in_flight  # counted by the server: overlapping, never more than 4
 
 
 async def test_unexpected_body_and_5xx(custom: tuple[CustomAdmin, str]) -> None:

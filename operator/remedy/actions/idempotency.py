@@ -54,7 +54,7 @@ from ..errors import (
     SkipError,
 )
 from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
-from .idempotency_redis import StaleScan, stale_pass
+from .idempotency_redis import StaleScan, iter_stale, stale_pass
 from .keyset import KeySetTally, drift
 from .redis_keys import key_name, open_redis
 # Why a stale-looking record was not selected; counted in plan evidence so an empty plan explains itself.
@@ -596,6 +596,29 @@ async def purge_observe(ctx: ActionContext, p: PurgeIdempotencyKeys, plan: Evide
     if left == 0:
         return Applied("no stale idempotency lock matches the rule any more")
     return NotApplied(f"{left}{'+' if left > 1 else ''} stale lock(s) still match; execute re-derives and re-checks each key")
+
+
+async def iter_stale_keys(ctx: ActionContext, p: PurgeIdempotencyKeys) -> AsyncIterator[str]:
+    """Every key the rule selects now (re-derived, never stored): ``kubectl remedy describe --keys``."""
+    _check_backend(p)
+    if p.backend == "redis":
+        assert p.redis is not None
+        async with open_redis(ctx, p.redis.connection) as session:
+            try:
+                async for redis_key, record_key in iter_stale(session, p, p.redis):
+                    yield redis_key if redis_key == record_key else f"{redis_key}\t{record_key}"
+            except rexc.RedisError as exc:
+                raise session.error(exc, doing=f"scanning {p.redis.pattern}", changed=False) from None
+        return
+    assert p.http is not None
+    token = await ctx.secret(p.http.token_secret_ref)
+    async with AdminApi(ctx, p.http, token) as api:
+        async for items in api.pages(changed=lambda: False):
+            now = datetime.now(UTC)
+            for item in items:
+                key = item.get(p.field_map.key) if isinstance(item, dict) else None
+                if isinstance(key, str) and key and judge(item, key, p, now).stale:
+                    yield key
 
 
 PURGE_IDEMPOTENCY_KEYS = ActionDef(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,7 @@ def _args(p: PurgeIdempotencyKeys, cfg: IdempotencyRedisBackend, mode: str, now:
 
 def _take(scan: StaleScan, reply: Any, now: float) -> str:
     """Fold one script reply into the pass; returns the next cursor."""
-    cursor, scanned, counts, n, capped, sample, d1, d2, oldest, newest, tenants = reply
+    cursor, scanned, counts, n, capped, sample, digest, oldest, newest, tenants = reply
     scan.scanned += int(scanned)
     for reason, count in zip(REASONS, counts):
         if int(count):
@@ -73,7 +74,7 @@ def _take(scan: StaleScan, reply: Any, now: float) -> str:
         if replay is not None and replay is not False:
             entry["replayCount"] = int(replay)
         entries.append(entry)
-    scan.tally.merge(int(n), fold_digest([d1, d2]), entries)
+    scan.tally.merge(int(n), fold_digest(digest), entries)
     for i in range(0, len(tenants), 2):
         name = str(tenants[i])
         scan.tally.count_group("None" if name == "\0" else name, int(tenants[i + 1]))
@@ -107,3 +108,18 @@ async def stale_pass(session: RedisSession, p: PurgeIdempotencyKeys, cfg: Idempo
         scan.batches += 1
         if scan.capped or cursor == "0":
             return scan
+
+
+async def iter_stale(session: RedisSession, p: PurgeIdempotencyKeys, cfg: IdempotencyRedisBackend) -> AsyncIterator[tuple[str, str]]:
+    """Every stale key, re-derived now, as (redis key, record key): ``kubectl remedy describe
+    --keys``. Read-only (judge mode); one batch in memory at a time."""
+    sha: str | None = None
+    cursor = "0"
+    while True:
+        sha, reply = await eval_script(session.client, STALE_LOCKS_LUA, sha,
+                                       *_args(p, cfg, "judge", time.time(), 1 << 50, cursor, 1 << 30))
+        cursor = str(reply[0])
+        for entry in reply[5]:
+            yield str(entry[0]), str(entry[1])
+        if cursor == "0":
+            return

@@ -8,8 +8,7 @@ every key. Execute re-derives the set from the rule (it never replays a stored l
 two digests tell whether the set it acted on is the one the plan showed. The full list, when a
 human wants it, is re-derived on demand (``kubectl remedy describe --keys``), never stored.
 
-The digest is two sums, each modulo 2**52, of the first two 52-bit slices of SHA-1 of each key
-(104 bits in all): independent of the order in which SCAN or a paged listing returns keys,
+The digest is the sum, modulo 2**52, of the first 52 bits of SHA-1 of each key: independent of the order in which SCAN or a paged listing returns keys,
 computable in constant memory, the same for the same set on any machine, and computable inside
 Redis, whose Lua numbers are doubles exact to 2**53 (``redis.sha1hex`` in a script, see
 ``redis_lua``). It is a drift detector, not a security boundary.
@@ -33,15 +32,14 @@ MAX_TRACKED_GROUPS = 1000
 OTHER = "(other)"
 
 
-def key_hash(key: str | bytes) -> tuple[int, int]:
-    """The two 52-bit slices (hex digits 1-13 and 14-26) of SHA-1 of the key name."""
+def key_hash(key: str | bytes) -> int:
+    """The first 52 bits (13 hex digits) of SHA-1 of the key name."""
     data = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
-    h = hashlib.sha1(data).hexdigest()
-    return int(h[:13], 16), int(h[13:26], 16)
+    return int(hashlib.sha1(data).hexdigest()[:13], 16)
 
 
-def digest_hex(a: int, b: int) -> str:
-    return f"sha1x104:{a % LIMB_MOD:013x}{b % LIMB_MOD:013x}"
+def digest_hex(total: int) -> str:
+    return f"sha1sum52:{total % LIMB_MOD:013x}"
 
 
 @dataclass
@@ -50,15 +48,14 @@ class KeySetTally:
 
     sample_size: int = SAMPLE_SIZE
     count: int = 0
-    _a: int = 0
-    _b: int = 0
+    _sum: int = 0
     sample: list[Any] = field(default_factory=list)
     breakdown: Counter[str] = field(default_factory=Counter)
 
     def add(self, key: str | bytes, entry: Any = None, group: str | None = None) -> None:
         """Count one key; ``entry`` (default: the key) is what the sample shows for it."""
         self.count += 1
-        self.add_limbs(*key_hash(key))
+        self._sum = (self._sum + key_hash(key)) % LIMB_MOD
         if len(self.sample) < self.sample_size:
             self.sample.append(key if entry is None else entry)
         if group is not None:
@@ -70,14 +67,10 @@ class KeySetTally:
         else:
             self.breakdown[OTHER] += n
 
-    def add_limbs(self, a: int, b: int) -> None:
-        self._a = (self._a + a) % LIMB_MOD
-        self._b = (self._b + b) % LIMB_MOD
-
-    def merge(self, count: int, limbs: tuple[int, int], sample: list[Any]) -> None:
+    def merge(self, count: int, digest_sum: int, sample: list[Any]) -> None:
         """Fold in a partial tally computed elsewhere (e.g. by a Redis script over one batch)."""
         self.count += count
-        self.add_limbs(*limbs)
+        self._sum = (self._sum + digest_sum) % LIMB_MOD
         room = self.sample_size - len(self.sample)
         if room > 0:
             self.sample.extend(sample[:room])
@@ -85,15 +78,14 @@ class KeySetTally:
     def add_many(self, keys: Iterable[str | bytes]) -> None:
         keys = list(keys)
         self.count += len(keys)
-        for a, b in map(key_hash, keys):
-            self.add_limbs(a, b)
+        self._sum = (self._sum + sum(map(key_hash, keys))) % LIMB_MOD
         room = self.sample_size - len(self.sample)
         if room > 0:
             self.sample.extend(k.decode("utf-8", "backslashreplace") if isinstance(k, bytes) else k for k in keys[:room])
 
     @property
     def digest(self) -> str:
-        return digest_hex(self._a, self._b)
+        return digest_hex(self._sum)
 
     @property
     def complete(self) -> bool:

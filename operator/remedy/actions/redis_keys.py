@@ -201,8 +201,8 @@ async def match_pass(session: RedisSession, p: DeleteRedisKeys, run: MatchRun, *
             run.sent = True
         sha, reply = await eval_script(session.client, MATCH_LUA, sha, cursor, p.pattern, p.batch_size,
                                        MAX_SCAN_STEPS, room, budget - run.tally.count, "unlink" if unlink else "count")
-        cursor, matched, unlinked, capped, sample, *limbs = reply
-        run.tally.merge(int(matched), fold_digest(limbs), [key_name(k) for k in sample])
+        cursor, matched, unlinked, capped, sample, digest = reply
+        run.tally.merge(int(matched), fold_digest(digest), [key_name(k) for k in sample])
         run.deleted += int(unlinked)
         run.capped += int(capped)
         run.calls += 1
@@ -273,6 +273,17 @@ async def delete_observe(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence)
     if run.capped == 0:
         return Applied(f"no key matches {p.pattern} any more")
     return NotApplied(f"keys matching {p.pattern} remain; execute re-derives the match and deletes them")
+
+
+async def iter_matching_keys(ctx: ActionContext, p: DeleteRedisKeys) -> AsyncIterator[str]:
+    """Every key the pattern matches now (re-derived, never stored): ``kubectl remedy describe --keys``."""
+    check_pattern(p.pattern, p.allow_wide_match)
+    async with open_redis(ctx, p.connection) as session:
+        try:
+            async for name in session.client.scan_iter(match=p.pattern, count=p.batch_size):
+                yield key_name(name)
+        except rexc.RedisError as exc:
+            raise session.error(exc, doing=f"scanning {p.pattern}", changed=False) from None
 
 
 DELETE_REDIS_KEYS = ActionDef(

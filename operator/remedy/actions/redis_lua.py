@@ -11,13 +11,13 @@ millisecond per 1,000 keys. The cursor goes back to the client between calls. Sc
 delete keys not declared in KEYS (SCAN finds them), which standalone Redis allows; Redis Cluster
 would need per-node runs and is not supported by these actions.
 
-The digest is ``keyset``'s: two sums modulo 2**52 of 52-bit slices of SHA-1 of each key name
-(reduced after every add, so Lua's doubles stay exact); the client adds each call's pair.
+The digest is ``keyset``'s: the sum modulo 2**52 of the first 52 bits of SHA-1 of each key name
+(reduced after every add, so Lua's doubles stay exact); the client adds each call's sum. One
+52-bit sum, not more: every further slice costs about a quarter of a counting pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 MAX_SCAN_STEPS = 8
@@ -25,17 +25,15 @@ MAX_SCAN_STEPS = 8
 # Shared prologue: effects replication (needed before Redis 5 for writes after SCAN) and the digest.
 PROLOGUE_LUA = r"""
 if redis.replicate_commands then redis.replicate_commands() end
-local dig = {0, 0}
+local dig = 0
 local LIMB = 4503599627370496
 local function digest_add(k)
-  local h = redis.sha1hex(k)
-  dig[1] = (dig[1] + tonumber(string.sub(h, 1, 13), 16)) % LIMB
-  dig[2] = (dig[2] + tonumber(string.sub(h, 14, 26), 16)) % LIMB
+  dig = (dig + tonumber(string.sub(redis.sha1hex(k), 1, 13), 16)) % LIMB
 end
 """
 
 # ARGV: cursor, pattern, batch, max_steps, sample_room, budget, mode ('count' | 'unlink')
-# Returns {cursor, matched, unlinked, capped, sample, d1, d2}. ``budget`` bounds how many
+# Returns {cursor, matched, unlinked, capped, sample, digest}. ``budget`` bounds how many
 # names this call tallies (and, in unlink mode, deletes); ``capped`` counts matches beyond it.
 MATCH_LUA = PROLOGUE_LUA + r"""
 local cursor, pattern = ARGV[1], ARGV[2]
@@ -56,11 +54,11 @@ repeat
     end
   end
 until cursor == '0' or n >= batch or steps >= max_steps or capped > 0
-return {cursor, n, unlinked, capped, sample, string.format('%.0f', dig[1]), string.format('%.0f', dig[2])}
+return {cursor, n, unlinked, capped, sample, string.format('%.0f', dig)}
 """
 
 
-def fold_digest(limbs: Sequence[Any]) -> tuple[int, int]:
-    """The digest pair of one call (sent as decimal strings: an integer reply would be exact too,
-    but a string cannot be truncated by a client's number handling)."""
-    return int(limbs[0]), int(limbs[1])
+def fold_digest(text: Any) -> int:
+    """The digest sum of one call (sent as a decimal string: an integer reply would be exact
+    too, but a string cannot be truncated by a client's number handling)."""
+    return int(text)

@@ -28,7 +28,7 @@ REASONS = ("notInProgress", "lockNotExpired", "unparseableLockTime", "filteredOu
 # ARGV: mode ('judge' | 'purge'), now, grace, the five field names, the in-progress value, three
 # (flag, value) filter pairs, budget, cursor, pattern, batch, max_steps, sample_room.
 # Returns {cursor, scanned, reason counts[6], stale (or purged) count, capped, sample entries,
-#          d1, d2 digest limbs, oldest expiry, newest expiry, tenants as {name, count, ...}}.
+#          digest, oldest expiry, newest expiry, tenants as {name, count, ...}}.
 STALE_LOCKS_LUA = PROLOGUE_LUA + r"""
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -206,6 +206,6 @@ local tflat = {}
 for _, t in ipairs(tenant_order) do tflat[#tflat + 1] = t; tflat[#tflat + 1] = tenants[t] end
 local function num(x) if x then return string.format('%.3f', x) end return false end
 return {cursor, scanned, {counts.notInProgress, counts.lockNotExpired, counts.unparseableLockTime, counts.filteredOut,
-         counts.notARecord, counts.vanished}, n, capped, sample, string.format('%.0f', dig[1]), string.format('%.0f', dig[2]),
+         counts.notARecord, counts.vanished}, n, capped, sample, string.format('%.0f', dig),
         num(oldest), num(newest), tflat}
 """

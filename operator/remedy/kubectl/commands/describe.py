@@ -1,12 +1,19 @@
-"""``kubectl remedy describe NAME``: plan, result, evidence, conditions and timeline of a Remediation."""
+"""``kubectl remedy describe NAME``: plan, result, evidence, conditions and timeline of a Remediation.
+
+``--keys`` prints, one per line, every key a bulk action's rule selects *now* (re-derived with
+the caller's own credentials; status holds only counts, the first 20 and a digest).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import sys
+from typing import Any
 
 from ...constants import REMEDIATIONS
-from ..client import Kube
+from ..client import Kube, PluginError
 from ..command import Command, namespace, output
 from ..render import (
     conditions,
@@ -23,9 +30,53 @@ from ..render import (
 )
 
 
+def _keys(kube: Kube, obj: dict[str, Any]) -> int:
+    from ...actions.base import ActionContext
+    from ...actions.keylist import lister
+    from ...api.common import SecretKeyRef
+    from ...api.remediation import ActionSpec
+    from ...errors import RemedyError
+
+    ns = str((obj.get("metadata") or {}).get("namespace"))
+    try:
+        name, params = ActionSpec.model_validate((obj.get("spec") or {}).get("action") or {}).only()
+    except ValueError as exc:
+        raise PluginError(f"cannot read spec.action: {exc}") from None
+    list_keys = lister(name)
+    if list_keys is None:
+        raise PluginError(f"--keys: action {name} does not act on a key set")
+
+    class PluginContext(ActionContext):
+        async def secret(self, ref: SecretKeyRef) -> str:
+            secret = kube.call(f'secrets "{ref.name}" in namespace "{ns}"', kube.core.read_namespaced_secret, ref.name, ns)
+            data = (secret.data or {}).get(ref.key)
+            if data is None:
+                raise PluginError(f'Secret {ns}/{ref.name} has no key "{ref.key}"')
+            return base64.b64decode(data).decode()
+
+    ctx = PluginContext(namespace=ns, name=str(obj["metadata"]["name"]), uid=str(obj["metadata"].get("uid")),
+                        kube=None)  # type: ignore[arg-type]  # secret() above is all the lister uses
+
+    async def stream() -> int:
+        n = 0
+        async for key in list_keys(ctx, params):
+            sys.stdout.write(key + "\n")
+            n += 1
+        return n
+
+    try:
+        count = asyncio.run(stream())
+    except RemedyError as exc:
+        raise PluginError(exc.message) from None
+    sys.stderr.write(f"{count} key(s) selected now by {name} (re-derived, not stored)\n")
+    return 0
+
+
 def run(kube: Kube, args: argparse.Namespace) -> int:
     fmt = output(args, ("json", "yaml"))
     obj = kube.get(REMEDIATIONS, namespace(kube, args), args.name)
+    if getattr(args, "keys", False):
+        return _keys(kube, obj)
     events = kube.events_for(obj)
     story = timeline(obj, events)
     if fmt:
@@ -62,4 +113,10 @@ def run(kube: Kube, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command("describe", "plan, result, evidence, conditions and timeline of a Remediation", run, "Remediation")
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keys", action="store_true",
+                        help="print every key the bulk action's rule selects now (re-derived; needs read access to its Secrets)")
+
+
+COMMAND = Command("describe", "plan, result, evidence, conditions and timeline of a Remediation", run, "Remediation",
+                  add_arguments=_arguments)

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Assemble bench/results/summary.json: the latest figure of each scale goal (issue 16), taken
+from the individual benchmark result files, never typed by hand.
+
+Each key holds a number, or null when nothing measured it; ``reasons`` says why a figure is
+null (or what to keep in mind about it) and ``sources`` names the result file, its recorded
+date and the command that produced it. docs/benchmarks.md renders it (bench/render.py).
+
+    .venv/bin/python bench/summary.py            # rewrite bench/results/summary.json
+    .venv/bin/python bench/summary.py --check    # exit 1 when the committed summary is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+OUT = RESULTS / "summary.json"
+
+KEYS = ("purge_ratio_vs_floor", "prefix_delete_ratio_vs_redis_cli", "purge_peak_rss_mib", "storm_alerts_per_s",
+        "storm_remediations", "alert_p99_ms", "alert_p99_ratio_vs_floor", "rss_mib_10k_remediations_1k_policies",
+        "shard_takeover_s", "shard_duplicates")
+
+GOALS = {
+    "purge_ratio_vs_floor": ">= 0.9", "prefix_delete_ratio_vs_redis_cli": ">= 0.9", "purge_peak_rss_mib": "< 100",
+    "storm_alerts_per_s": ">= 5000", "storm_remediations": "== 100 (10,000 alerts over 100 fingerprints)",
+    "alert_p99_ms": "< 100", "alert_p99_ratio_vs_floor": "<= 3", "rss_mib_10k_remediations_1k_policies": "< 300",
+    "shard_takeover_s": "<= lease time", "shard_duplicates": "== 0",
+}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _newest(results: Path, pattern: str) -> tuple[Path | None, dict[str, Any]]:
+    paths = sorted(results.glob(pattern))
+    return (paths[-1], _load(paths[-1])) if paths else (None, {})
+
+
+def build(results: Path = RESULTS) -> dict[str, Any]:
+    figures: dict[str, Any] = {k: None for k in KEYS}
+    reasons: dict[str, str] = {}
+    sources: dict[str, dict[str, Any]] = {}
+
+    def source(keys: tuple[str, ...], path: Path, data: dict[str, Any]) -> None:
+        for k in keys:
+            sources[k] = {"file": path.name, "recorded": data.get("recordedAt") or data.get("date"),
+                          "command": data.get("command")}
+
+    path = results / "bulk-redis.json"
+    if path.exists():
+        d = _load(path)
+        figures["purge_ratio_vs_floor"] = round(d["purge"]["ratio_vs_floor"], 3)
+        figures["prefix_delete_ratio_vs_redis_cli"] = round(d["prefix_delete"]["ratio_vs_floor"], 3)
+        figures["purge_peak_rss_mib"] = round(d["purge"]["peak_rss_mib"], 1)
+        source(("purge_ratio_vs_floor", "prefix_delete_ratio_vs_redis_cli", "purge_peak_rss_mib"), path, d)
+        if not all(d.get("checks", {}).values()):
+            reasons["purge_ratio_vs_floor"] = "a server-side check of that run failed: see checks in bulk-redis.json"
+    else:
+        for k in ("purge_ratio_vs_floor", "prefix_delete_ratio_vs_redis_cli", "purge_peak_rss_mib"):
+            reasons[k] = "no bench/results/bulk-redis.json: run bench/bulk_redis.py"
+
+    newest, d = _newest(results, "alert_latency-*.json")
+    if newest is not None:
+        path = newest
+        storm, lat = d.get("storm", {}).get("remedy", {}), d.get("latency", {})
+        figures["storm_alerts_per_s"] = storm.get("alerts_per_s")
+        figures["storm_remediations"] = (storm.get("outcomes") or {}).get("created")
+        if lat.get("remedy", {}).get("p99") is not None:
+            figures["alert_p99_ms"] = round(lat["remedy"]["p99"] * 1000, 1)
+        figures["alert_p99_ratio_vs_floor"] = lat.get("ratio", {}).get("p99")
+        keys = ("storm_alerts_per_s", "storm_remediations", "alert_p99_ms", "alert_p99_ratio_vs_floor")
+        source(keys, path, d)
+        for k in keys:
+            reasons[k] = (f"from {path.name} (bench/alert_latency.py); the storm/latency work of issue 16 "
+                          "(item 3) is not done, so this is the figure before it")
+    else:
+        for k in ("storm_alerts_per_s", "storm_remediations", "alert_p99_ms", "alert_p99_ratio_vs_floor"):
+            reasons[k] = "no alert_latency-*.json: run bench/alert_latency.py"
+
+    path = results / "memory.json"
+    if path.exists():
+        d = _load(path)
+        figures["rss_mib_10k_remediations_1k_policies"] = d.get("rss_mib_10k_remediations_1k_policies")
+        source(("rss_mib_10k_remediations_1k_policies",), path, d)
+        if d.get("note"):
+            reasons["rss_mib_10k_remediations_1k_policies"] = str(d["note"])
+    else:
+        reasons["rss_mib_10k_remediations_1k_policies"] = (
+            "not measured: bench/memory.py (issue 16 item 2/3: history limits, GC, untracked final objects) "
+            "is not built yet")
+
+    for k in ("shard_takeover_s", "shard_duplicates"):
+        reasons[k] = "not measured: namespace sharding across replicas (issue 16 item 4) is not built"
+
+    return {**figures, "goals": GOALS, "reasons": reasons, "sources": sources}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    text = json.dumps(build(), indent=2) + "\n"
+    if args.check:
+        if not OUT.exists() or OUT.read_text() != text:
+            print(f"{OUT} is stale: run bench/summary.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
