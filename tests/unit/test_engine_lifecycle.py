@@ -150,6 +150,15 @@ async def test_new_to_succeeded_records_intent_before_acting() -> None:
     assert w.recorder.reasons("r") == ["Accepted", "Started", "Succeeded"]
 
 
+async def test_evidence_is_taken_only_before_a_destructive_action() -> None:
+    s = Script()
+    action = scripted_action(s, snapshot=True)
+    w = World(ActionDef(**{**action.__dict__, "destructive": False}))
+    w.create()
+    assert await w.reconcile() == "Succeeded"
+    assert s.snapshots == 0 and "evidence" not in w.status()
+
+
 async def test_verification_passes_through_verifying() -> None:
     s = Script()
     w = World(scripted_action(s, verify=True))

@@ -38,7 +38,8 @@ An action is a params model (its CRD schema, in remedy.api) plus async functions
   ``idempotent`` action as NotApplied (re-run the recorded plan) and any other as CannotTell.
 - ``verify(ctx, params, plan, result)`` (optional): confirm the effect; raise to fail.
 - ``idempotent``: re-running execute with the same recorded plan is harmless.
-- ``snapshot(ctx, params)`` (optional): evidence taken before a destructive action.
+- ``snapshot(ctx, params)`` (optional): evidence taken before a destructive action; the engine
+  calls it only when ``destructive`` is set, and records it in ``status.evidence``.
 """
 
 from __future__ import annotations
@@ -119,5 +120,5 @@ class ActionDef(Generic[P]):
     snapshot: Callable[[ActionContext, P], Awaitable[Evidence]] | None = None
     observe: Callable[[ActionContext, P, Evidence], Awaitable[Observation]] | None = None
     idempotent: bool = False
-    destructive: bool = True
+    destructive: bool = True  # changes or removes state: snapshot() evidence is taken before acting
     requires_approval: bool = False  # approval enforced even when spec.approval.required is false

@@ -248,7 +248,7 @@ class _Run:
             return await self.finish("Succeeded", "DryRun", msg, executed=("False", "DryRun", "dry run: nothing changed"),
                                      verified=("Unknown", "NotConfigured", "dry run"))
         evidence = None
-        if action.snapshot is not None:
+        if action.destructive and action.snapshot is not None:  # evidence of what is about to be destroyed
             try:
                 evidence = await action.snapshot(ctx, params)
             except RemedyError as exc:
