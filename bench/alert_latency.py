@@ -216,6 +216,12 @@ class Env:
                                          "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev",
                                          check=False, kubeconfig=self.kubeconfig).returncode == 0,
                  60, "CRDs established", interval=0.5)
+        # Requester identity stamped by the API server: the operator runs nothing without it.
+        from remedy_devenv import admission
+
+        self.cp.kubectl("apply", "-f", str(admission.POLICIES), kubeconfig=self.kubeconfig)
+        if self.kubeconfig == self.cp.admin_kubeconfig:
+            admission.install(self.cp)
         self.kube = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
         core = client.CoreV1Api(self.kube)
         suffix = uuid.uuid4().hex[:6]

@@ -173,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
                        capture_output=True)
         subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "wait", "--for=condition=Established", "--timeout=60s",
                         "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev"], check=True, capture_output=True)
+        # Requester identity stamped by the API server: the operator runs nothing without it.
+        from remedy_devenv import admission
+
+        if cp is not None:
+            admission.install(cp)
+        else:
+            subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", str(admission.POLICIES)], check=True,
+                           capture_output=True)
         os.environ["KUBECONFIG"] = str(kubeconfig)
         result = run_load(Path(kubeconfig), args.remediations, args.policies, tmp, workers=args.workers)
     finally:
