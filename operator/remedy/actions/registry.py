@@ -1,7 +1,7 @@
 """The explicit registry: ``spec.action`` member name -> ActionDef.
 
 No import-time discovery: adding an action means adding one line here (and its params
-model to remedy.api.remediation.ActionSpec); tests/unit/test_registry.py checks both agree.
+model to remedy.api.remediation.ActionSpec); tests/unit/test_api_and_generation.py checks both agree.
 """
 
 from __future__ import annotations
