@@ -48,6 +48,18 @@ rules:
 - apiGroups: [remedy.dev]
   resources: [remediations]
   verbs: [create, get, list, watch]
+# A Remediation runs with its requester's rights (docs/security.md): alice may run every
+# action, read exactly the Secrets her Remediations use, and patch workloads, all in A only.
+- apiGroups: [remedy.dev]
+  resources: [remediationactions]
+  verbs: [use]
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: [redis, cron, db]
+  verbs: [get]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -78,13 +90,13 @@ subjects:
         r.set("sec:lock:1", "x")
         r.set("sec:lock:2", "x")
 
-        # RBAC: alice may create in A, not in B; may not read Secrets at all.
+        # RBAC: alice may create in A, not in B; may not read B's Secrets.
         with pytest.raises(ApiException) as denied:
             alice_co.create_namespaced_custom_object(GROUP, VERSION, ns_b, "remediations",
                                                      _rem("nope", {"action": {"notify": {"message": "hi"}}}))
         assert denied.value.status == 403
         with pytest.raises(ApiException) as denied_secret:
-            client.CoreV1Api(alice).read_namespaced_secret("cron", ns_a)
+            client.CoreV1Api(alice).read_namespaced_secret("db", ns_b)
         assert denied_secret.value.status == 403
 
         # The API has no namespace field: path-like names are rejected by the schema.
