@@ -1,0 +1,7 @@
+"""`python -m remedy_devenv.services` (scripts/services)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
