@@ -42,6 +42,8 @@ from ..rfc3339 import age_seconds
 from .approval import run_gate
 from .authz import Guard, requester_of
 from .conditions import get_condition, initial_conditions, set_condition
+from .gitops import REASON as REVERTED_BY_GITOPS
+from .gitops import verify_unless_reverted
 from .verify import verify_promql
 
 PLURAL = REMEDIATIONS
@@ -443,7 +445,8 @@ class _Run:
                 checks["promql"] = await verify_promql(self.e.prometheus_url, spec.verify)
 
         try:
-            await asyncio.wait_for(run_checks(), timeout=max(0.1, deadline - loop.time()))
+            await asyncio.wait_for(verify_unless_reverted(run_checks(), action, ctx, params, plan),
+                                   timeout=max(0.1, deadline - loop.time()))
         except TimeoutError:
             msg = f"verification did not finish within spec.timeout {spec.timeout}"
             return await self.finish("Failed", "VerificationTimeout", msg, result=result,
@@ -452,7 +455,8 @@ class _Run:
             raise
         except RemedyError as exc:
             msg = f"verification failed: {exc.message}"
-            return await self.finish("Failed", "VerificationFailed", msg, verified=("False", exc.reason, msg))
+            reason = REVERTED_BY_GITOPS if exc.reason == REVERTED_BY_GITOPS else "VerificationFailed"
+            return await self.finish("Failed", reason, msg, verified=("False", exc.reason, msg))
         msg = _summary(result, plan)
         return await self.finish("Succeeded", "Verified", msg, result={**result, "verification": checks},
                                  verified=("True", "Verified", "verification passed"))

@@ -55,7 +55,7 @@ from ..constants import (
 )
 from ..errors import InvalidSpecError, RetryableError
 from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
-from . import authz, autonomy
+from . import authz, autonomy, gitops
 from .conditions import get_condition, set_condition
 from .holds import Holds, silence_annotation
 from .lifecycle import Recorder
@@ -242,6 +242,10 @@ class PolicyEngine:
                     resumed_at and status.get("selfPausedAt") and resumed_at > status["selfPausedAt"]):
                 self._queue_refresh(key)
                 return self._block(fresh, "paused", f"{streak} consecutive failed remediations (pauseAfterFailures {spec.guards.pause_after_failures})")
+            reverted = gitops.reverted_since(finals, status.get("failuresResetAt"))
+            if reverted is not None and not (resumed_at and status.get("selfPausedAt") and resumed_at > status["selfPausedAt"]):
+                self._queue_refresh(key)  # never re-apply what GitOps just reverted
+                return self._block(fresh, "paused", f"{reverted['metadata']['name']} was reverted by GitOps")
             if len(active) >= spec.guards.max_concurrent:
                 return self._block(fresh, "concurrency", f"{len(active)} remediations still active (maxConcurrent {spec.guards.max_concurrent})")
             last_hour = [c for c in children if (rfc3339.epoch(c["metadata"].get("creationTimestamp")) or 0) > now - 3600
@@ -502,10 +506,18 @@ class PolicyEngine:
             changes["selfPausedAt"] = None
             self.recorder.event(policy, "Normal", "Resumed", f"resumed by annotation {ANN_RESUMED_AT}={resumed_at}")
         consecutive, last_failed = consecutive_failures(finals, reset_at)
-        self_paused = consecutive >= spec.guards.pause_after_failures and not changes.get("failuresResetAt")
+        reverted = None if changes.get("failuresResetAt") else gitops.reverted_since(finals, reset_at)
+        self_paused = (consecutive >= spec.guards.pause_after_failures or reverted is not None) and not changes.get("failuresResetAt")
         was_paused = (get_condition(conds, "Paused") or {}).get("status") == "True"
         if spec.paused:
             conds = set_condition(conds, "Paused", "True", "PausedBySpec", "spec.paused is true", gen)
+        elif reverted is not None:
+            rc = get_condition((reverted.get("status") or {}).get("conditions") or [], "Completed") or {}
+            msg = (f"paused itself: {reverted['metadata']['name']} was reverted by GitOps ({rc.get('message', '')}); "
+                   f"resume with `kubectl remedy resume {meta['name']}`")[:1024]
+            conds = set_condition(conds, "Paused", "True", gitops.REASON, msg, gen)
+            if not st.get("selfPausedAt"):
+                changes["selfPausedAt"] = now_rfc3339()
         elif self_paused:
             lf = last_failed or {}
             reason = ((get_condition((lf.get("status") or {}).get("conditions") or [], "Completed") or {}).get("reason")) or "Failed"
