@@ -39,7 +39,7 @@ import pytest
 from kubernetes import client
 
 from remedy_devenv import kubelet
-from remedy_devenv.audit import AuditCounter
+from remedy_devenv.audit import AuditCounter, read_writes
 from remedy_devenv.cluster import OPERATOR_USER
 from remedy_devenv.demoapp import DemoProcess
 from tests.fixtures.operator import create_rem, make_namespace
@@ -191,6 +191,11 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, k
         writes_by_name: Counter[str] = Counter()
         for w in audit.writes(effective_only=True):
             writes_by_name[w.name] += 1
+        # Every write to the namespace by anyone, for the diagnostics of odd cases below.
+        any_writes: dict[str, list[list[Any]]] = {}
+        for w in read_writes(control_plane.audit_log):
+            if w.namespace == ns:
+                any_writes.setdefault(w.name, []).append([w.user, w.verb, w.resource, w.code])
         apps = client.AppsV1Api(kube_admin)
         effects: dict[str, int] = {}
         wrong_end_state: list[str] = []
@@ -211,6 +216,18 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, k
         # Failed although the side effect did happen once: not a duplicate, but the status should
         # say so; kept visible with sample messages.
         failed_after_effect = [n for n, o in items.items() if phase(o) == "Failed" and effects.get(n, 0) > 0]
+        succeeded_without_effect = [n for n in never if phase(items[n]) == "Succeeded"]
+
+        def sample(names: list[str]) -> list[dict[str, Any]]:
+            out = []
+            for n in sorted(names)[:4]:
+                c = cond(items[n], "Completed")
+                target = n if kind_of[n] == "http" else f"{PREFIX[kind_of[n]]}-{n.split('-')[1]}"
+                out.append({"name": n, "reason": c.get("reason"), "message": str(c.get("message"))[:300],
+                            "attempts": (items[n].get("status") or {}).get("attempts"),
+                            "writesToTarget": [x for x in any_writes.get(target, []) if x[1] != "create"][:6]})
+            return out
+
         by_kind: dict[str, dict[str, Any]] = {}
         for kind in SIZES:
             names = [n for n, k in kind_of.items() if k == kind]
@@ -229,6 +246,9 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, k
             "never_executed_and_outcome_unknown": len(set(never) & set(unknown)),
             "wrong_end_state": len(wrong_end_state),
             "failed_after_effect": len(failed_after_effect),
+            "succeeded_without_effect": len(succeeded_without_effect),
+            "succeededWithoutEffectSamples": sample(succeeded_without_effect),
+            "neverExecutedSamples": sample([n for n in never if n not in succeeded_without_effect]),
             "failedAfterEffectSamples": [[n, cond(items[n], "Completed").get("reason"),
                                           str(cond(items[n], "Completed").get("message"))[:200]]
                                          for n in sorted(failed_after_effect)[:3]],
