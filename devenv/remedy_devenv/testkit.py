@@ -22,21 +22,21 @@ HOST = "127.0.0.1"
 # --- ports ---------------------------------------------------------------------------------------
 
 
-def free_ports(n: int) -> list[int]:
+def free_ports(n: int, host: str = HOST) -> list[int]:
     """``n`` distinct loopback ports free right now (held together while chosen, so distinct;
     racy by nature afterwards: whoever binds them must retry on failure)."""
     socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
     try:
         for s in socks:
-            s.bind((HOST, 0))
+            s.bind((host, 0))
         return [int(s.getsockname()[1]) for s in socks]
     finally:
         for s in socks:
             s.close()
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
+def free_port(host: str = HOST) -> int:
+    return free_ports(1, host)[0]
 
 
 # --- waiting -------------------------------------------------------------------------------------
