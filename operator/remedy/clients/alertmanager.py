@@ -14,13 +14,14 @@ from typing import Any
 
 import aiohttp
 
+from .. import rfc3339
 from ..errors import RetryableError
 
 CREATED_BY = "remedy"
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339.format_time(t, ms=True)
 
 
 def matches(matchers: list[dict[str, Any]], labels: dict[str, str]) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from .. import rfc3339
 from ..api.common import now_rfc3339, parse_duration
 from ..api.remediation import Approval
 from ..clients.access_review import Requester
@@ -85,11 +86,7 @@ def _satisfied(approval: Approval, accepted: list[dict[str, Any]]) -> bool:
 
 
 def _age(created: Any, now: datetime) -> float | None:
-    try:
-        then = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (now - then).total_seconds()
+    return rfc3339.age_seconds(created, now)
 
 
 def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, requester: Requester | None,

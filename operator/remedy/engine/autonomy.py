@@ -19,9 +19,12 @@ from __future__ import annotations
 import hashlib
 import statistics
 import time
-from datetime import datetime, timezone
 from typing import Any
 
+from .. import rfc3339
+from ..api.autonomy import MODE_ORDER
+from ..api.common import parse_duration
+from ..api.policy import RemediationPolicySpec
 from ..constants import (
     ANN_CLEARED_AT,
     ANN_FINGERPRINT,
@@ -35,9 +38,6 @@ from ..constants import (
     REMEDIATIONS,
     VERSION,
 )
-from ..api.autonomy import MODE_ORDER
-from ..api.common import parse_duration
-from ..api.policy import RemediationPolicySpec
 from ..observability import MODE_CHANGES, POLICY_MODE
 from .conditions import get_condition
 
@@ -46,17 +46,11 @@ CONDITION = "Autonomous"
 
 
 def _epoch(text: Any) -> float | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return rfc3339.epoch(text)
 
 
 def _now_ms() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339.now(ms=True)
 
 
 def _rank(mode: str) -> int:
