@@ -62,3 +62,9 @@ def test_format_round_trips_and_age_counts_forward() -> None:
     assert rfc3339.age_seconds(rfc3339.format_time(moment), now=moment + timedelta(seconds=90)) == pytest.approx(90.678)
     now = rfc3339.now(ms=True)
     assert now.endswith("Z") and 0 <= (rfc3339.age_seconds(now) or 0) < 5
+
+
+def test_timestamps_are_parsed_only_by_rfc3339() -> None:
+    offenders = [f"{p.relative_to(PACKAGE)}:{n}" for p in _sources() if p.name != "rfc3339.py"
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if "fromisoformat(" in line]
+    assert not offenders, f"parse timestamps with remedy.rfc3339 (parse/epoch/age_seconds), not here: {offenders}"
