@@ -56,7 +56,7 @@ class ChaosService:
         names = [f"chaos:{self.role}:{f}" for f in CHAOS_FIELDS]
         values = await self._redis.mget(names)
         out = {}
-        for name, value in zip(CHAOS_FIELDS, values):
+        for name, value in zip(CHAOS_FIELDS, values, strict=True):  # MGET answers one value per key
             if value is not None:
                 with contextlib.suppress(ValueError):
                     out[name] = float(value)
