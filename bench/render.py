@@ -124,7 +124,38 @@ def alert_latency(results: Path) -> str:
     return out
 
 
+def bulk_redis(results: Path) -> str:
+    d = load("bulk-redis.json", results)
+    if not d:
+        return "_no result file committed_\n"
+    rows = []
+    for part, floor in (("purge", "pipelined redis-py SCAN + HMGET + UNLINK"),
+                        ("prefix_delete", "redis-cli --scan | xargs redis-cli unlink")):
+        x = d[part]
+        rows.append([part.replace("_", " "), f"{x['remedy_best_s']:.2f} s", f"{floor}: {x['floor_best_s']:.2f} s",
+                     f"{x['ratio_vs_floor']:.2f}x", f"{x['peak_rss_mib']:.1f} MiB", f"{x['max_status_bytes']:,} B",
+                     " / ".join(f"{v:.2f}" for v in x["remedy_s"]), " / ".join(f"{v:.2f}" for v in x["floor_s"])])
+    out = table(["run", "remedy (best)", "floor (best, same run)", "ratio floor/remedy", "remedy peak RSS",
+                 "status size", "remedy rounds (s)", "floor rounds (s)"], rows)
+    checks = d.get("checks", {})
+    out += (f"\n{fmt(d['n'])} keys per run ({fmt(d['stale'])} stale in the purge runs), seed {d['seed']}, "
+            f"{d['rounds']} rounds; `{d.get('command')}`; load average at end {fmt(d['machine'].get('loadavg_at_end'))}. "
+            f"Server-side checks: {sum(bool(v) for v in checks.values())} of {len(checks)} passed.\n")
+    return out
+
+
+def scale_summary(results: Path) -> str:
+    d = load("summary.json", results)
+    if not d:
+        return "_no result file committed_\n"
+    rows = [[k, d.get(k), d.get("goals", {}).get(k), (d.get("sources", {}).get(k) or {}).get("file"),
+             d.get("reasons", {}).get(k, "")] for k in d.get("goals", {})]
+    return table(["figure", "value", "goal", "source", "note"], rows)
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
+    "bulk-redis": bulk_redis,
+    "scale-summary": scale_summary,
     "summary": summary,
     "faults": faults,
     "alert-latency": alert_latency,
