@@ -21,7 +21,12 @@ DEFAULT_TIMEOUT = float(os.environ.get("REMEDY_PROMETHEUS_TIMEOUT", "10"))
 def _query(url: str, promql: str, timeout: float) -> list[dict[str, Any]]:
     from prometheus_api_client import PrometheusConnect
 
-    prom = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
+    from urllib3.util import Retry
+
+    # One quick retry at most: the caller polls again anyway, and the client's default retries
+    # with backoff would hold a thread for many seconds while Prometheus is down.
+    prom = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout,
+                             retry=Retry(total=1, backoff_factor=0.1, status_forcelist=[502, 503, 504]))
     result: list[dict[str, Any]] = prom.custom_query(query=promql, timeout=timeout)
     return result
 
