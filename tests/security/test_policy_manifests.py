@@ -1,0 +1,66 @@
+"""The admission policies ship twice (kustomize deploy/admission, Helm templates/admission.yaml)
+and the user ClusterRoles twice (deploy/rbac-users, templates/user-roles.yaml): the copies
+must say the same thing, apart from names and the operator's identity."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+KINDS = ("MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy",
+         "ValidatingAdmissionPolicyBinding")
+
+
+def _helm() -> Path:
+    cached = sorted((Path.home() / ".cache" / "remedy" / "tools").glob("helm-*/helm"))
+    if cached:
+        return cached[-1]
+    res = subprocess.run([str(REPO / "scripts" / "build-tools")], capture_output=True, text=True, timeout=1800)
+    if res.returncode != 0:
+        pytest.fail(f"scripts/build-tools failed to build helm:\n{res.stderr[-3000:]}")
+    return Path(res.stdout.split()[0])
+
+
+def _render(*sets: str) -> list[dict[str, Any]]:
+    home = Path(os.environ.get("TMPDIR", "/tmp")) / "remedy-helm-home"
+    env = dict(os.environ, HELM_CACHE_HOME=str(home), HELM_CONFIG_HOME=str(home), HELM_DATA_HOME=str(home))
+    args = [str(_helm()), "template", "rel", str(REPO / "charts/remedy"), "-n", "ops"]
+    for s in sets:
+        args += ["--set", s]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _normalise(doc: dict[str, Any], operator_user: str, prefix: str) -> dict[str, Any]:
+    text = yaml.safe_dump(doc["spec"]).replace(operator_user, "<operator>").replace(f"{prefix}-", "<prefix>-")
+    return {"kind": doc["kind"], "name": doc["metadata"]["name"].replace(f"{prefix}-", "<prefix>-"),
+            "spec": yaml.safe_load(text)}
+
+
+def test_chart_and_kustomize_ship_the_same_admission_policies() -> None:
+    kustomize = [d for d in yaml.safe_load_all((REPO / "deploy/admission/policies.yaml").read_text()) if d]
+    chart = [d for d in _render() if d["kind"] in KINDS]
+    assert len(kustomize) == len(chart) == 6
+    want = sorted((_normalise(d, "system:serviceaccount:remedy-system:remedy", "remedy") for d in kustomize), key=str)
+    got = sorted((_normalise(d, "system:serviceaccount:ops:rel-remedy", "rel-remedy") for d in chart), key=str)
+    assert got == want
+    assert not [d for d in _render("admission.enabled=false") if d["kind"] in KINDS]
+
+
+def test_chart_and_kustomize_ship_the_same_user_roles() -> None:
+    kustomize = {d["metadata"]["name"].removeprefix("remedy:"): d["rules"]
+                 for d in yaml.safe_load_all((REPO / "deploy/rbac-users/roles.yaml").read_text()) if d}
+    chart = {d["metadata"]["name"].removeprefix("rel-remedy:"): d["rules"]
+             for d in _render() if d["kind"] == "ClusterRole" and ":" in d["metadata"]["name"]}
+    assert chart == kustomize and len(chart) == 14
+    from remedy.api.remediation import action_member_names
+
+    assert {n.removeprefix("action:") for n in chart if n.startswith("action:")} == set(action_member_names())
+    assert not [d for d in _render("watch.mode=namespaced", "watch.namespaces={a}")
+                if d["kind"] == "ClusterRole"], "namespaced mode keeps no cluster-scoped grant"
