@@ -57,8 +57,8 @@ def _find_remediation(st: Stack, sc: Scenario, tl: Timeline) -> str | None:
         return sc.remediation
     if sc.policy:
         kids = st.children(sc.policy)
-        if kids:
-            name = str(kids[0]["metadata"]["name"])
+        if kids:  # the newest: a scenario may drive earlier runs itself (earned-autonomy)
+            name = str(max(kids, key=lambda k: (k["metadata"]["creationTimestamp"], k["metadata"]["name"]))["metadata"]["name"])
             tl.mark("created", f"Remediation {name} created by policy {sc.policy}")
             return name
     return None

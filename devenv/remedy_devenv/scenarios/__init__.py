@@ -11,6 +11,7 @@ from . import (
     breaker_stuck,
     breaker_upstream_down,
     chaos_keys,
+    earned_autonomy,
     idempotency_locks,
     long_transactions,
     oom,
@@ -23,7 +24,7 @@ from .base import AlertRule, Scenario
 
 SCENARIOS: list[Scenario] = [m.SCENARIO for m in (
     idempotency_locks, breaker_stuck, chaos_keys, outbox_stuck, purchase_locks, long_transactions, oom, slow_mongo,
-    reconcile, breaker_upstream_down)]
+    reconcile, breaker_upstream_down, earned_autonomy)]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 
