@@ -347,12 +347,13 @@ state = "{d / 'state'}"
         return re.findall(rf"task_memcg={re.escape(marker)}\S*pod{re.escape(pod_uid)}/([0-9a-f]{{64}})",
                           log)
 
-    def memory_limit_bytes(self, container_id: str) -> int:
-        """The memory limit the kernel enforces on a running container (cgroup v1)."""
+    def memory_limit_bytes(self, cgroup: str) -> int:
+        """The memory limit the kernel enforces (cgroup v1) on a running container (its id) or
+        a pod (`pod<uid>`)."""
         root = CGROUP_V1 / "memory" / self.cgroup_root.strip("/")
-        for path in root.rglob(container_id):
+        for path in root.rglob(cgroup):
             return int((path / "memory.limit_in_bytes").read_text())
-        raise NodeError(f"no memory cgroup for container {container_id} under {root}")
+        raise NodeError(f"no memory cgroup {cgroup} under {root}")
 
     def running_containers(self) -> set[str]:
         """Ids of the tasks containerd reports RUNNING (sandboxes and containers)."""

@@ -7,6 +7,10 @@
  *
  *   memhog MIB        allocate and touch MIB MiB in 4 MiB steps, print "holding MIB MiB",
  *                     then sleep until SIGTERM
+ *   memhog MIB --spike-once SPIKE MARKER
+ *                     on the first start (MARKER missing: create it) hold SPIKE MiB instead;
+ *                     with MARKER on an emptyDir, a container that was OOM-killed once and
+ *                     then runs within its limit (the state an in-place resize acts on)
  *   memhog --exit N   print a line and exit with status N (a release that crashes)
  */
 #include <signal.h>
@@ -27,6 +31,15 @@ int main(int argc, char **argv) {
     return atoi(argv[2]);
   }
   long mib = argc > 1 ? atol(argv[1]) : 0;
+  if (argc == 5 && strcmp(argv[2], "--spike-once") == 0) {
+    FILE *marker = fopen(argv[4], "r");
+    if (marker == NULL) {
+      marker = fopen(argv[4], "w");
+      mib = atol(argv[3]);
+      printf("first start: spiking to %ld MiB\n", mib);
+    }
+    if (marker != NULL) fclose(marker);
+  }
   signal(SIGTERM, on_stop);
   signal(SIGINT, on_stop);
   const long step = 4L << 20;

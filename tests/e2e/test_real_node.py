@@ -131,32 +131,47 @@ def test_raise_memory_on_real_oom_kill_rollout(node_admin: client.ApiClient, nod
 
 def test_raise_memory_in_place_resizes_the_running_pod(node_admin: client.ApiClient, node: Node,
                                                       node_operator: OperatorProcess, node_namespace: str) -> None:
-    """strategy inPlace on cgroup v1: the kubelet resizes the OOM-looping pod itself (same pod,
-    same uid; the kernel's limit changes), no replacement pod. A StatefulSet with OnDelete
-    updates, so the template patch alone does not roll pods (a Deployment would replace them)."""
+    """strategy inPlace on cgroup v1: the kubelet resizes the pod itself (same pod, same running
+    container, no restart) and the kernel's limits change. The container spiked past its limit
+    once (kernel OOM kill, kubelet OOMKilled) and now runs close to it. A StatefulSet with
+    OnDelete updates, so the template patch alone does not roll the pod.
+
+    Not covered, because kubelet 1.35 does not do it (seen here): resizing a container that is
+    in CrashLoopBackOff updates its status to the new limit ("ResizeCompleted") but leaves the
+    pod-level memory cgroup at the old sum, so it keeps being OOM-killed; only a running
+    container's resize raises the pod cgroup. For a crash-looping pod, `rollout` is the fix."""
     ns = node_namespace
+    container = memhog(["40", "--spike-once", "96", "/data/spiked"], "64Mi")
+    container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
     client.AppsV1Api(node_admin).create_namespaced_stateful_set(ns, {
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "cache"},
         "spec": {"replicas": 1, "serviceName": "cache", "selector": {"matchLabels": {"app": "cache"}},
                  "updateStrategy": {"type": "OnDelete"},
                  "template": {"metadata": {"labels": {"app": "cache"}},
-                              "spec": {"terminationGracePeriodSeconds": 1,
-                                       "containers": [memhog(["96"], "64Mi")]}}}})
+                              "spec": {"terminationGracePeriodSeconds": 1, "containers": [container],
+                                       "volumes": [{"name": "data", "emptyDir": {}}]}}}})
     pod, _ = _oom_then_raise(node_admin, ns, node, "cache")
+    running = wait_for(lambda: running_ready(node_admin, ns, "cache"), timeout=60, what="cache running again")[0]
+    before = running.status.container_statuses[0]
+    cid = before.container_id.removeprefix("containerd://")
+    assert node.memory_limit_bytes(cid) == 64 * MIB
 
     create_rem(node_admin, ns, "oom-inplace", {"action": {"raiseMemoryOnOOM": {
         "target": {"kind": "StatefulSet", "name": "cache"}, "factor": 2, "minStep": "16Mi", "maxLimit": "256Mi",
         "strategy": "inPlace"}}})
     obj = wait_phase(node_admin, ns, "oom-inplace", {"Succeeded", "Failed"}, timeout=90)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    assert obj["status"]["result"]["resizedInPlace"] == [pod.metadata.name], obj["status"]["result"]
+    assert (obj["status"].get("result") or {}).get("resizedInPlace") == [pod.metadata.name], json.dumps(obj["status"])
 
-    # The kubelet applies the resize and restarts the crashed container under the new limit.
-    running = wait_for(lambda: running_ready(node_admin, ns, "cache"), timeout=120, what="cache running")[0]
-    assert running.metadata.uid == pod.metadata.uid, "in-place resize must not replace the pod"
-    cs = stays_up(node_admin, ns, running.metadata.name, 8)
-    assert cs.resources.limits["memory"] == "128Mi", cs.resources
-    assert node.memory_limit_bytes(cs.container_id.removeprefix("containerd://")) == 128 * MIB
+    # The kubelet applies the resize to the running container: the kernel's limits change.
+    wait_for(lambda: node.memory_limit_bytes(cid) == 128 * MIB, timeout=60, what="the container cgroup at 128Mi")
+    assert node.memory_limit_bytes(f"pod{pod.metadata.uid}") == 128 * MIB
+    core = client.CoreV1Api(node_admin)
+    wait_for(lambda: core.read_namespaced_pod(pod.metadata.name, ns).status.container_statuses[0]
+             .resources.limits["memory"] == "128Mi", timeout=30, what="the kubelet to report 128Mi")
+    after = stays_up(node_admin, ns, pod.metadata.name, 5)
+    assert core.read_namespaced_pod(pod.metadata.name, ns).metadata.uid == pod.metadata.uid
+    assert (after.container_id, after.restart_count) == (before.container_id, before.restart_count), "resized, not restarted"
 
 
 def test_restart_workload_runs_new_containers(node_admin: client.ApiClient, node: Node,

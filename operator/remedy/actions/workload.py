@@ -464,12 +464,12 @@ async def _resize_pods_in_place(ctx: ActionContext, p: RaiseMemoryOnOOM, contain
     resized = []
     for pod in pods.items:
         body = {"spec": {"containers": containers}}
+        # The generated client's own pods/resize call (the raw call_api this replaces took
+        # arguments the client no longer has; only a real kubelet test exercised this path).
         await ctx.kube.call(
-            f"resize pod {pod.metadata.name}", ctx.kube.core.api_client.call_api,
-            f"/api/v1/namespaces/{ctx.namespace}/pods/{pod.metadata.name}/resize", "PATCH",
-            header_params={"Content-Type": "application/strategic-merge-patch+json", "Accept": "application/json"},
-            body=body, auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True,
-            mutating=True,
+            f"resize pod {pod.metadata.name}", ctx.kube.core.patch_namespaced_pod_resize,
+            pod.metadata.name, ctx.namespace, body,
+            _content_type="application/strategic-merge-patch+json", mutating=True,
         )
         resized.append(pod.metadata.name)
     return resized
