@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import kopf
@@ -27,6 +28,7 @@ from .config import Settings, load
 from .constants import ANN_FAULT_INJECT, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_POLICY, VERSION
 from .engine.authz import Guard
 from .engine.holds import Holds
+from .engine import history
 from .engine.lifecycle import Engine
 from .engine.policy import PolicyEngine
 from .engine.silences import SilenceKeeper
@@ -229,6 +231,31 @@ async def forget_policy(namespace: str, name: str, memo: kopf.Memo, **_: Any) ->
 @kopf.timer(GROUP, VERSION, "remediationpolicies", interval=30.0, initial_delay=5.0)
 async def refresh_policy(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     await memo.policies.refresh_requested.put((namespace, name))
+
+
+def _keeps_history(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("successfulHistoryLimit") is not None or spec.get("failedHistoryLimit") is not None
+
+
+@kopf.timer(GROUP, VERSION, "remediationpolicies", interval=float(os.environ.get("REMEDY_HISTORY_SECONDS", "60")),
+            initial_delay=10.0, when=_keeps_history)
+async def collect_policy_history(spec: kopf.Spec, namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """History limits (engine.history): delete finished children beyond them that no guard needs."""
+    for d in await history.collect_policy(memo.kube, namespace, name, dict(spec), time.time()):
+        logger.info("deleted Remediation %s/%s: %s", d.namespace, d.name, d.why)
+
+
+def _ttl_due(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return spec.get("ttlSecondsAfterFinished") is not None and status.get("phase") in ("Succeeded", "Failed", "Skipped")
+
+
+@kopf.timer(GROUP, VERSION, "remediations", interval=float(os.environ.get("REMEDY_TTL_SECONDS", "10")),
+            labels={LABEL_POLICY: kopf.ABSENT}, when=_ttl_due)
+async def collect_expired_remediation(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """ttlSecondsAfterFinished of a Remediation without a policy (a policy's children go with their policy)."""
+    d = await history.collect_expired(memo.kube, dict(body), time.time())
+    if d is not None:
+        logger.info("deleted Remediation %s/%s: %s", d.namespace, d.name, d.why)
 
 
 @kopf.daemon(GROUP, VERSION, "remediationpolicies", when=lambda spec, **_: bool((spec.get("trigger") or {}).get("prometheus")))

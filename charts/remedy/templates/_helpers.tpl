@@ -55,10 +55,11 @@ mode). One rule per purpose; grants of disabled actions are left out.
 */}}
 {{- define "remedy.rules" -}}
 # remedy's own objects. kopf patches remediations (finalizers, its progress annotations);
-# policies create their child Remediations; status is written through the subresource.
+# policies create their child Remediations; status is written through the subresource;
+# history limits and ttlSecondsAfterFinished delete finished ones (uid precondition).
 - apiGroups: ["remedy.dev"]
   resources: ["remediations"]
-  verbs: ["get", "list", "watch", "patch", "create"]
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
 - apiGroups: ["remedy.dev"]
   resources: ["remediationpolicies"]
   verbs: ["get", "list", "watch", "patch"]

@@ -82,6 +82,13 @@ class RemediationPolicySpec(ApiModel):
     silence: SilenceSpec | None = Field(default=None, description="An Alertmanager silence while each child runs.")
     hold_while: HoldWhile | None = Field(default=None, description="Do not start while other alerts fire or a maintenance silence matches.")
     windows: list[Window] = Field(default_factory=list, max_length=32, description="Start children only inside one of these windows (empty: any time).")
+    successful_history_limit: int | None = Field(
+        default=None, ge=0, le=100_000,
+        description="Finished children kept (Succeeded and Skipped), newest first; older ones are deleted once no guard "
+                    "needs them (see docs). Unset: keep all (like CronJob's successfulJobsHistoryLimit).")
+    failed_history_limit: int | None = Field(
+        default=None, ge=0, le=100_000,
+        description="Failed children kept, newest first; the current failure streak is always kept. Unset: keep all.")
 
 
 class PolicyCounters(ApiModel):

@@ -134,6 +134,10 @@ class RemediationSpec(ApiModel):
     timeout: Duration = Field(default="5m", description="Limit on execution plus verification.")
     reason: str | None = Field(default=None, max_length=1024, description="Free text: incident id, why.")
     verify: PromQLVerify | None = None
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, le=31_536_000,
+        description="Delete this Remediation this long after it finished (like a Job's). A policy's child is "
+                    "kept while its policy's guards may still count it.")
 
 
 class RemediationStatus(ApiModel):

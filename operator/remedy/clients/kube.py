@@ -188,6 +188,17 @@ class KubeClient:
             # A lost create answer is safe to retry: the deterministic name makes a repeat a 409.
             raise translate_transport(exc, f"create {plural}", mutating=False) from None
 
+    async def delete_object(self, plural: str, namespace: str, name: str, uid: str) -> bool:
+        """Delete exactly this object (uid precondition: never a newer one of the same name);
+        False when it is already gone."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            await self.call(f"delete {plural}/{name}", self.custom.delete_namespaced_custom_object,
+                            GROUP, VERSION, namespace, plural, name, body=body, mutating=False)
+        except TargetNotFoundError:
+            return False
+        return True
+
     async def list_objects(self, plural: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
         res: dict[str, Any] = await self.call(
             f"list {plural}", self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
