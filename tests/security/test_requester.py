@@ -169,6 +169,11 @@ def test_four_eyes_and_forged_approvers(control_plane: ControlPlane, kube_admin:
     assert obj["metadata"]["annotations"]["remedy.dev/approved-by-groups"] == "remedy-viewers,system:authenticated"
     assert [(a["user"], a["accepted"]) for a in obj["status"]["approvals"]] == [("bob", True)]
     assert obj["status"]["approvedBy"] == "bob" and obj["status"]["requestedBy"] == "alice"
+    # What was approved is what runs: the spec of an approved object is frozen by the API server.
+    for user in ("alice", "bob"):
+        changed = cp.kubectl("-n", ns, "patch", "remediation/page", "--type=merge", "-p", '{"spec":{"reason":"other"}}',
+                             kubeconfig=cp.user_kubeconfig(user), check=False)
+        assert changed.returncode != 0 and "spec of an approved object cannot change" in changed.stderr, changed.stderr
 
 
 def test_approvers_mode_all_and_expiry(control_plane: ControlPlane, kube_admin: client.ApiClient,
