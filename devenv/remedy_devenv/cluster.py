@@ -453,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=Path(os.environ.get("REMEDY_STATE_DIR") or DEFAULT_STATE_DIR))
     parser.add_argument("--fresh", action="store_true", help="up/down: wipe etcd data and certs")
     parser.add_argument("--no-kubelet", action="store_true", help="up: no fake kubelet")
+    parser.add_argument("--real-node", action="store_true",
+                        help="up: containerd + kubelet + kube-scheduler instead of the fake kubelet")
     args = parser.parse_args(argv)
     state = Path(args.state_dir).expanduser().resolve()
     if args.command == "up":
@@ -460,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from_state_dir(state).stop()
             shutil.rmtree(state, ignore_errors=True)
         cp = ControlPlane(state_dir=state, fake_kubelet=not args.no_kubelet)
+        cp.real_node = cp.real_node or args.real_node
         try:
             cp.start()
         except ClusterError as exc:
