@@ -233,9 +233,16 @@ def test_sigkill_mid_action_idempotent_action_resumes_once(kube_admin: client.Ap
     op.stop()
 
 
-def test_sigkill_mid_action_non_idempotent_action_is_not_rerun(kube_admin: client.ApiClient, operator_factory: Any, tmp_path: Any) -> None:
-    """The reconcile webhook (runbook 002) is not idempotent: after a SIGKILL between the call and
-    the outcome record, the restarted operator must not call it again; it fails with OutcomeUnknown."""
+@pytest.mark.parametrize("keyed", [True, False], ids=["idempotency-key", "no-idempotency-support"])
+def test_sigkill_mid_http_call_is_resent_only_with_an_idempotency_key(kube_admin: client.ApiClient, operator_factory: Any,
+                                                                      keyed: bool) -> None:
+    """The reconcile webhook (runbook 002) is not idempotent by itself. After a SIGKILL between
+    the call and the outcome record, the restarted operator observes the attempt: with the
+    Idempotency-Key (default) it re-sends the recorded request, the service answers from its
+    record and runs nothing (its own counters are the witness), and the Remediation ends
+    Succeeded; an endpoint declared without idempotency support is never called again and
+    ends OutcomeUnknown with an escalation Event. Messages say what happened (the executor
+    stopped), never a guess."""
     import base64
     import json
     import urllib.request
@@ -251,26 +258,40 @@ def test_sigkill_mid_action_non_idempotent_action_is_not_rerun(kube_admin: clien
         op = operator_factory(env={"REMEDY_FAULT_INJECT": "after_action:60"}, args=["-n", namespace]).start()
         op.wait_ready()
         create_rem(kube_admin, namespace, "reconcile", {"action": {"httpRequest": {
-            "url": f"{svc.url}/api/cron/reconcile", "method": "POST",
+            "url": f"{svc.url}/api/cron/reconcile", "method": "POST", "idempotencyKey": keyed,
             "bearerTokenSecretRef": {"name": "cron", "key": "token"}}}},
             annotations={"remedy.dev/fault-inject": "true"})
         wait_phase(kube_admin, namespace, "reconcile", "Running")
 
-        def calls() -> int:
+        def stats() -> dict[str, Any]:
             with urllib.request.urlopen(f"{svc.url}/admin/stats", timeout=5) as r:
-                stats = json.load(r)
-            return int(stats.get("succeeded", {}).get("POST /api/cron/reconcile", 0))
+                out: dict[str, Any] = json.load(r)
+            return out
 
-        wait_for(lambda: calls() == 1, what="reconcile called")
+        def runs() -> int:
+            return int(stats().get("succeeded", {}).get("POST /api/cron/reconcile", 0))
+
+        wait_for(lambda: runs() == 1, what="reconcile called")
         op.kill()
         op.env["REMEDY_FAULT_INJECT"] = ""
         op.start()
         obj = wait_phase(kube_admin, namespace, "reconcile", {"Succeeded", "Failed"})
-        assert obj["status"]["phase"] == "Failed"
-        assert condition(obj, "Completed")["reason"] == "OutcomeUnknown"
-        assert condition(obj, "Executed")["status"] == "Unknown"
         time.sleep(2)
-        assert calls() == 1, "non-idempotent action ran twice"
+        assert runs() == 1, "the reconcile ran twice"
+        events = client.CoreV1Api(kube_admin).list_namespaced_event(
+            namespace, field_selector=f"involvedObject.uid={obj['metadata']['uid']}").items
+        notes = {e.reason: e.message or "" for e in events}
+        assert "stopped during attempt" in notes["OutcomeUnknown"] and "operator restarted" not in json.dumps(notes)
+        if keyed:
+            assert obj["status"]["phase"] == "Succeeded", obj["status"]
+            assert stats()["replayed"]["POST /api/cron/reconcile"] == 1  # the re-send, answered from the record
+            assert "ReApplying" in notes
+        else:
+            assert obj["status"]["phase"] == "Failed"
+            assert condition(obj, "Completed")["reason"] == "OutcomeUnknown"
+            assert condition(obj, "Executed")["status"] == "Unknown"
+            assert "EscalationRequired" in notes
+            assert "replayed" not in stats() or not stats()["replayed"]
         assert "s3cret-cron" not in json.dumps(obj)
         op.stop()
     finally:
