@@ -39,6 +39,7 @@ from ..constants import (
     VERSION,
 )
 from ..observability import MODE_CHANGES, POLICY_MODE
+from . import authz
 from .conditions import get_condition
 
 LAST_OUTCOMES = 10
@@ -294,6 +295,8 @@ async def announce(kube: Any, recorder: Any, policy: dict[str, Any], spec: Remed
     body = {
         "apiVersion": API_VERSION, "kind": REMEDIATION_KIND,
         "metadata": {"name": f"{meta['name'][:40].rstrip('-.')}-demoted-{digest}",
+                     # on behalf of the policy's author, like every child (engine/authz.py)
+                     "annotations": authz.on_behalf_of(policy),
                      "ownerReferences": [{"apiVersion": API_VERSION, "kind": POLICY_KIND, "name": meta["name"],
                                           "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}]},
         "spec": {"action": {"notify": notify}, "reason": f"policy {meta['name']} demoted to {new}"},
