@@ -174,7 +174,7 @@ def test_raise_memory_in_place_resizes_the_running_pod(node_admin: client.ApiCli
     assert (after.container_id, after.restart_count) == (before.container_id, before.restart_count), "resized, not restarted"
 
 
-def test_restart_workload_runs_new_containers(node_admin: client.ApiClient, node: Node,
+def test_restart_workload_runs_new_containers(node_cluster: ControlPlane, node_admin: client.ApiClient, node: Node,
                                               node_operator: OperatorProcess, node_namespace: str) -> None:
     """restartWorkload: new pods from a new ReplicaSet, new containers running in containerd,
     the old containers gone from containerd (not just from the API)."""
@@ -196,6 +196,8 @@ def test_restart_workload_runs_new_containers(node_admin: client.ApiClient, node
     assert {p.metadata.labels["pod-template-hash"] for p in after} != {p.metadata.labels["pod-template-hash"] for p in before}
     wait_for(lambda: new_ids <= node.running_containers() and not old_ids & node.running_containers(),
              timeout=60, what="containerd to run the new containers and not the old ones")
+    # The process's own output, read from the kubelet through the apiserver (kubectl logs).
+    assert "holding 8 MiB" in node_cluster.kubectl("logs", "-n", ns, after[0].metadata.name).stdout
 
 
 def test_rollback_workload_after_a_crashing_release(node_admin: client.ApiClient, node: Node,
