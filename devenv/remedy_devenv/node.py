@@ -42,7 +42,7 @@ NODE_NAME = "remedy-node-0"
 NODE_COMPONENTS = ("kube-scheduler", "containerd", "kubelet")  # start order
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CGROUP_V1 = Path("/sys/fs/cgroup")
-POD_SUBNETS = ipaddress.ip_network("10.244.0.0/16")
+POD_SUBNETS = ipaddress.IPv4Network("10.244.0.0/16")
 
 
 class NodeError(RuntimeError):
@@ -143,10 +143,6 @@ class Node:
     def containerd_socket(self) -> Path:
         return self.dir / "containerd" / "containerd.sock"
 
-    def _config(self) -> dict[str, object]:
-        path = self.dir / "node.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
     # -- start ------------------------------------------------------------------------------
     def start(self, deadline: float) -> None:
         """Start containerd, kubelet and kube-scheduler; return when the node is Ready."""
@@ -160,21 +156,21 @@ class Node:
         for sub in ("containerd", "cni", "kubelet", "pod-logs", "pki"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         subnet = self._setup_bridge()
-        cfg = {"subnet": str(subnet), "kubelet_port": _free_port(),
-               "kubelet_healthz_port": _free_port(), "scheduler_port": _free_port()}
-        (self.dir / "node.json").write_text(json.dumps(cfg))
+        ports = {"kubelet_port": _free_port(), "kubelet_healthz_port": _free_port(),
+                 "scheduler_port": _free_port()}
+        (self.dir / "node.json").write_text(json.dumps({"subnet": str(subnet), **ports}))
         gateway = str(next(subnet.hosts()))
         self._write_cni(subnet, gateway)
         self._client_cert()
         self._start_containerd(deadline)
-        self._start_scheduler(int(cfg["scheduler_port"]), deadline)  # type: ignore[call-overload]
-        self._start_kubelet(gateway, cfg, deadline)
+        self._start_scheduler(ports["scheduler_port"], deadline)
+        self._start_kubelet(gateway, ports, deadline)
 
     def _setup_bridge(self) -> ipaddress.IPv4Network:
         """The host side of the pod network: a bridge with the .1 of a free /24."""
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)  # a leftover
         routes = _run("ip", "-4", "-o", "addr", "show").stdout + _run("ip", "-4", "route").stdout
-        used = {ipaddress.ip_network(m, strict=False)
+        used = {ipaddress.IPv4Network(m, strict=False)
                 for m in re.findall(r"(\d+\.\d+\.\d+\.\d+/\d+)", routes)}
         start = int(self.tag, 16) % 250
         for i in range(250):
@@ -281,7 +277,7 @@ state = "{d / 'state'}"
         self.cp._wait("kube-scheduler", lambda: self.cp._get(
             f"https://127.0.0.1:{port}/healthz", verify=False) == b"ok", deadline)
 
-    def _start_kubelet(self, node_ip: str, cfg: dict[str, object], deadline: float) -> None:
+    def _start_kubelet(self, node_ip: str, cfg: dict[str, int], deadline: float) -> None:
         assert self.bin_dir is not None
         self._make_cgroup_root()
         # The kubelet acts as system:node:<name>; without the Node authorizer (the cluster uses

@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO
 
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -49,7 +50,7 @@ def _parents(path: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def write_layer(out: io.BufferedIOBase, adds: Sequence[tuple[Path, str]]) -> None:
+def write_layer(out: IO[bytes], adds: Sequence[tuple[Path, str]]) -> None:
     """A tar layer of `adds` (host path -> absolute image path), parents created as 0755 dirs."""
     seen: set[str] = set()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -94,7 +95,7 @@ def build(name: str, out: Path, adds: Sequence[tuple[Path, str]], entrypoint: Se
     """Write the archive `out` for image `name`; return the manifest digest."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=out.parent) as layer:
-        write_layer(layer, adds)  # type: ignore[arg-type]
+        write_layer(layer, adds)
         size = layer.tell()
         layer.seek(0)
         h = hashlib.sha256()

@@ -85,7 +85,7 @@ def test_node_is_real_and_ready(node_cluster: ControlPlane) -> None:
     info = obj["status"]["nodeInfo"]
     assert info["kubeletVersion"] == "v1.35.4"
     assert info["containerRuntimeVersion"].startswith("containerd://")
-    ready = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"][0]
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True", ready
 
 
