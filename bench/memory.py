@@ -160,8 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         kubectl = str(locate_binaries() / "kubectl")
         subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "--server-side", "-f", str(REPO / "crds")],
                        check=True, capture_output=True)
-        subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev"], check=True, capture_output=True)
+        for attempt in range(30):  # `kubectl wait` errors (instead of waiting) while a fresh CRD has no conditions
+            done = subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "wait", "--for=condition=Established",
+                                   "--timeout=60s", "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev"],
+                                  capture_output=True)
+            if done.returncode == 0:
+                break
+            time.sleep(1.0)
+        else:
+            raise RuntimeError(f"CRDs not established: {done.stderr.decode()[-500:]}")
         if cp is not None:
             admission.install(cp)
         else:
