@@ -34,14 +34,17 @@ MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 
 
+SKIP_DIRS = frozenset({"__pycache__"})  # never wanted in an image; rebuilt at run time if needed
+
+
 def _entries(src: Path, dest: str) -> Iterable[tuple[Path, str]]:
     """(host path, path in image) for src and, if it is a real directory, everything below it."""
     yield src, dest
     if src.is_dir() and not src.is_symlink():
         for root, dirs, files in os.walk(src):
-            dirs.sort()
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
             rel = Path(root).relative_to(src)
-            for name in sorted(dirs) + sorted(files):
+            for name in dirs + sorted(files):
                 yield Path(root) / name, f"{dest.rstrip('/')}/{(rel / name).as_posix()}"
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from remedy_devenv import demo_image
 from remedy_devenv.cluster import ControlPlane
 from remedy_devenv.node import Node, image_name
 from remedy_devenv.operator import OperatorProcess
@@ -235,3 +237,24 @@ def test_rollback_workload_after_a_crashing_release(node_admin: client.ApiClient
     stays_up(node_admin, ns, back.metadata.name, 5)
     wait_for(lambda: all(p.metadata.labels["pod-template-hash"] == good_hash for p in pods(node_admin, ns, "api")),
              timeout=60, what="the crashing pods to be gone")
+
+
+def test_demo_app_image_serves_from_a_pod(node_admin: client.ApiClient, node: Node, node_namespace: str) -> None:
+    """The demo services' image (Debian's python3.11 + the demo app, built here without a
+    registry) runs as a pod: the kubelet's HTTP readiness probe passes and this host reaches
+    the service on the pod's own address."""
+    name, archive = demo_image.build()
+    node.import_image(archive)
+    ns = node_namespace
+    container = {"name": "inventory", "image": name, "imagePullPolicy": "Never",
+                 "args": ["--role", "inventory", "--host", "0.0.0.0", "--port", "8080"],
+                 "ports": [{"containerPort": 8080}],
+                 "readinessProbe": {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 1},
+                 "resources": {"limits": {"memory": "128Mi"}, "requests": {"memory": "64Mi"}}}
+    client.AppsV1Api(node_admin).create_namespaced_deployment(ns, deployment("inventory", container))
+    pod = wait_for(lambda: running_ready(node_admin, ns, "inventory"), timeout=90, what="inventory pod Ready")[0]
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # pod IPs are local
+    with direct.open(f"http://{pod.status.pod_ip}:8080/health", timeout=5) as resp:
+        assert resp.status == 200
+    with direct.open(f"http://{pod.status.pod_ip}:8080/metrics", timeout=5) as resp:
+        assert b"# TYPE" in resp.read()
