@@ -43,6 +43,12 @@ NODE_COMPONENTS = ("kube-scheduler", "containerd", "kubelet")  # start order
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CGROUP_V1 = Path("/sys/fs/cgroup")
 POD_SUBNETS = ipaddress.IPv4Network("10.244.0.0/16")
+# Machine-wide kernel settings the kubelet rewrites at start (setupKernelTunables: overcommit
+# "always", reboot 10 s after a panic, panic on oops, key quotas); its only alternative is
+# refusing to start. A development node must not leave the machine changed: they are read
+# before the kubelet starts and written back once it is up (it sets them only at start).
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+                   "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
 
 
 class NodeError(RuntimeError):
@@ -88,6 +94,26 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and res.returncode != 0:
         raise NodeError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}")
     return res
+
+
+def _read_sysctls() -> dict[str, str]:
+    out = {}
+    for key in KUBELET_SYSCTLS:
+        try:
+            out[key] = (Path("/proc/sys") / key).read_text().strip()
+        except OSError:
+            continue
+    return out
+
+
+def _restore_sysctls(saved: dict[str, str]) -> None:
+    for key, value in saved.items():
+        path = Path("/proc/sys") / key
+        try:
+            if path.read_text().strip() != value:
+                path.write_text(value)
+        except OSError:
+            continue
 
 
 def _cgroup_subsystems() -> list[Path]:
@@ -313,12 +339,16 @@ state = "{d / 'state'}"
             "containerLogMaxSize": "5Mi",
         }
         (self.dir / "kubelet-config.json").write_text(json.dumps(config, indent=1))
+        sysctls = _read_sysctls()
         self.cp._spawn("kubelet", [
             str(self.bin_dir / "kubelet"), f"--config={self.dir / 'kubelet-config.json'}",
             f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}", f"--root-dir={self.dir / 'kubelet'}",
             f"--hostname-override={self.name}", f"--node-ip={node_ip}", "--v=1",
         ])
-        self.cp._wait("kubelet", self._ready, deadline)
+        try:
+            self.cp._wait("kubelet", self._ready, deadline)
+        finally:
+            _restore_sysctls(sysctls)
 
     def _make_cgroup_root(self) -> None:
         """The kubelet requires its cgroup root to exist in every hierarchy."""
