@@ -9,7 +9,10 @@ every request that reached the apiserver is one line.
 
 Each line is one audit.k8s.io/v1 Event (stage ResponseComplete). A write is *effective* when
 the apiserver answered it with a 2xx code (a 409 precondition failure or a 422 changed nothing),
-whatever the client saw: a response dropped by a proxy after forwarding still counts.
+whatever the client saw: a response dropped by a proxy after forwarding still counts. A write
+logged with a 5xx is *ambiguous*: when the client dies mid-request the apiserver logs 504 (its
+handler timed out on the gone client) although storage may have committed the change, as seen
+in the crash test. Count those as "reached the apiserver", never as "did nothing".
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ class AuditWrite:
     @property
     def effective(self) -> bool:
         return 200 <= self.code < 300
+
+    @property
+    def ambiguous(self) -> bool:
+        """5xx (or no code): may or may not have been applied."""
+        return self.code >= 500 or self.code == 0
 
     @property
     def target(self) -> tuple[str, str, str]:

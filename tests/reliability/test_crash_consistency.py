@@ -14,10 +14,12 @@ Side effects are counted by witnesses the operator does not control:
 
 Figures (bench/results/reliability-crash-consistency[-ci].json), none of them literal:
 ``duplicates_audit`` / ``duplicates_http`` (Remediations with more than one effective side
-effect), ``lost`` (created minus final after a bounded wait), ``never_executed`` (final, not
-Skipped, and no side effect reached the target) apart from ``outcome_unknown`` (Completed
-reason OutcomeUnknown), ``wrong_end_state`` (Succeeded but the target is not in the planned
-state), and the ``seed`` that drove the mix, the order and the kill times
+effect; for workloads a 2xx write), ``possible_duplicates_audit`` (2xx plus 5xx writes > 1: the
+apiserver logs 504 for a write whose client was SIGKILLed mid-request, although it may have
+committed), ``lost`` (created minus final after a bounded wait), ``never_executed`` (final, not
+Skipped, and no write or call reached the target at all) apart from ``outcome_unknown``
+(Completed reason OutcomeUnknown), ``wrong_end_state`` (Succeeded but the target is not in the
+planned state), ``beyond_plan`` (any target moved past its one planned change), and the ``seed`` that drove the mix, the order and the kill times
 (REMEDY_CRASH_SEED replays one).
 
 Size: the CI variant is bounded (a few minutes); REMEDY_CRASH_FULL=1 runs >= 200 Remediations
@@ -124,6 +126,19 @@ def _end_state(apps: client.AppsV1Api, ns: str, kind: str, target: str) -> bool:
     return str((c.resources.limits or {}).get("memory")) == "384Mi"
 
 
+def _beyond_plan(apps: client.AppsV1Api, ns: str, kind: str, target: str) -> bool:
+    """Did the target move past its one planned change (a second delta, a second raise, a
+    roll-forward)? Whatever the Remediation's phase, this must never be true."""
+    dep = apps.read_namespaced_deployment(target, ns)
+    if kind == "scale":
+        return int(dep.spec.replicas or 0) > 1
+    if kind == "memory":
+        return str((dep.spec.template.spec.containers[0].resources.limits or {}).get("memory")) not in ("256Mi", "384Mi")
+    if kind == "rollback":
+        return int((dep.metadata.annotations or {}).get(REVISION, 0)) > 3
+    return False
+
+
 def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, kube_admin: client.ApiClient,
                                                            operator_factory: Any) -> None:
     seed = int(os.environ.get("REMEDY_CRASH_SEED") or random.SystemRandom().randrange(2**32))
@@ -188,9 +203,13 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, k
         with urllib.request.urlopen(f"{demo.url}/admin/stats", timeout=5) as r:
             stats = json.load(r)
         runs_by_caller: dict[str, int] = stats.get("runs_by_caller", {})
-        writes_by_name: Counter[str] = Counter()
-        for w in audit.writes(effective_only=True):
-            writes_by_name[w.name] += 1
+        writes_by_name: Counter[str] = Counter()  # 2xx: certainly applied
+        ambiguous_by_name: Counter[str] = Counter()  # 5xx: the client died mid-request; may be applied
+        for w in audit.writes():
+            if w.effective:
+                writes_by_name[w.name] += 1
+            elif w.ambiguous:
+                ambiguous_by_name[w.name] += 1
         # Every write to the namespace by anyone, for the diagnostics of odd cases below.
         any_writes: dict[str, list[list[Any]]] = {}
         for w in read_writes(control_plane.audit_log):
@@ -198,25 +217,31 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, k
                 any_writes.setdefault(w.name, []).append([w.user, w.verb, w.resource, w.code])
         apps = client.AppsV1Api(kube_admin)
         effects: dict[str, int] = {}
+        reached: dict[str, int] = {}  # effective + ambiguous writes: what reached the target
         wrong_end_state: list[str] = []
+        beyond_plan: list[str] = []
         for name, kind in kind_of.items():
             if kind == "http":
-                effects[name] = int(runs_by_caller.get(name, 0))
+                effects[name] = reached[name] = int(runs_by_caller.get(name, 0))
                 continue
             target = f"{PREFIX[kind]}-{name.split('-')[1]}"
             effects[name] = writes_by_name.get(target, 0)
+            reached[name] = effects[name] + ambiguous_by_name.get(target, 0)
             if phase(items.get(name, {})) == "Succeeded" and not _end_state(apps, ns, kind, target):
                 wrong_end_state.append(name)
+            if _beyond_plan(apps, ns, kind, target):
+                beyond_plan.append(name)
         dup = {n: c for n, c in effects.items() if c > 1}
+        possible_dup = {n: c for n, c in reached.items() if c > 1 and kind_of[n] != "http"}
         phases = Counter(phase(o) for o in items.values())
         reasons = Counter(cond(o, "Completed").get("reason") for o in items.values())
         final = [n for n, o in items.items() if phase(o) in FINAL]
-        never = [n for n in final if phase(items[n]) != "Skipped" and effects.get(n, 0) == 0]
+        never = [n for n in final if phase(items[n]) != "Skipped" and reached.get(n, 0) == 0]
         unknown = [n for n, o in items.items() if cond(o, "Completed").get("reason") == "OutcomeUnknown"]
         # Failed although the side effect did happen once: not a duplicate, but the status should
         # say so; kept visible with sample messages.
         failed_after_effect = [n for n, o in items.items() if phase(o) == "Failed" and effects.get(n, 0) > 0]
-        succeeded_without_effect = [n for n in never if phase(items[n]) == "Succeeded"]
+        succeeded_without_effect = [n for n in final if phase(items[n]) == "Succeeded" and effects.get(n, 0) == 0]
 
         def sample(names: list[str]) -> list[dict[str, Any]]:
             out = []
@@ -248,7 +273,11 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, k
             "failed_after_effect": len(failed_after_effect),
             "succeeded_without_effect": len(succeeded_without_effect),
             "succeededWithoutEffectSamples": sample(succeeded_without_effect),
-            "neverExecutedSamples": sample([n for n in never if n not in succeeded_without_effect]),
+            "neverExecutedSamples": sample(never),
+            "possible_duplicates_audit": len(possible_dup),
+            "possibleDuplicateSamples": sample(list(possible_dup)),
+            "auditAmbiguousWrites": sum(ambiguous_by_name.values()),
+            "beyond_plan": len(beyond_plan),
             "failedAfterEffectSamples": [[n, cond(items[n], "Completed").get("reason"),
                                           str(cond(items[n], "Completed").get("message"))[:200]]
                                          for n in sorted(failed_after_effect)[:3]],
@@ -267,6 +296,7 @@ def test_sigkill_storm_never_double_runs_and_loses_nothing(control_plane: Any, k
         assert figures["lost"] == 0, {n: (o.get("status") or {}).get("phase") for n, o in items.items()
                                       if phase(o) not in FINAL}
         assert not wrong_end_state, wrong_end_state
+        assert not beyond_plan, f"targets changed beyond their single planned change: {beyond_plan}"
         # Actions with a probe (all workload actions) must never end without acting.
         workload_never = [n for n in never if kind_of[n] != "http"]
         assert not workload_never, [(n, items[n].get("status", {}).get("conditions")) for n in workload_never[:5]]
