@@ -22,11 +22,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import traceback
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 REDACTED = "<redacted>"
 MIN_FRAGMENT = 8
@@ -71,6 +72,39 @@ def encodings(value: str) -> set[str]:
     return {f for f in forms if f}
 
 
+_DSN_SCHEMES = frozenset({"redis", "rediss", "postgres", "postgresql", "mongodb", "mongodb+srv", "mysql", "amqp", "amqps"})
+_DSN_SECRET_KEYS = re.compile(r"pass|secret|token|key|auth|cred|sig", re.IGNORECASE)
+
+
+def split_connection_string(value: str) -> tuple[list[str], bool]:
+    """(the secret parts of ``value``, whether it is a connection string with public parts).
+
+    A URL or libpq DSN from a Secret (``redis://:pw@10.0.0.7:6379/0``,
+    ``host=db password=pw``) is mostly *not* secret: its host and port appear in plans, errors
+    and other objects. Fragment-redacting the whole string would mask every "127.0.0.1:" in
+    every message; so only the credential parts (the password, secret-looking query or
+    key=value parameters) are redacted down to 8-character fragments, and the full string
+    only whole. Any other value is secret in full.
+    """
+    if "://" in value and " " not in value.strip():
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return [value], False
+        # Database/cache URLs only: in an http(s) URL from a Secret (a Slack webhook) the path
+        # itself is the credential.
+        if parts.scheme.lower() in _DSN_SCHEMES and parts.netloc:
+            # The password; a user name is not a credential (and "remedy" masked everywhere
+            # would make every message unreadable).
+            secret = [parts.password, unquote(parts.password)] if parts.password else []
+            secret += [v for k, v in parse_qsl(parts.query, keep_blank_values=False) if _DSN_SECRET_KEYS.search(k) and v]
+            return secret, True
+    pairs = re.findall(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", value)
+    if {k.lower() for k, _ in pairs} & {"host", "hostaddr", "dbname"} and re.fullmatch(r"(\s*\w+\s*=\s*('(?:[^'\\]|\\.)*'|\S+))+\s*", value):
+        return [v.strip("'") for k, v in pairs if _DSN_SECRET_KEYS.search(k) and v.strip("'")], True
+    return [value], False
+
+
 class Redactor:
     """Registered secret values and their encodings; ``redact`` masks them in any text."""
 
@@ -106,11 +140,15 @@ class Redactor:
         grams: set[str] = set()
         whole: set[str] = set()
         for value in self._values:
-            for form in encodings(value):
-                if len(form) >= MIN_FRAGMENT:
-                    grams.update(form[i:i + MIN_FRAGMENT] for i in range(len(form) - MIN_FRAGMENT + 1))
-                else:
-                    whole.add(form)
+            secret_parts, public_shape = split_connection_string(value)
+            for part in secret_parts:
+                for form in encodings(part):
+                    if len(form) >= MIN_FRAGMENT:
+                        grams.update(form[i:i + MIN_FRAGMENT] for i in range(len(form) - MIN_FRAGMENT + 1))
+                    else:
+                        whole.add(form)
+            if public_shape:  # the whole DSN/URL too, in every encoding, but not its fragments
+                whole.update(f for f in encodings(value) if len(f) >= 4)
         self._grams = frozenset(grams)
         # Longest first, so a short form inside a longer one does not split it.
         self._whole = tuple(sorted(whole, key=len, reverse=True))

@@ -24,7 +24,9 @@ from .stack import NS, Stack
 from .start import start_stack
 from .support import DemoError, Interrupted, say, wait_until
 
-APPROVER = "oncall@demo"
+# The demo runs kubectl as the cluster admin; the API server accepts only the approving user's own
+# name as approver (deploy/admission, docs/security.md).
+APPROVER = "admin"
 DESCRIPTION = "`./scripts/demo`: a live incident demo on a real local control plane."
 
 
