@@ -45,6 +45,7 @@ from ..errors import (
     SkipError,
     TargetNotFoundError,
 )
+from . import notify_sinks
 from .base import ActionContext, ActionDef, Applied, CannotTell, Evidence, NotApplied, Observation
 
 EXCERPT_CHARS = 200
@@ -462,6 +463,8 @@ async def notify_plan(ctx: ActionContext, p: Notify) -> Evidence:
         check_headers(p.webhook)
         await token_for(ctx, p.webhook)
         out["webhook"] = request_plan(ctx, p.webhook, notify_payload(p))
+    if p.sink is not None:
+        out["sink"] = await notify_sinks.plan(ctx, p)
     return out
 
 
@@ -475,10 +478,14 @@ async def notify_execute(ctx: ActionContext, p: Notify, plan: Evidence) -> Evide
         resp = await send(ctx, p.webhook, token=token, body=notify_payload(p), content_type="application/json")
         check_status(ctx, p.webhook, resp)
         out["webhook"] = response_evidence(p.webhook, resp)
+    if p.sink is not None:
+        out["sink"] = await notify_sinks.send(ctx, p)
     return out
 
 
 async def notify_observe(ctx: ActionContext, p: Notify, plan: Evidence) -> Observation:
+    if p.webhook is None and p.sink is not None:
+        return NotApplied(f"notify sink {p.sink.format}: sent again with the same dedup key (at-least-once)")
     if p.webhook is None:
         return NotApplied("notify without a webhook only posts an Event: repeating it is harmless")
     seen = observe_call(ctx, p.webhook)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from .common import ApiModel, Duration, SecretKeyRef
+from .notify import NotifySink
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -59,3 +60,4 @@ class Notify(ApiModel):
     message: str = Field(min_length=1, max_length=4000)
     webhook: HttpCall | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
+    sink: NotifySink | None = Field(default=None, description="Also send in a receiver's own wire format (Slack, PagerDuty, Opsgenie, Teams, generic).")
