@@ -178,8 +178,7 @@ class ControlPlane:
         default_factory=lambda: _env_port("REMEDY_KCM_PORT", 16444))
     fake_kubelet: bool = True
     # containerd + kubelet + kube-scheduler instead of the fake kubelet (remedy_devenv.node).
-    real_node: bool = dataclasses.field(
-        default_factory=lambda: os.environ.get("REMEDY_REAL_NODE") == "1")
+    real_node: bool = False
     bin_dir: Path | None = None
     ready_seconds: float = 0.0  # measured by the last start()
     _procs: dict[str, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict, repr=False)
@@ -462,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from_state_dir(state).stop()
             shutil.rmtree(state, ignore_errors=True)
         cp = ControlPlane(state_dir=state, fake_kubelet=not args.no_kubelet)
-        cp.real_node = cp.real_node or args.real_node
+        cp.real_node = args.real_node or os.environ.get("REMEDY_REAL_NODE") == "1"
         try:
             cp.start()
         except ClusterError as exc:
