@@ -161,7 +161,7 @@ class NotifyReceiver:
     # --- HTTP ---------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        headers = {k: v for k, v in request.headers.items()}
+        headers = dict(request.headers.items())
         try:
             body: Any = json.loads(raw)
         except ValueError:

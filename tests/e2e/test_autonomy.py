@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -241,7 +240,7 @@ def test_shadow_policy_earns_auto_and_is_demoted_by_an_ineffective_chain(stack: 
     # --- what a person sees ----------------------------------------------------------------------
     table = s.cp.kubectl("get", "remediationpolicy", POLICY, "-n", s.ns, "-o", "wide").stdout
     header, row = table.strip().splitlines()[:2]
-    cols = dict(zip(header.split(), row.split()))
+    cols = dict(zip(header.split(), row.split(), strict=True))
     assert cols["MODE"] == "approve" and cols["RUNS"] == str(p["status"]["trackRecord"]["runs"]) and cols["INEFFECTIVE"] == "2"
     out = plugin(s, "history", POLICY, "-n", s.ns)
     assert "Mode:" in out and "approve" in out and "ineffective" in out.lower()

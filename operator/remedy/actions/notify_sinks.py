@@ -127,11 +127,11 @@ async def send(ctx: ActionContext, p: Notify) -> Evidence:
     body, headers = build(sink.format, p.message, p.severity, dedup, source_of(ctx, sink), _details(ctx), key=key)
     shown = f"notify sink {sink.format} ({urlsplit(str(url)).netloc})"
     try:
-        async with ctx.connectors.http(parse_duration(sink.timeout)) as session:
-            async with session.post(str(url), data=json.dumps(body).encode(), allow_redirects=False,
-                                    headers={"Content-Type": "application/json", **headers}) as resp:
-                status = int(resp.status)
-                text = (await resp.content.read(2048)).decode(errors="replace")
+        async with ctx.connectors.http(parse_duration(sink.timeout)) as session, \
+                session.post(str(url), data=json.dumps(body).encode(), allow_redirects=False,
+                             headers={"Content-Type": "application/json", **headers}) as resp:
+            status = int(resp.status)
+            text = (await resp.content.read(2048)).decode(errors="replace")
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # At-least-once: the dedup key (where the receiver has one) makes the resend an update.
         raise RetryableError(f"{shown}: {type(exc).__name__}; sending again", delay=3.0, reason="SinkUnreachable") from None

@@ -43,13 +43,13 @@ class Alertmanager:
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            async with aiohttp.ClientSession(timeout=self.timeout) as session:
-                async with session.request(method, f"{self.url}/api/v2{path}", json=body) as r:
-                    text = await r.text()
-                    if r.status >= 400:
-                        raise RetryableError(f"Alertmanager {method} {path}: HTTP {r.status}: {text[:200]}",
-                                             delay=5.0, reason="AlertmanagerUnavailable")
-                    return await r.json(content_type=None) if text else None
+            async with aiohttp.ClientSession(timeout=self.timeout) as session, \
+                    session.request(method, f"{self.url}/api/v2{path}", json=body) as r:
+                text = await r.text()
+                if r.status >= 400:
+                    raise RetryableError(f"Alertmanager {method} {path}: HTTP {r.status}: {text[:200]}",
+                                         delay=5.0, reason="AlertmanagerUnavailable")
+                return await r.json(content_type=None) if text else None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise RetryableError(f"Alertmanager {method} {path}: {type(exc).__name__}", delay=5.0,
                                  reason="AlertmanagerUnavailable") from None

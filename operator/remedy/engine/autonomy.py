@@ -192,13 +192,9 @@ def decide(spec: RemediationPolicySpec, status: dict[str, Any], scored: list[tup
     if mode == "shadow":
         # A dry run earns trust once its plan was made and the alert did not clear without
         # action (so the action would have been needed); undecided ones wait.
-        decided = [e for e in recent if e.get("wouldHave") != "pending"]
-        good = [e for e in decided if e["outcome"] == "planned" and e.get("wouldHave") != "clearedOnItsOwn"]
-        streak = 0
-        for e in reversed(decided):
-            if e not in good:
-                break
-            streak += 1
+        decided = [{**e, "outcome": "needed" if e["outcome"] == "planned" and e.get("wouldHave") != "clearedOnItsOwn" else "not-needed"}
+                   for e in recent if e.get("wouldHave") != "pending"]
+        streak = _streak(decided, {"needed"})
         what = "planned runs whose alert still needed action"
     else:
         streak = _streak(recent, {"verified"})
