@@ -75,6 +75,8 @@ class LosingKube(KubeClient):
         if fault == "drop":
             raise AmbiguousOutcomeError(f"connection reset during {what} (request lost before the server)")
         result = await super().call(what, fn, *args, mutating=True, **kwargs)
+        if fault == "hang":  # applied, and then the answer never comes (bounded only by spec.timeout)
+            await asyncio.sleep(3600)
         if fault == "forward":
             raise AmbiguousOutcomeError(f"504 Gateway Timeout on {what} after the server applied it")
         return result
@@ -188,6 +190,23 @@ async def test_lost_answer_of_a_memory_raise_is_observed(kube: LosingKube, kube_
     assert await drive(engine_for(kube, Events(kube)), own_ns, "mem") == "Succeeded"
     dep = client.AppsV1Api(kube_admin).read_namespaced_deployment("inv", own_ns)
     assert dep.spec.template.spec.containers[0].resources.limits["memory"] == "384Mi"
+    assert kube.mutations == 1
+
+
+async def test_spec_timeout_cancels_a_hung_call_and_says_what_happened(kube: LosingKube, kube_admin: client.ApiClient, own_ns: str) -> None:
+    """The write is applied but its answer never comes: spec.timeout (2s) cancels the attempt,
+    and the engine observes the target instead of guessing: applied, not verified."""
+    make_deployment(kube_admin, own_ns, "web", replicas=2)
+    create_rem(kube_admin, own_ns, "up", {"timeout": "2s", "action": {"scaleWorkload": {"target": {"name": "web"}, "replicas": 4}}})
+    kube.plan = ["hang"]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await drive(engine_for(kube, Events(kube)), own_ns, "up") == "Failed"
+    assert loop.time() - started < 30
+    obj = get_rem(kube_admin, own_ns, "up")
+    assert condition(obj, "Completed")["reason"] == "Timeout"
+    assert "observed applied" in obj["status"]["message"] and condition(obj, "Executed")["status"] == "True"
+    assert client.AppsV1Api(kube_admin).read_namespaced_deployment("web", own_ns).spec.replicas == 4
     assert kube.mutations == 1
 
 
