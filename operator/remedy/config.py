@@ -37,6 +37,8 @@ class Settings:
     kube_connect_timeout: float = field(default_factory=lambda: _float("REMEDY_KUBE_CONNECT_TIMEOUT", 5.0))
     prometheus_timeout: float = field(default_factory=lambda: _float("REMEDY_PROMETHEUS_TIMEOUT", 10.0))
     observe_timeout: float = field(default_factory=lambda: _float("REMEDY_OBSERVE_TIMEOUT", 30.0))
+    # Slack-compatible webhook told when an outcome stays unknown (engine/escalation.py).
+    escalation_webhook: str | None = field(default_factory=lambda: os.environ.get("REMEDY_ESCALATION_WEBHOOK") or None)
     # Security (issue 13): outbound HTTP allowlist (remedy.clients.egress; empty allows nothing)
     # and whether actions run only with the recorded requester's RBAC (remedy.engine.authz).
     egress_allow: str = field(default_factory=lambda: os.environ.get("REMEDY_EGRESS_ALLOW", ""))

@@ -29,6 +29,7 @@ from .constants import ANN_FAULT_INJECT, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_PO
 from .engine.authz import Guard
 from .engine.holds import Holds
 from .engine import history
+from .engine import escalation
 from .engine.lifecycle import Engine
 from .engine.policy import PolicyEngine
 from .engine.silences import SilenceKeeper
@@ -92,7 +93,8 @@ def build_engine(settings: Settings, kube: KubeClient) -> Engine:
                   context_factory=context_factory, guard=guard,
                   observer=MetricsObserver(), max_attempts=settings.max_attempts, prometheus_url=settings.prometheus_url,
                   hooks=fault_injection_hooks(os.environ.get("REMEDY_FAULT_INJECT", "")),
-                  heartbeat_interval=settings.heartbeat_seconds, observe_timeout=settings.observe_timeout)
+                  heartbeat_interval=settings.heartbeat_seconds, observe_timeout=settings.observe_timeout,
+                  escalate=escalation.webhook(settings.escalation_webhook) if settings.escalation_webhook else None)
 
 
 def fault_injection_hooks(spec: str) -> dict[str, Any]:

@@ -210,6 +210,51 @@ async def test_spec_timeout_cancels_a_hung_call_and_says_what_happened(kube: Los
     assert kube.mutations == 1
 
 
+async def test_unkeyed_http_call_with_a_lost_answer_escalates_and_is_not_resent(kube: LosingKube, kube_admin: client.ApiClient, own_ns: str) -> None:
+    """CannotTell: an endpoint declared without idempotency support answers too late. The call is
+    not sent again; the Remediation ends OutcomeUnknown, an EscalationRequired Event is posted and
+    the escalation webhook is told once (the receivers here count what arrives)."""
+    from aiohttp import web
+
+    from remedy.engine import escalation
+
+    arrived: dict[str, list[Any]] = {"slow": [], "escalate": []}
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived["slow"].append(request.headers.get("Idempotency-Key"))
+        await asyncio.sleep(2)
+        return web.json_response({"ok": True})
+
+    async def escalate(request: web.Request) -> web.Response:
+        arrived["escalate"].append((request.headers.get("Idempotency-Key"), await request.json()))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/slow", slow)
+    app.router.add_post("/escalate", escalate)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        obj = create_rem(kube_admin, own_ns, "cron", {"action": {"httpRequest": {
+            "url": f"http://127.0.0.1:{port}/slow", "timeout": "300ms", "idempotencyKey": False}}})
+        events = Events(kube)
+        engine = engine_for(kube, events, escalate=escalation.webhook(f"http://127.0.0.1:{port}/escalate"))
+        assert await drive(engine, own_ns, "cron") == "Failed"
+        await asyncio.sleep(2.5)
+    finally:
+        await runner.cleanup()
+    done = get_rem(kube_admin, own_ns, "cron")
+    assert condition(done, "Completed")["reason"] == "OutcomeUnknown"
+    assert "idempotencyKey: false" in done["status"]["message"]
+    assert arrived["slow"] == [None], "sent twice, or sent with a key it was declared not to honour"
+    assert "EscalationRequired" in events.reasons()
+    assert [k for k, _ in arrived["escalate"]] == [f"remedy-escalation-{obj['metadata']['uid']}"]
+    assert arrived["escalate"][0][1]["reason"] == "OutcomeUnknown"
+
+
 # --- 2. preconditions: a person's edit between plan and execute is never overwritten ----------
 
 
