@@ -221,6 +221,17 @@ def test_destinations_outside_the_allowlist_are_refused_before_any_secret(
         assert "egress allowlist" in done["message"] or "does not resolve" in done["message"]
         assert "Warning" == event_with(kube_admin, ns, name, "DestinationNotAllowed").type
 
+    # A destination the spec does not show (a webhook URL kept in a Secret, a sink's built-in
+    # default URL) is checked when the request is made: refused before anything is sent.
+    secret(kube_admin, ns, "hook-url", "url", "http://10.255.0.1:8080/services/T0/B0/x")
+    create_rem(kube_admin, ns, "sink-from-secret", {"action": {"notify": {
+        "message": "hi", "sink": {"format": "generic", "urlSecretRef": {"name": "hook-url", "key": "url"}}}}})
+    obj = wait_phase(kube_admin, ns, "sink-from-secret", {"Succeeded", "Failed"})
+    assert condition(obj, "Completed")["reason"] == "DestinationNotAllowed", obj["status"]
+    message = condition(obj, "Completed")["message"]
+    # The URL came from a Secret, so it is redacted even in the refusal.
+    assert "nothing was sent" in message and "10.255.0.1" not in message and "<redacted>" in message, message
+
 
 def test_policy_children_act_for_the_policy_author_only(control_plane: ControlPlane, kube_admin: client.ApiClient,
                                                         sec_operator: SecOperator, ns: str) -> None:

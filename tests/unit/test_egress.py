@@ -40,3 +40,16 @@ def test_every_resolved_address_must_be_allowed() -> None:
     p = policy("10.0.0.0/8")
     assert p.check_resolved("svc", 80, ["10.1.2.3"]) is None
     assert p.check_resolved("svc", 80, ["10.1.2.3", "169.254.169.254"]) is not None
+
+
+async def test_guarded_session_refuses_before_sending() -> None:
+    from remedy.clients.egress import DestinationNotAllowedError, session_factory
+
+    session = session_factory(policy("10.0.0.0/8"))(2.0)
+    async with session:
+        with pytest.raises(DestinationNotAllowedError, match="169.254.169.254"):
+            async with session.get("http://169.254.169.254/latest/meta-data/"):
+                pass
+        with pytest.raises(DestinationNotAllowedError):
+            async with session.post("http://localhost:9/", data=b"x"):
+                pass

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..errors import PermanentError
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -166,13 +168,74 @@ class AllowlistResolver:
         await self._inner.close()
 
 
-def session_factory(policy: EgressPolicy) -> Any:
-    """A ``Connectors.http`` factory whose sessions connect only to allowed destinations."""
+class DestinationNotAllowedError(PermanentError):
+    """A request to a destination the allowlist refuses; nothing was sent."""
 
-    def make(timeout: float) -> Any:
+    reason = "DestinationNotAllowed"
+
+
+class _GuardedRequest:
+    """``session.request(...)`` that checks the URL (after DNS) before anything is sent."""
+
+    def __init__(self, policy: EgressPolicy, session: Any, method: str, url: Any, kwargs: dict[str, Any]) -> None:
+        self.policy, self.session, self.method, self.url, self.kwargs = policy, session, method, url, kwargs
+        self._cm: Any = None
+
+    async def __aenter__(self) -> Any:
+        why = await self.policy.check_url(str(self.url))
+        if why:
+            raise DestinationNotAllowedError(f"{self.method} refused: {why}; nothing was sent")
+        self._cm = self.session.request(self.method, self.url, **self.kwargs)
+        return await self._cm.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._cm.__aexit__(*exc)
+
+
+class GuardedSession:
+    """The aiohttp session API the actions use, with every request checked against the
+    allowlist first (URLs read from Secrets and built-in default URLs included) and the
+    connector's resolver checking again at connect time."""
+
+    def __init__(self, policy: EgressPolicy, session: Any) -> None:
+        self.policy, self.session = policy, session
+
+    async def __aenter__(self) -> GuardedSession:
+        await self.session.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self.session.__aexit__(*exc)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> _GuardedRequest:
+        return _GuardedRequest(self.policy, self.session, method, url, kwargs)
+
+    def get(self, url: Any, **kwargs: Any) -> _GuardedRequest:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: Any, **kwargs: Any) -> _GuardedRequest:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: Any, **kwargs: Any) -> _GuardedRequest:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: Any, **kwargs: Any) -> _GuardedRequest:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: Any, **kwargs: Any) -> _GuardedRequest:
+        return self.request("DELETE", url, **kwargs)
+
+
+def session_factory(policy: EgressPolicy) -> Any:
+    """A ``Connectors.http`` factory whose sessions reach only allowed destinations."""
+
+    def make(timeout: float) -> GuardedSession:
         import aiohttp
 
         connector = aiohttp.TCPConnector(resolver=AllowlistResolver(policy), use_dns_cache=False)  # type: ignore[arg-type]
-        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector)
+        return GuardedSession(policy, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector))
 
     return make

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from ..api.common import SecretKeyRef
 from ..clients.access_review import Permission, Requester
-from ..clients.egress import EgressPolicy
+from ..clients.egress import DestinationNotAllowedError, EgressPolicy
 from ..constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES, POLICY_KIND
 from ..errors import PermanentError
 
@@ -42,10 +42,6 @@ _URL_FIELDS = ("url", "status_url", "base_url")
 
 class RequesterForbiddenError(PermanentError):
     reason = "RequesterForbidden"
-
-
-class DestinationNotAllowedError(PermanentError):
-    reason = "DestinationNotAllowed"
 
 
 class Reviewer(Protocol):
