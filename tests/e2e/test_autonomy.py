@@ -248,3 +248,11 @@ def test_shadow_policy_earns_auto_and_is_demoted_by_an_ineffective_chain(stack: 
     assert data["mode"] == "approve" and data["trackRecord"]["ineffective"] == 2
     assert [o["outcome"] for o in data["trackRecord"]["lastOutcomes"]][-4:] == ["verified", "verified", "ineffective", "ineffective"]
     print("autonomy: shadow -> approve -> auto -> approve;", json.dumps(data["trackRecord"], sort_keys=True))
+
+    # --- a person sets the mode: also an Event, the condition and the metric ------------------------
+    client.CustomObjectsApi(s.api).patch_namespaced_custom_object(GROUP, VERSION, s.ns, "remediationpolicies", POLICY,
+                                                                  {"spec": {"mode": "auto"}})
+    p = mode_is(s, "auto", timeout=20)
+    assert condition(p, "Autonomous")["status"] == "True" and condition(p, "Autonomous")["reason"] == "Configured"
+    assert any("approve -> auto" in m for m in wait_for(lambda: events(s, "ModeConfigured"), 10, "ModeConfigured event"))
+    assert metric(s, "remedy_policy_mode_changes_total", from_mode="approve", to_mode="auto", reason="Configured") == 1

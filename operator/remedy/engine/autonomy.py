@@ -280,7 +280,7 @@ async def announce(kube: Any, recorder: Any, policy: dict[str, Any], spec: Remed
     MODE_CHANGES.labels(policy=meta["name"], from_mode=old, to_mode=new, reason=reason).inc()
     POLICY_MODE.labels(namespace=meta["namespace"], policy=meta["name"]).set(_rank(new))
     text = f"{old} -> {new}: {message}"
-    recorder.event(policy, "Normal" if reason == "Promoted" else "Warning", reason, text)
+    recorder.event(policy, "Warning" if reason == "Demoted" else "Normal", "ModeConfigured" if reason == "Configured" else reason, text)
     promo = spec.promotion
     if reason != "Demoted" or promo is None or promo.notify is None:
         return

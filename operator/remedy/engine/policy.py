@@ -603,6 +603,9 @@ class PolicyEngine:
         pending = autonomy.next_decision_in(scored, spec, now)
         if pending is not None:
             self._schedule(policy, pending)
+        previous = st.get("mode")
+        if decision is None and previous in ("shadow", "approve", "auto") and previous != mode:  # a person changed spec.mode
+            return str(previous), mode, "Configured", f"spec.mode {spec.mode} (maxMode {spec.max_mode})"
         return (old, mode, decision[1], decision[2]) if decision is not None else None
 
     async def _escalate(self, policy: dict[str, Any], spec: RemediationPolicySpec, children: list[dict[str, Any]]) -> None:
