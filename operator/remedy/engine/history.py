@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
+from .. import rfc3339
 from ..api.common import parse_duration
 from ..clients.kube import KubeClient
 from ..constants import LABEL_POLICY
@@ -33,12 +33,7 @@ HOUR = 3600.0
 
 
 def _ts(text: Any) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc).timestamp()
-    except ValueError:
-        return None
+    return rfc3339.epoch(text) if isinstance(text, str) else None
 
 
 def finished_at(obj: dict[str, Any]) -> float | None:
