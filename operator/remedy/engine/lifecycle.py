@@ -209,11 +209,12 @@ class _Run:
             gate = await run_gate(self, spec.approval, action.requires_approval)
             if not gate.approved:
                 return "AwaitingApproval"
-            approved = ("True", "Approved", f"approved by {approved_by}") if approved_by else (
+            approved_by = gate.approved_by if gate.needed else None
+            approved = ("True", "Approved", gate.message) if gate.needed else (
                 "True", "NotRequired", "approval not required")
-            return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
             if self.e.guard is not None:
                 await self.e.guard.check(self.obj, action.name, params)
+            return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
         if phase == "Running":
             return await self._resume_running(spec, action, params, ctx)
         if phase == "Verifying":
