@@ -337,6 +337,50 @@ def test_editing_a_finished_remediation_moves_observed_generation_only(kube_admi
     assert obj["metadata"]["generation"] == before["metadata"]["generation"] + 1
     assert obj["status"]["attempts"] == before["status"]["attempts"]
     assert obj["status"]["completedAt"] == before["status"]["completedAt"]
+    # Argo CD's view of the live object (deploy/argocd health.lua in gopher-lua): Healthy again.
+    completed = condition(obj, "Completed")["message"]
+    assert argocd_health(obj) == ("Healthy", f"Succeeded: {completed}")
+    gen = obj["metadata"]["generation"]
+    stale = {**obj, "status": {**obj["status"], "observedGeneration": gen - 1}}  # what the issue saw
+    assert argocd_health(stale) == (
+        "Progressing", f"Waiting for remedy to observe generation {gen} (status is for generation {gen - 1})")
+
+
+def argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
+    """(status, message) of the Remediation health check for ``obj``: the runner accepts the
+    expectation read back from a first run that states a deliberately wrong one."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    build = subprocess.run([str(root / "scripts" / "build-luahealth")], capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr
+    runner = build.stdout.strip().splitlines()[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        shutil.copy(root / "deploy/argocd/resource_customizations/remedy.dev/Remediation/health.lua", d / "health.lua")
+        (d / "testdata").mkdir()
+        (d / "testdata" / "live.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(obj))))
+
+        def check(status: str, message: str) -> subprocess.CompletedProcess[str]:
+            test = {"tests": [{"healthStatus": {"status": status, "message": message}, "inputPath": "testdata/live.yaml"}]}
+            (d / "health_test.yaml").write_text(yaml.safe_dump(test))
+            return subprocess.run([runner, str(d / "health_test.yaml")], capture_output=True, text=True, timeout=60)
+
+        probe = check("Unknown", "?")  # the runner's diff says what it actually got
+        got_status = re.search(r'^\s*\+ status:\s+"(.*)"$', probe.stdout, re.M)
+        got_message = re.search(r'^\s*\+ message:\s+"(.*)"$', probe.stdout, re.M)
+        assert got_status and got_message, probe.stdout + probe.stderr
+        status, message = got_status.group(1), json.loads(f'"{got_message.group(1)}"')
+        confirmed = check(status, message)
+        assert confirmed.returncode == 0 and " 0 failed" in confirmed.stdout, confirmed.stdout + confirmed.stderr
+        return status, message
 
 
 def test_events_have_microsecond_event_time_in_order(kube_admin: client.ApiClient, operator: OperatorProcess, namespace: str) -> None:
