@@ -274,6 +274,9 @@ class PolicyEngine:
             self._count(key, "created")
             self._pending[key]["_lastFired"] = int(now)
             self.recorder.event(fresh, "Normal", "Remediating", f"created Remediation {cname} for {target} ({firing.source} {firing.fingerprint})")
+            if spec.silence is not None and self.holds.am is None:
+                self.recorder.event(fresh, "Warning", "SilenceNotCreated",
+                                    f"spec.silence is set but the operator has no REMEDY_ALERTMANAGER_URL: {cname} runs unsilenced")
             return "created"
 
     async def _episode_for(self, ep_key: tuple[str, str, str, str]) -> int:
