@@ -123,7 +123,7 @@ def floor_purge(r: Any) -> tuple[float, int]:
             for k in names:
                 pipe.hmget(k, fields)
             limit = time.time() - GRACE_S
-            stale = [k for k, v in zip(names, pipe.execute())
+            stale = [k for k, v in zip(names, pipe.execute(), strict=True)
                      if v[2] == "in_progress" and v[3] is not None and float(v[3]) < limit]
             if stale:
                 deleted += int(r.unlink(*stale))

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         kubectl = str(locate_binaries() / "kubectl")
         subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "--server-side", "-f", str(REPO / "crds")],
                        check=True, capture_output=True)
-        for attempt in range(30):  # `kubectl wait` errors (instead of waiting) while a fresh CRD has no conditions
+        for _ in range(30):  # `kubectl wait` errors (instead of waiting) while a fresh CRD has no conditions
             done = subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "wait", "--for=condition=Established",
                                    "--timeout=60s", "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev"],
                                   capture_output=True)

@@ -45,7 +45,7 @@ def _newest(results: Path, pattern: str) -> tuple[Path | None, dict[str, Any]]:
 
 
 def build(results: Path = RESULTS) -> dict[str, Any]:
-    figures: dict[str, Any] = {k: None for k in KEYS}
+    figures: dict[str, Any] = dict.fromkeys(KEYS)
     reasons: dict[str, str] = {}
     sources: dict[str, dict[str, Any]] = {}
 

@@ -26,10 +26,9 @@ from .clients.egress import session_factory as egress_session_factory
 from .clients.kube import KubeClient
 from .config import Settings, load
 from .constants import ANN_FAULT_INJECT, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_POLICY, VERSION
+from .engine import escalation, history
 from .engine.authz import Guard
 from .engine.holds import Holds
-from .engine import history
-from .engine import escalation
 from .engine.lifecycle import Engine
 from .engine.policy import PolicyEngine
 from .engine.silences import SilenceKeeper

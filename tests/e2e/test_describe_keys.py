@@ -37,7 +37,7 @@ def test_describe_keys_rederives_every_key(control_plane: ControlPlane, kube_adm
     tag = uuid.uuid4().hex[:8]
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     locks = {f"lock:{tag}:purchase:{i}" for i in range(57)}  # more than the 20 status keeps
-    r.mset({k: "v" for k in locks} | {f"lock:{tag}x:other": "v"})
+    r.mset(dict.fromkeys(locks, "v") | {f"lock:{tag}x:other": "v"})
     now = time.time()
     stale = {f"idem:{tag}:s{i}" for i in range(30)}
     for k in stale:

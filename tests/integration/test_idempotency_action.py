@@ -22,9 +22,9 @@ import redis
 from aiohttp import web
 
 from remedy.actions.idempotency import PURGE_IDEMPOTENCY_KEYS
-from remedy_devenv.demoapp import ROLE_KEY, Gateway, start_demo_service, runner_port
-from remedy_devenv.services import RedisServer
 from remedy.errors import ForbiddenError, OverCapError, PermanentError, RetryableError, SkipError
+from remedy_devenv.demoapp import ROLE_KEY, Gateway, runner_port, start_demo_service
+from remedy_devenv.services import RedisServer
 from tests.fixtures.actions import DictSecretsContext, make_ctx, run_action
 
 pytestmark = [pytest.mark.services, pytest.mark.asyncio(loop_scope="session")]
@@ -53,11 +53,10 @@ class Demo:
         self.gateway = role
 
     async def inject(self, **body: Any) -> list[str]:
-        async with aiohttp.ClientSession() as s:
-            async with s.post(f"{self.base}/admin/idempotency/_inject", json=body,
-                              headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
-                assert resp.status == 201, await resp.text()
-                return list((await resp.json())["created"])
+        async with aiohttp.ClientSession() as s, s.post(f"{self.base}/admin/idempotency/_inject", json=body,
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 201, await resp.text()
+            return list((await resp.json())["created"])
 
 
 @pytest.fixture
@@ -273,7 +272,7 @@ async def test_http_deletes_run_concurrently_but_bounded(custom: tuple[CustomAdm
     now = time.time()
     admin.records = {f"k{i}": {"key": f"k{i}", "tenant": "t", "state": "in_progress", "lock_expires_at": now - 600}
                      for i in range(40)}
-    plan, result = await run_action(PURGE_IDEMPOTENCY_KEYS, make_ctx(SECRETS), http_params(base, maxKeys=100, http={"concurrency": 4}))
+    _, result = await run_action(PURGE_IDEMPOTENCY_KEYS, make_ctx(SECRETS), http_params(base, maxKeys=100, http={"concurrency": 4}))
     assert result is not None and result["purgedCount"] == 40 and admin.records == {}
     assert admin.max_in_flight == 4, admin.max_in_flight  # counted by the server: overlapping, never more than 4
 

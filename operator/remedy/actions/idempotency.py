@@ -57,6 +57,7 @@ from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Obser
 from .idempotency_redis import StaleScan, iter_stale, stale_pass
 from .keyset import KeySetTally, drift
 from .redis_keys import key_name, open_redis
+
 # Why a stale-looking record was not selected; counted in plan evidence so an empty plan explains itself.
 NOT_IN_PROGRESS, LOCK_NOT_EXPIRED, NO_LOCK_TIME, FILTERED, NOT_A_RECORD = (
     "notInProgress", "lockNotExpired", "unparseableLockTime", "filteredOut", "notARecord",
@@ -222,7 +223,7 @@ class AdminApi:
             async with self.session.request(method, self.url(key, query), headers=self.headers) as resp:
                 status = int(resp.status)
                 text = await resp.text()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._transient(f"{what} failed: {type(exc).__name__}", changed) from None
         if status in (401, 403):
             ref = self.cfg.token_secret_ref
@@ -412,7 +413,7 @@ def _decode_record(kind: Any, raw: Any, fields: list[str]) -> dict[str, Any] | N
     kind = key_name(kind)
     if kind == "hash":
         values = [None if v is None else key_name(v) for v in raw]
-        record = {f: v for f, v in zip(fields, values) if v is not None}
+        record = {f: v for f, v in zip(fields, values, strict=False) if v is not None}
         return record or None
     if kind == "string" and raw is not None:
         try:
@@ -432,7 +433,7 @@ async def _read_records(client: Any, names: list[Any], fields: list[str]) -> lis
         pipe.type(name)
     kinds = [key_name(k) for k in await pipe.execute()]
     pipe = client.pipeline(transaction=False)
-    for name, kind in zip(names, kinds):
+    for name, kind in zip(names, kinds, strict=True):
         if kind == "hash":
             pipe.hmget(name, fields)
         elif kind == "string":
@@ -485,7 +486,7 @@ async def _redis_execute(ctx: ActionContext, p: PurgeIdempotencyKeys, cfg: Idemp
             except rexc.RedisError:
                 records = [None] * len(left)  # only the explanation is lost; the purge is done
             now = datetime.now(UTC)
-            for name, record in zip(left, records):
+            for name, record in zip(left, records, strict=True):
                 key = planned[name]
                 if record is None:
                     out.gone.add(key)

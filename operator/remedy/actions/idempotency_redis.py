@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from ..api.common import parse_duration
 from ..api.idempotency import IdempotencyRedisBackend, PurgeIdempotencyKeys
 from .keyset import KeySetTally
@@ -63,7 +62,7 @@ def _take(scan: StaleScan, reply: Any, now: float) -> str:
     """Fold one script reply into the pass; returns the next cursor."""
     cursor, scanned, counts, n, capped, sample, digest, oldest, newest, tenants = reply
     scan.scanned += int(scanned)
-    for reason, count in zip(REASONS, counts):
+    for reason, count in zip(REASONS, counts, strict=True):
         if int(count):
             scan.reasons[reason] += int(count)
     scan.capped += int(capped)

@@ -38,7 +38,7 @@ from ..errors import (
 )
 from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
 from .keyset import KeySetTally, drift
-from .redis_lua import MAX_SCAN_STEPS, MATCH_LUA, fold_digest
+from .redis_lua import MATCH_LUA, MAX_SCAN_STEPS, fold_digest
 
 GLOB_CHARS = frozenset("*?[")
 MIN_PREFIX_SEGMENTS = 2
