@@ -68,10 +68,23 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def figures(data: dict[str, Any], skip: tuple[str, ...] = ("test",)) -> str:
-    """Every figure of one result file, one row per top-level key (nested dicts inline)."""
+    """Every figure of one result file, one row per top-level key (nested dicts inline).
+    Diagnostic samples (keys ending in "Samples") stay in the JSON; a seed is an identifier."""
     if not data:
         return "_no result file committed_\n"
-    return table(["Figure", "Value"], [[k, v] for k, v in sorted(data.items()) if k not in skip])
+    inline = ("phases", "reasons")  # small dicts read well in one cell
+    rows = [[k, str(v) if k == "seed" else v] for k, v in sorted(data.items())
+            if k not in skip and not k.endswith("Samples") and (not isinstance(v, dict) or k in inline)]
+    out = table(["Figure", "Value"], rows)
+    nested = {k: v for k, v in sorted(data.items()) if isinstance(v, dict) and v
+              and all(isinstance(x, dict) for x in v.values())}
+    for key, per in nested.items():
+        cols = sorted({c for row in per.values() for c in row})
+        out += f"\n`{key}`:\n\n" + table([key] + cols, [[name] + [row.get(c) for c in cols] for name, row in sorted(per.items())])
+    flat = {k: v for k, v in sorted(data.items()) if isinstance(v, dict) and k not in nested and k not in inline}
+    if flat:
+        out += "\n" + table(["Figure", "Value"], [[k, v] for k, v in flat.items()])
+    return out
 
 
 def _first(data: dict[str, Any], *keys: str) -> Any:
@@ -153,7 +166,24 @@ def scale_summary(results: Path) -> str:
     return table(["figure", "value", "goal", "source", "note"], rows)
 
 
+def memory(results: Path) -> str:
+    d = load("memory.json", results)
+    if not d:
+        return "_no result file committed_\n"
+    out = table(["step", "policies", "Remediations (final)", "operator RSS", "peak RSS"],
+                [[r["step"], r["policies"], r["remediations"], f"{r['rss_mib']:.1f} MiB", f"{r['peak_mib']:.1f} MiB"]
+                 for r in d.get("readings", [])])
+    out += (f"\nIdle {fmt(d.get('rss_idle_mib'))} MiB; {fmt(d.get('rss_mib_per_100_policies'))} MiB per 100 policies; "
+            f"{fmt(d.get('rss_mib_per_1000_remediations'))} MiB per 1,000 Remediations; 10,000 + 1,000: "
+            f"{fmt(d.get('rss_mib_10k_remediations_1k_policies'))} MiB"
+            + (" (estimated)" if d.get("estimated") else " (measured)")
+            + f". `{d.get('command')}`, recorded {d.get('recordedAt')}, load average at end "
+            f"{fmt(d.get('machine', {}).get('loadavg_at_end'))}.\n")
+    return out
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
+    "memory": memory,
     "bulk-redis": bulk_redis,
     "scale-summary": scale_summary,
     "summary": summary,
