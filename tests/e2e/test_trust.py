@@ -149,6 +149,7 @@ async def test_lost_answer_of_a_rollback_never_rolls_forward(kube: LosingKube, k
     assert await drive(engine_for(kube, events), own_ns, "undo") == "Succeeded"
     obj = get_rem(kube_admin, own_ns, "undo")
     assert obj["status"]["result"]["outcomeObserved"] == "Applied"
+    assert obj["status"]["result"]["images"] == ["example/app:1"]
     assert obj["status"]["plan"]["toRevision"] == 1 and obj["status"]["attempts"] == 1
     assert kube.mutations == 1, "the rollback was sent again"
     assert "ObservedApplied" in events.reasons() and "OutcomeUnknown" in events.reasons()

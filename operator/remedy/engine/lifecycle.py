@@ -324,7 +324,10 @@ class _Run:
             return await self._outcome_unknown(f"{cause}; observing failed: {exc.message}")
         if isinstance(seen, Applied):
             self.event("Normal", "ObservedApplied", f"attempt {attempt_id}: {seen.detail}; not sending it again")
-            result = {"summary": f"{plan.get('change') or action.name} (observed applied after: {cause})"[:500],
+            # The plan's own figures (target revision, images, replicas) are the result: observe
+            # just confirmed the target holds them.
+            result = {**{k: v for k, v in plan.items() if k not in ("template", "change")},
+                      "summary": f"{plan.get('change') or action.name} (observed applied after: {cause})"[:500],
                       "observed": seen.detail, "outcomeObserved": "Applied"}
             loop = asyncio.get_running_loop()
             return await self._after_execute(spec, action, params, ctx, plan, result,
