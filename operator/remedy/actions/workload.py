@@ -32,7 +32,16 @@ from kubernetes.utils import parse_quantity as _parse_quantity
 from ..api.common import parse_duration
 from ..api.workload import DeploymentRef, RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload, WorkloadRef
 from ..constants import ANN_RESTARTED_BY, FIELD_MANAGER
-from ..errors import InvalidSpecError, OverCapError, PermanentError, RetryableError, SkipError, TargetNotFoundError
+from ..errors import (
+    AmbiguousOutcomeError,
+    InvalidSpecError,
+    OverCapError,
+    PermanentError,
+    RemedyError,
+    RetryableError,
+    SkipError,
+    TargetNotFoundError,
+)
 from .base import ActionContext, ActionDef, Applied, CannotTell, Evidence, NotApplied, Observation
 
 RESTART_ANNOTATION = ANN_RESTARTED_BY
@@ -426,7 +435,15 @@ async def memory_execute(ctx: ActionContext, p: RaiseMemoryOnOOM, plan: Evidence
         await _strategic_patch(ctx, p.target.kind, p.target.name, {"spec": {"template": {"spec": {"containers": containers}}}})
     resized: list[str] = []
     if p.strategy == "inPlace":
-        resized = await _resize_pods_in_place(ctx, p, containers)
+        try:
+            resized = await _resize_pods_in_place(ctx, p, containers)
+        except (RemedyError, AmbiguousOutcomeError) as exc:
+            # The template is already raised, so this is never "nothing changed": a retryable
+            # error here would re-plan and raise the limit a second time. Pods pick the new
+            # limit up when they are recreated; say what failed.
+            return {"workload": _target(p.target), "containers": plan["containers"], "resizedInPlace": [],
+                    "resizeError": exc.message,
+                    "summary": f"{plan.get('change')}; in-place resize failed ({exc.message[:200]}), new pods get the limit"}
     return {"workload": _target(p.target), "containers": plan["containers"], "resizedInPlace": resized}
 
 
