@@ -280,6 +280,24 @@ def test_policy_children_act_for_the_policy_author_only(control_plane: ControlPl
     for name in ("fake-child", "child"):
         wait_phase(kube_admin, ns, name, {"Succeeded", "Failed"})
 
+    # Pausing is not authoring: bob (may patch policies) pauses and resumes with the plugin and
+    # alice stays the author; editing the template makes bob the author its children act for.
+    cp.kubectl("-n", ns, "create", "role", "edit-policies", "--verb=get,list,patch", "--resource=remediationpolicies.remedy.dev")
+    cp.kubectl("-n", ns, "create", "rolebinding", "bob-edit-policies", "--role=edit-policies", "--user=bob")
+
+    def author() -> str:
+        pol = client.CustomObjectsApi(kube_admin).get_namespaced_custom_object(GROUP, VERSION, ns, "remediationpolicies",
+                                                                               "restart-web")
+        return str(pol["metadata"]["annotations"]["remedy.dev/requested-by"])
+
+    for verb in ("resume", "pause"):
+        res = kubectl_remedy(cp, "bob", verb, "restart-web", "-n", ns)
+        assert res.returncode == 0, res.stderr
+        assert author() == "alice"
+    cp.kubectl("-n", ns, "patch", "remediationpolicy/restart-web", "--type=merge",
+               "-p", '{"spec":{"template":{"reason":"edited by bob"}}}', kubeconfig=cp.user_kubeconfig("bob"))
+    assert author() == "bob"
+
 
 @pytest.mark.parametrize("pattern", ["*", "**", "?*", " ", ""])
 def test_wildcard_only_redis_patterns_are_refused_at_apply(kube_admin: client.ApiClient, sec_operator: SecOperator,
