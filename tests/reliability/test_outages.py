@@ -20,6 +20,7 @@ import pytest
 import redis
 from kubernetes import client
 
+from remedy_devenv import admission
 from remedy_devenv.audit import AuditCounter
 from remedy_devenv.cluster import OPERATOR_USER, ControlPlane
 from remedy_devenv.operator import OperatorProcess
@@ -174,6 +175,7 @@ def test_apiserver_outage_operator_survives_and_loses_nothing(tmp_path: Path) ->
         cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/remediations.remedy.dev",
                    "crd/remediationpolicies.remedy.dev")
+        admission.install(cp)  # requester stamps: the operator runs nothing without them
         api = api_client_for(cp.admin_kubeconfig)
         ns = make_namespace(api, "oa")
         for i in range(10):
@@ -203,8 +205,17 @@ def test_apiserver_outage_operator_survives_and_loses_nothing(tmp_path: Path) ->
         cp._spawn("kube-apiserver", [a.decode() for a in argv])
         wait_for(lambda: _readyz(cp), 120, "kube-apiserver back")
         outage = time.monotonic() - down_at
+        def create_after(i: int) -> bool:
+            try:
+                create_rem(api, ns, f"after-{i}", {"action": {"notify": {"message": f"after {i}"}}})
+                return True
+            except client.exceptions.ApiException as exc:
+                if exc.status == 503:  # readyz is ok before the CRD handlers serve again
+                    return False
+                raise
+
         for i in range(10):
-            create_rem(api, ns, f"after-{i}", {"action": {"notify": {"message": f"after {i}"}}})
+            wait_for(lambda i=i: create_after(i), 60, "Remediations served again")  # type: ignore[misc]
         # Bounded wait, then count independently: "lost" = created - final at the deadline.
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not all_final(api, ns, 30):
