@@ -201,7 +201,10 @@ def test_fuzzed_webhook_payloads_never_5xx_or_hang(kube_admin: client.ApiClient,
     token_file = tmp_path / "token"
     token_file.write_text("fuzz-webhook-token\n")
     port = free_port()
-    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file)},
+    # A 1 MiB limit (the default is 16 MiB, sized for 10,000-alert groups) keeps the oversized
+    # cases below small.
+    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
+                               "REMEDY_WEBHOOK_MAX_BODY": str(1 << 20)},
                           args=["-n", ns]).start()
     op.wait_ready()
     url = f"http://127.0.0.1:{port}/alertmanager"
