@@ -23,6 +23,7 @@ control plane), containerd/runc/CNI plugins from scripts/install-deps.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -47,6 +48,7 @@ POD_SUBNETS = ipaddress.IPv4Network("10.244.0.0/16")
 # "always", reboot 10 s after a panic, panic on oops, key quotas); its only alternative is
 # refusing to start. A development node must not leave the machine changed: they are read
 # before the kubelet starts and written back once it is up (it sets them only at start).
+KUBELET_START_LOCK = "/run/remedy-kubelet-start.lock"
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
                    "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
 
@@ -339,16 +341,22 @@ state = "{d / 'state'}"
             "containerLogMaxSize": "5Mi",
         }
         (self.dir / "kubelet-config.json").write_text(json.dumps(config, indent=1))
-        sysctls = _read_sysctls()
-        self.cp._spawn("kubelet", [
-            str(self.bin_dir / "kubelet"), f"--config={self.dir / 'kubelet-config.json'}",
-            f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}", f"--root-dir={self.dir / 'kubelet'}",
-            f"--hostname-override={self.name}", f"--node-ip={node_ip}", "--v=1",
-        ])
-        try:
-            self.cp._wait("kubelet", self._ready, deadline)
-        finally:
-            _restore_sysctls(sysctls)
+        # One kubelet start at a time on this machine (other test sessions may start nodes
+        # too): otherwise a second node could read the first kubelet's values as the originals.
+        with open(KUBELET_START_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            sysctls = _read_sysctls()
+            self.cp._spawn("kubelet", [
+                str(self.bin_dir / "kubelet"), f"--config={self.dir / 'kubelet-config.json'}",
+                f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}", f"--root-dir={self.dir / 'kubelet'}",
+                f"--hostname-override={self.name}", f"--node-ip={node_ip}", "--v=1",
+            ])
+            try:
+                # Ready implies the sysctls were written: the kubelet reports its runtime as
+                # synced only after its container manager (which writes them) has started.
+                self.cp._wait("kubelet", self._ready, deadline)
+            finally:
+                _restore_sysctls(sysctls)
 
     def _make_cgroup_root(self) -> None:
         """The kubelet requires its cgroup root to exist in every hierarchy."""
