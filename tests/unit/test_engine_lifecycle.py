@@ -402,7 +402,32 @@ async def test_crash_resume_idempotent_action_reruns_the_recorded_plan(point: st
     assert s.plans == 1, "resumed by planning again"
     assert s.executed == [s.executed[0]] * len(s.executed) and len(s.executed) == (1 if point == "after_intent" else 2)
     assert w.recorder.reasons("r").count("OutcomeUnknown") == 1 and "ReApplying" in w.recorder.reasons("r")
-    assert w.status()["attempts"] == 2  # the re-run of the recorded plan is counted
+    # the re-run is counted as an interruption, not as a failed attempt
+    assert (w.status()["attempts"], w.status()["interruptions"]) == (1, 1)
+
+
+async def test_executor_deaths_do_not_use_up_the_attempt_budget() -> None:
+    """A SIGKILL storm must not turn into RetriesExhausted without the plan ever being sent."""
+    s = Script()
+    w = World(scripted_action(s, idempotent=True))
+    w.create()
+    await crash_at(w, "after_intent")
+    status = w.store.objects[(REMEDIATIONS, "ns", "r")]["status"]
+    # as after many kills: every attempt budget spent, interruptions past max_attempts
+    status["attempts"], status["interruptions"] = w.engine.max_attempts, w.engine.max_attempts + 1
+    assert await w.reconcile(engine=successor(w)) == "Succeeded"
+    assert s.plans == 1 and len(s.executed) == 1
+
+
+async def test_poison_pill_stops_after_max_interruptions() -> None:
+    s = Script()
+    w = World(scripted_action(s, idempotent=True))
+    w.create()
+    await crash_at(w, "after_intent")
+    engine = successor(w)
+    w.store.objects[(REMEDIATIONS, "ns", "r")]["status"]["interruptions"] = engine.max_interruptions
+    assert await w.reconcile(engine=engine) == "Failed"
+    assert w.condition("Completed") == ("True", "InterruptionsExhausted") and s.executed == []
 
 
 @pytest.mark.parametrize("point", ["after_intent", "after_action"])

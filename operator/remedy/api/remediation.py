@@ -148,6 +148,9 @@ class RemediationStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
     attempt_id: str | None = Field(default=None, description="Intent record: set before acting.")
     attempts: int = 0
+    interruptions: int = Field(
+        default=0, description="Attempts cut short by the executor dying; re-applied from the recorded plan "
+                               "and budgeted apart from attempts.")
     executor: str | None = Field(default=None, description="Operator instance running the attempt.")
     heartbeat_at: str | None = Field(default=None, description="Refreshed while running; a stale one means the executor died.")
     started_at: str | None = None

@@ -83,6 +83,10 @@ class Engine:
     context_factory: ContextFactory
     observer: Observer | None = None
     max_attempts: int = 5
+    # Executor deaths (SIGKILL, node loss, eviction) are not failures of the action, so they do
+    # not use up max_attempts; this separate, larger budget stops a poison pill (an action that
+    # kills the operator every time) from crash-looping forever.
+    max_interruptions: int = 25
     prometheus_url: str | None = None
     hooks: dict[str, Any] = field(default_factory=dict)  # test seam: called at named points
     executor_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}")
@@ -290,7 +294,7 @@ class _Run:
         await self.patch({"executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms()})
         beat = asyncio.create_task(self._heartbeat())
         try:
-            return await self._recover(spec, action, params, ctx, plan, cause)
+            return await self._recover(spec, action, params, ctx, plan, cause, interrupted=True)
         finally:
             beat.cancel()
 
@@ -306,8 +310,13 @@ class _Run:
                                  reason="ObserveUnavailable") from None
 
     async def _recover(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
-                       plan: dict[str, Any], cause: str) -> str:
-        """The outcome of sending the recorded plan is unknown: observe it, never plan again."""
+                       plan: dict[str, Any], cause: str, *, interrupted: bool = False) -> str:
+        """The outcome of sending the recorded plan is unknown: observe it, never plan again.
+
+        ``interrupted``: the executor died (or was cancelled) mid-attempt. Re-applying after that
+        counts against ``max_interruptions`` in ``status.interruptions``, not against the
+        attempts budget meant for sends the target answered badly.
+        """
         attempt_id = self.status.get("attemptId")
         await self.patch({"message": f"outcome unknown: {cause}; observing the target",
                           "conditions": self.conds(Executed=("Unknown", OBSERVING, cause))}, lock=False)
@@ -332,6 +341,18 @@ class _Run:
             loop = asyncio.get_running_loop()
             return await self._after_execute(spec, action, params, ctx, plan, result,
                                               loop.time() + parse_duration(spec.timeout))
+        if isinstance(seen, NotApplied) and interrupted:
+            interruptions = int(self.status.get("interruptions") or 0) + 1
+            if interruptions > self.e.max_interruptions:
+                msg = (f"gave up after {interruptions - 1} interrupted attempts (the executor kept dying "
+                       f"before recording an outcome): {cause}; observed: {seen.detail}")
+                return await self.finish("Failed", "InterruptionsExhausted", msg, executed=("False", "NotApplied", msg))
+            msg = (f"observed not applied ({seen.detail}); re-applying the recorded plan "
+                   f"(interruption {interruptions}/{self.e.max_interruptions})")
+            await self.patch({"interruptions": interruptions, "message": msg,
+                              "conditions": self.conds(Executed=("Unknown", "ReApplying", msg))}, lock=False)
+            self.event("Normal", "ReApplying", f"attempt {attempt_id}: {msg}")
+            return await self._execute_inner(spec, action, params, ctx, plan)
         if isinstance(seen, NotApplied):
             attempts = int(self.status.get("attempts") or 0)
             if attempts >= self.e.max_attempts:
