@@ -26,6 +26,9 @@ NS = "shop"
 COOKBOOK = REPO / "docs" / "cookbook"
 ADMIN_TOKEN = "demo-admin-token"
 CRON_SECRET = "demo-cron-secret"
+# The orders/inventory Deployments' pods on the real node: memhog holding this much, under this limit.
+WORKLOAD_MIB = 24
+WORKLOAD_LIMIT = "64Mi"
 
 
 def render(name: str, values: dict[str, str]) -> str:

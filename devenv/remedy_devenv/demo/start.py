@@ -22,8 +22,9 @@ import yaml
 from remedy.constants import GROUP, POLICIES, REMEDIATIONS
 
 from ..cluster import REPO, ControlPlane
+from ..node import NODE_NAME, image_name
 from ..scenarios import prometheus_rules
-from .stack import ADMIN_TOKEN, CRON_SECRET, NS, Stack
+from .stack import ADMIN_TOKEN, CRON_SECRET, NS, WORKLOAD_LIMIT, WORKLOAD_MIB, Stack
 from .support import DemoError, http, say, wait_until
 
 
@@ -107,15 +108,16 @@ def start_stack(stack: Stack) -> None:
     def control_plane() -> str:
         stack.cp = ControlPlane(state_dir=s / "cluster", etcd_port=p["etcd"], etcd_peer_port=p["etcd"] + 10,
                                 apiserver_port=p["apiserver"], controller_manager_port=p["controller-manager"],
-                                bin_dir=stack.bin_dir)
-        stack.cp.start()
+                                bin_dir=stack.bin_dir, fake_kubelet=False, real_node=True)
+        stack.cp.start(timeout=180)
         stack.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         _crds_established(stack)
         # Requester identity stamped by the API server; without it the operator runs nothing.
         install_admission(stack.cp)
         stack.kubectl("create", "namespace", NS)
         stack.api = config.new_client_from_config(config_file=str(stack.cp.admin_kubeconfig))  # type: ignore[no-untyped-call]
-        return f"{stack.cp.server} (etcd, kube-apiserver, kube-controller-manager, fake kubelet; CRDs and admission policies applied)"
+        return (f"{stack.cp.server} (etcd, kube-apiserver, kube-controller-manager; real node {NODE_NAME}: "
+                "kube-scheduler, containerd + runc, kubelet; CRDs and admission policies applied)")
 
     step("control plane", control_plane)
 
@@ -213,13 +215,27 @@ def start_stack(stack: Stack) -> None:
 
     def deployments() -> str:
         apps: Any = client.AppsV1Api(stack.api)
-        for name, memory in (("orders", "256Mi"), ("inventory", "256Mi")):
+        # Real containers on the real node: scripts/node/memhog.c holding WORKLOAD_MIB MiB under a
+        # 64Mi limit (the OOM scenario's release needs more). The services' HTTP side stays the
+        # local processes above (their ports, Redis and Prometheus stay on 127.0.0.1).
+        for name in ("orders", "inventory"):
             apps.create_namespaced_deployment(NS, {
                 "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": name}},
                 "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
-                         "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{
-                             "name": name, "image": f"registry.invalid/{name}:1",
-                             "resources": {"limits": {"memory": memory}, "requests": {"memory": "128Mi"}}}]}}}})
+                         "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                             "terminationGracePeriodSeconds": 1, "containers": [{
+                                 "name": name, "image": image_name("memhog"), "imagePullPolicy": "Never",
+                                 "args": [str(WORKLOAD_MIB)],
+                                 "resources": {"limits": {"memory": WORKLOAD_LIMIT},
+                                               "requests": {"memory": "16Mi"}}}]}}}})
+
+        def all_running() -> bool:
+            core: Any = client.CoreV1Api(stack.api)
+            pods = core.list_namespaced_pod(NS).items
+            return len(pods) == 4 and all(p.status.phase == "Running" and bool(p.status.container_statuses)
+                                          and all(c.ready for c in p.status.container_statuses) for p in pods)
+
+        wait_until(all_running, 60, "the orders and inventory pods to run on the node")
 
         def on_rollout(name: str) -> None:
             stack.apps[name].restart()
@@ -228,7 +244,8 @@ def start_stack(stack: Stack) -> None:
         assert stack.cp is not None
         bridge_api = config.new_client_from_config(config_file=str(stack.cp.admin_kubeconfig))  # type: ignore[no-untyped-call]
         stack.bridge = RolloutBridge(client.AppsV1Api(bridge_api), NS, on_rollout, ["orders", "inventory"]).start()
-        return "Deployments orders, inventory in namespace shop; rollout bridge restarts their processes"
+        return (f"Deployments orders, inventory in namespace shop: 2 real pods each on {NODE_NAME} "
+                f"(memhog {WORKLOAD_MIB} MiB, limit {WORKLOAD_LIMIT}); rollout bridge restarts the local service processes")
 
     step("workloads", deployments)
 

@@ -1,39 +1,67 @@
-"""Runbook 004: inventory pods OOMKilled; raiseMemoryOnOOM raises the limit and the new
-ReplicaSet becomes ready (the fake kubelet runs its pods)."""
+"""Runbook 004 on the real node: a new inventory release needs more memory than its limit, the
+kernel OOM-kills its container, the kubelet reports OOMKilled with restart counts;
+raiseMemoryOnOOM raises the limit and the new ReplicaSet's pods run within it and stay up.
+
+Everything shown comes from real pod status (the kubelet's report of what containerd saw) and
+from the kernel log (`dmesg`: the kill of that very container); nothing is written by hand."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import time
 from typing import Any
 
-from ..demo.stack import NS, Stack
-from ..demo.support import wait_until
+from ..demo.stack import NS, WORKLOAD_LIMIT, WORKLOAD_MIB, Stack
+from ..demo.support import DemoError, wait_until
 from .base import Scenario
+
+# The bad release's working set: above the 64Mi limit, within the raised one.
+RELEASE_MIB = 80
+
+
+def _pods(st: Stack) -> list[Any]:
+    from kubernetes import client
+
+    core: Any = client.CoreV1Api(st.api)
+    return [p for p in core.list_namespaced_pod(NS, label_selector="app=inventory").items
+            if p.metadata.deletion_timestamp is None]
+
+
+def kernel_kill_line(container_id: str) -> str | None:
+    """The kernel's own record of killing this container: the `Killed process` line that
+    follows the `oom-kill:` line naming the container's memory cgroup."""
+    lines = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout.splitlines()
+    for i, line in enumerate(lines):
+        if "oom-kill:" in line and f"/{container_id}," in line + ",":
+            for follow in lines[i + 1:i + 4]:
+                m = re.search(r"Memory cgroup out of memory: (Killed process \d+ \(\S+\)[^,]*, anon-rss:\d+kB)", follow)
+                if m:
+                    return m.group(1)
+    return None
 
 
 def inject(st: Stack) -> str:
     from kubernetes import client
 
-    from ..kubelet import mark_oomkilled
-
-    core: Any = client.CoreV1Api(st.api)
-    pods = wait_until(lambda: [p for p in core.list_namespaced_pod(NS, label_selector="app=inventory").items
-                               if p.status.phase == "Running"], 30, "inventory pods Running")
-    for pod in pods:
-        mark_oomkilled(core, NS, pod.metadata.name)
-    return f"{len(pods)} inventory pods OOMKilled (status written through the API: lastState OOMKilled, restartCount+1)"
+    apps: Any = client.AppsV1Api(st.api)
+    apps.patch_namespaced_deployment("inventory", NS, {"spec": {"template": {"spec": {"containers": [
+        {"name": "inventory", "args": [str(RELEASE_MIB)]}]}}}})
+    return (f"new inventory release rolled out: its process holds {RELEASE_MIB} MiB "
+            f"(was {WORKLOAD_MIB} MiB) under the {WORKLOAD_LIMIT} memory limit")
 
 
 def detect(st: Stack) -> str | None:
-    from kubernetes import client
-
-    core: Any = client.CoreV1Api(st.api)
-    n = 0
-    for p in core.list_namespaced_pod(NS, label_selector="app=inventory").items:
+    for p in _pods(st):
         for cs in p.status.container_statuses or []:
             term = cs.last_state.terminated if cs.last_state else None
-            if term is not None and term.reason == "OOMKilled":
-                n += 1
-    return f"symptom: kubectl describe pod shows OOMKilled on {n} inventory pods (limit 256Mi)" if n else None
+            if term is not None and term.reason == "OOMKilled" and cs.restart_count >= 1:
+                cid = (term.container_id or "").removeprefix("containerd://")
+                st.scratch["oom_pod"] = p.metadata.name
+                kernel = kernel_kill_line(cid) if cid else None
+                return (f"kubelet: pod {p.metadata.name} lastState OOMKilled (exit {term.exit_code}), "
+                        f"restartCount {cs.restart_count}" + (f"; kernel: {kernel}" if kernel else ""))
+    return None
 
 
 def check(st: Stack, obj: dict[str, Any]) -> str:
@@ -43,21 +71,31 @@ def check(st: Stack, obj: dict[str, Any]) -> str:
     dep = apps.read_namespaced_deployment("inventory", NS)
     limit = dep.spec.template.spec.containers[0].resources.limits["memory"]
     change = (obj["status"].get("plan") or {}).get("containers", [{}])[0]
+    want = dep.spec.replicas or 1
 
-    def new_rs() -> Any:
-        for rs in apps.list_namespaced_replica_set(NS, label_selector="app=inventory").items:
-            c = rs.spec.template.spec.containers[0]
-            want = dep.spec.replicas or 1
-            if c.resources.limits.get("memory") == limit and rs.spec.replicas == want \
-                    and (rs.status.ready_replicas or 0) >= want:
-                return rs
-        return None
+    def new_pods_running() -> list[Any] | None:
+        pods = _pods(st)
+        good = [p for p in pods if p.spec.containers[0].resources.limits.get("memory") == limit
+                and p.status.phase == "Running" and p.status.container_statuses
+                and p.status.container_statuses[0].ready and p.status.container_statuses[0].state.running]
+        # Only the new template's pods left: the OOM-looping pod and the old release are gone.
+        return good if len(good) == want == len(pods) else None
 
-    rs = wait_until(new_rs, 30, "new inventory ReplicaSet ready")
+    pods = wait_until(new_pods_running, 60, "the new inventory pods to run (and only them)")
+    first = {p.metadata.name: p.status.container_statuses[0] for p in pods}
+    time.sleep(5)  # stays up: same container, no restart, no new kernel kill
+    for p in _pods(st):
+        cs = p.status.container_statuses[0]
+        was = first.get(p.metadata.name)
+        if was is None or cs.state.running is None or (cs.container_id, cs.restart_count) != (was.container_id, was.restart_count):
+            raise DemoError(f"inventory pod {p.metadata.name} did not stay up: {cs.state} restarts {cs.restart_count}")
+        if kernel_kill_line(cs.container_id.removeprefix("containerd://")):
+            raise DemoError(f"the kernel OOM-killed {p.metadata.name} again")
+    names = ", ".join(f"{n} restarts {cs.restart_count}" for n, cs in sorted(first.items()))
     return (f"memory limit {change.get('oldLimit')} -> {change.get('newLimit')} (Deployment now {limit}); "
-            f"new ReplicaSet {rs.metadata.name} {rs.status.ready_replicas}/{rs.spec.replicas} ready")
+            f"new pods Running {RELEASE_MIB} MiB within it for 5s+: {names}")
 
 
 SCENARIO = Scenario(
-    "oom", "004", "inventory pods OOMKilled", "kubectl apply", "raiseMemoryOnOOM",
+    "oom", "004", "inventory release OOMKilled by the kernel (real node)", "kubectl apply", "raiseMemoryOnOOM",
     inject, [("symptom", detect)], check, remediation="inventory-oom")

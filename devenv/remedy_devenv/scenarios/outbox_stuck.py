@@ -1,6 +1,7 @@
 """Runbooks 001/004: the orders outbox publisher is wedged and the backlog grows; a
-RemediationPolicy polling PromQL restarts the Deployment (the rollout bridge restarts the
-process, which restores and drains the outbox)."""
+RemediationPolicy polling PromQL restarts the Deployment: the real node replaces its pods with
+the new ReplicaSet's, and the rollout bridge restarts the local orders service process (which
+restores and drains the outbox)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ RULE = AlertRule("OutboxBacklog", "outbox_pending > 500", "3s",
                  {"severity": "warning", "team": "orders"}, "outbox backlog above 500")
 
 
+def _orders_pods(st: Stack) -> list[Any]:
+    from kubernetes import client
+
+    core: Any = client.CoreV1Api(st.api)
+    return [p for p in core.list_namespaced_pod(NS, label_selector="app=orders").items
+            if p.metadata.deletion_timestamp is None]
+
+
 def inject(st: Stack) -> str:
     st.scratch["orders_pid"] = st.apps["orders"].pid
+    st.scratch["orders_pods"] = {p.metadata.uid for p in _orders_pods(st)}
     status, _ = http("POST", f"{st.url('orders')}/admin/outbox/stick", {"rate": 200})
     if status != 200:
         raise DemoError(f"stick failed: {status}")
@@ -26,6 +36,15 @@ def check(st: Stack, obj: dict[str, Any]) -> str:
     from kubernetes import client
 
     rs = client.AppsV1Api(st.api).list_namespaced_replica_set(NS, label_selector="app=orders").items
+    old_pods = st.scratch.get("orders_pods") or set()
+
+    def new_pods_running() -> list[Any] | None:  # real pods of the new ReplicaSet, on the node
+        pods = _orders_pods(st)
+        fresh = [p for p in pods if p.metadata.uid not in old_pods and p.status.phase == "Running"
+                 and p.status.container_statuses and p.status.container_statuses[0].ready]
+        return fresh if fresh and len(fresh) == len(pods) else None
+
+    pods = wait_until(new_pods_running, 60, "new orders pods running on the node (and no old ones)")
     wait_until(lambda: st.apps["orders"].pid not in (None, st.scratch.get("orders_pid")), 30,
                "the rollout bridge to restart the orders process")
     pid = st.apps["orders"].pid
@@ -33,8 +52,9 @@ def check(st: Stack, obj: dict[str, Any]) -> str:
     if stats["stuck"]:
         raise DemoError("the orders publisher is still stuck")
     wait_until(lambda: st.stats("orders")["outbox"]["pending"] < 100, 30, "outbox drained")
-    return (f"Deployment orders rolled ({len(rs)} ReplicaSets); new orders process pid {pid} "
-            f"restored {stats['restored_from_state']} pending events and drained them")
+    return (f"Deployment orders rolled ({len(rs)} ReplicaSets): new pods running on the node "
+            f"{', '.join(sorted(p.metadata.name for p in pods))}; the bridge restarted the orders process "
+            f"(pid {pid}), which restored {stats['restored_from_state']} pending events and drained them")
 
 
 SCENARIO = Scenario(
