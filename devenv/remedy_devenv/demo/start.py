@@ -218,10 +218,13 @@ def start_stack(stack: Stack) -> None:
         # Real containers on the real node: scripts/node/memhog.c holding WORKLOAD_MIB MiB under a
         # 64Mi limit (the OOM scenario's release needs more). The services' HTTP side stays the
         # local processes above (their ports, Redis and Prometheus stay on 127.0.0.1).
-        for name in ("orders", "inventory"):
+        # payments: one replica, Recreate, so a bad release replaces its only pod (rollback scenario).
+        replicas = {"orders": 2, "inventory": 2, "payments": 1}
+        for name, count in replicas.items():
             apps.create_namespaced_deployment(NS, {
                 "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": name}},
-                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                "spec": {"replicas": count, "selector": {"matchLabels": {"app": name}},
+                         "strategy": {"type": "Recreate" if name == "payments" else "RollingUpdate"},
                          "template": {"metadata": {"labels": {"app": name}}, "spec": {
                              "terminationGracePeriodSeconds": 1, "containers": [{
                                  "name": name, "image": image_name("memhog"), "imagePullPolicy": "Never",
@@ -232,10 +235,10 @@ def start_stack(stack: Stack) -> None:
         def all_running() -> bool:
             core: Any = client.CoreV1Api(stack.api)
             pods = core.list_namespaced_pod(NS).items
-            return len(pods) == 4 and all(p.status.phase == "Running" and bool(p.status.container_statuses)
+            return len(pods) == sum(replicas.values()) and all(p.status.phase == "Running" and bool(p.status.container_statuses)
                                           and all(c.ready for c in p.status.container_statuses) for p in pods)
 
-        wait_until(all_running, 60, "the orders and inventory pods to run on the node")
+        wait_until(all_running, 60, "the orders, inventory and payments pods to run on the node")
 
         def on_rollout(name: str) -> None:
             stack.apps[name].restart()
@@ -244,7 +247,7 @@ def start_stack(stack: Stack) -> None:
         assert stack.cp is not None
         bridge_api = config.new_client_from_config(config_file=str(stack.cp.admin_kubeconfig))  # type: ignore[no-untyped-call]
         stack.bridge = RolloutBridge(client.AppsV1Api(bridge_api), NS, on_rollout, ["orders", "inventory"]).start()
-        return (f"Deployments orders, inventory in namespace shop: 2 real pods each on {NODE_NAME} "
+        return (f"Deployments orders, inventory (2 pods each), payments (1, Recreate) in namespace shop: real pods on {NODE_NAME} "
                 f"(memhog {WORKLOAD_MIB} MiB, limit {WORKLOAD_LIMIT}); rollout bridge restarts the local service processes")
 
     step("workloads", deployments)

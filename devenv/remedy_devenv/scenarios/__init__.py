@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import (
+    bad_release,
     breaker_stuck,
     breaker_upstream_down,
     chaos_keys,
@@ -23,7 +24,7 @@ from . import (
 from .base import AlertRule, Scenario
 
 SCENARIOS: list[Scenario] = [m.SCENARIO for m in (
-    idempotency_locks, breaker_stuck, chaos_keys, outbox_stuck, purchase_locks, long_transactions, oom, slow_mongo,
+    idempotency_locks, breaker_stuck, chaos_keys, outbox_stuck, purchase_locks, long_transactions, oom, bad_release, slow_mongo,
     reconcile, breaker_upstream_down, earned_autonomy)]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
