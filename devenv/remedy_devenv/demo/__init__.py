@@ -1,6 +1,7 @@
 """`./scripts/demo`: a live incident demo on a real local control plane.
 
-Starts (one progress line each) the Kubernetes control plane, Redis, PostgreSQL, the MongoDB
+Starts (one progress line each) the Kubernetes control plane with a real node (containerd +
+kubelet: the Deployments' pods really run, get OOM-killed and restart), Redis, PostgreSQL, the MongoDB
 wire server, Prometheus (the runbooks' alert rules), Alertmanager (routing to remedy's
 webhook), the demo services and the operator, then injects the runbooks' incidents one after
 another and prints, for each, a timeline: incident injected -> metric/alert -> Remediation

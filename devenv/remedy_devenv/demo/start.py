@@ -1,5 +1,5 @@
 """Bringing the demo's stack up, one step (and one progress line) per component: control
-plane, Redis, PostgreSQL, the MongoDB wire double, Prometheus with the scenarios' alert
+plane with a real node (remedy_devenv.node), Redis, PostgreSQL, the MongoDB wire double, Prometheus with the scenarios' alert
 rules, Alertmanager routing to remedy's webhook, the demo services, their Deployments, the
 operator. Every process lands in the Stack as soon as it exists, so an interrupt at any
 point stops what was started."""
