@@ -21,9 +21,11 @@ import yaml
 
 from remedy.constants import GROUP, POLICIES, REMEDIATIONS
 
+from .. import demo_image
 from ..cluster import REPO, ControlPlane
-from ..node import NODE_NAME, image_name
+from ..node import NODE_NAME, Node, image_name
 from ..scenarios import prometheus_rules
+from .pods import PodService
 from .stack import ADMIN_TOKEN, CRON_SECRET, NS, WORKLOAD_LIMIT, WORKLOAD_MIB, Stack
 from .support import DemoError, http, say, wait_until
 
@@ -202,25 +204,48 @@ def start_stack(stack: Stack) -> None:
             "payments": ["--redis-url", redis_url],
             "inventory": ["--redis-url", redis_url],
             "gateway": ["--token", ADMIN_TOKEN, *upstreams],
-            "orders": ["--state-file", str(s / "orders-outbox.json")],
             "reconcile": ["--token", CRON_SECRET],
         }
         for role, args in specs.items():
             proc = DemoProcess(role, p[role], args=args, log_path=str(logs / f"demo-{role}.log"))
             stack.apps[role] = proc
             proc.start()
-        return ", ".join(f"{r} :{p[r]}" for r in specs)
+        return ", ".join(f"{r} :{p[r]}" for r in specs) + " (local processes; orders runs as a pod, next step)"
 
     step("demo services", services)
 
     def deployments() -> str:
+        assert stack.cp is not None
         apps: Any = client.AppsV1Api(stack.api)
-        # Real containers on the real node: scripts/node/memhog.c holding WORKLOAD_MIB MiB under a
-        # 64Mi limit (the OOM scenario's release needs more). The services' HTTP side stays the
-        # local processes above (their ports, Redis and Prometheus stay on 127.0.0.1).
-        # payments: one replica, Recreate, so a bad release replaces its only pod (rollback scenario).
-        replicas = {"orders": 2, "inventory": 2, "payments": 1}
+        node = Node(stack.cp)
+        # orders: the demo app itself in a pod (remedy_devenv.demo_image: Debian's python3.11 +
+        # the app, no registry), one replica, Recreate, host network bound to 127.0.0.1 (its
+        # port, Prometheus' scrape and every URL stay as they were); the outbox backlog is
+        # persisted on a hostPath, so the pod that replaces it restores and drains it.
+        image, archive = demo_image.build()
+        node.import_image(archive)
+        state_dir = s / "orders-state"
+        state_dir.mkdir(exist_ok=True)
+        apps.create_namespaced_deployment(NS, {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "orders", "labels": {"app": "orders"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "orders"}}, "strategy": {"type": "Recreate"},
+                     "template": {"metadata": {"labels": {"app": "orders"}}, "spec": {
+                         "hostNetwork": True, "terminationGracePeriodSeconds": 5,
+                         "volumes": [{"name": "state", "hostPath": {"path": str(state_dir), "type": "Directory"}}],
+                         "containers": [{
+                             "name": "orders", "image": image, "imagePullPolicy": "Never",
+                             "args": ["--role", "orders", "--host", "127.0.0.1", "--port", str(p["orders"]),
+                                      "--state-file", "/state/orders-outbox.json"],
+                             "volumeMounts": [{"name": "state", "mountPath": "/state"}],
+                             "resources": {"limits": {"memory": "256Mi"}, "requests": {"memory": "64Mi"}}}]}}}})
+        # inventory and payments: scripts/node/memhog.c holding WORKLOAD_MIB MiB under a 64Mi
+        # limit (the OOM scenario's release needs more); their HTTP side stays the local
+        # processes above. payments: one replica, Recreate, so a bad release replaces its only
+        # pod (rollback scenario).
+        replicas = {"orders": 1, "inventory": 2, "payments": 1}
         for name, count in replicas.items():
+            if name == "orders":
+                continue
             apps.create_namespaced_deployment(NS, {
                 "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": name}},
                 "spec": {"replicas": count, "selector": {"matchLabels": {"app": name}},
@@ -238,17 +263,20 @@ def start_stack(stack: Stack) -> None:
             return len(pods) == sum(replicas.values()) and all(p.status.phase == "Running" and bool(p.status.container_statuses)
                                           and all(c.ready for c in p.status.container_statuses) for p in pods)
 
-        wait_until(all_running, 60, "the orders, inventory and payments pods to run on the node")
+        wait_until(all_running, 90, "the orders, inventory and payments pods to run on the node")
+        stack.apps["orders"] = PodService("orders", NS, stack.api, str(node.containerd_socket))
+        wait_until(lambda: http("GET", f"{stack.url('orders')}/admin/stats", timeout=2)[0] == 200, 30,
+                   "the orders pod to serve")
 
         def on_rollout(name: str) -> None:
             stack.apps[name].restart()
             stack.record()
 
-        assert stack.cp is not None
         bridge_api = config.new_client_from_config(config_file=str(stack.cp.admin_kubeconfig))  # type: ignore[no-untyped-call]
-        stack.bridge = RolloutBridge(client.AppsV1Api(bridge_api), NS, on_rollout, ["orders", "inventory"]).start()
-        return (f"Deployments orders, inventory (2 pods each), payments (1, Recreate) in namespace shop: real pods on {NODE_NAME} "
-                f"(memhog {WORKLOAD_MIB} MiB, limit {WORKLOAD_LIMIT}); rollout bridge restarts the local service processes")
+        stack.bridge = RolloutBridge(client.AppsV1Api(bridge_api), NS, on_rollout, ["inventory"]).start()
+        return (f"real pods on {NODE_NAME} in namespace shop: orders (the demo app, image {image.split(':')[0]}, "
+                f"host network :{p['orders']}); inventory (2) and payments (1, Recreate) run memhog "
+                f"{WORKLOAD_MIB} MiB under {WORKLOAD_LIMIT}; a rollout bridge restarts the local inventory process")
 
     step("workloads", deployments)
 

@@ -1,7 +1,7 @@
 """Runbooks 001/004: the orders outbox publisher is wedged and the backlog grows; a
-RemediationPolicy polling PromQL restarts the Deployment: the real node replaces its pods with
-the new ReplicaSet's, and the rollout bridge restarts the local orders service process (which
-restores and drains the outbox)."""
+RemediationPolicy polling PromQL restarts the Deployment. orders is the demo app in a pod on
+the real node: only that restart replaces the wedged process (a new ReplicaSet's pod, a new
+container), which restores the backlog from its hostPath state file and drains it."""
 
 from __future__ import annotations
 
@@ -46,15 +46,15 @@ def check(st: Stack, obj: dict[str, Any]) -> str:
 
     pods = wait_until(new_pods_running, 60, "new orders pods running on the node (and no old ones)")
     wait_until(lambda: st.apps["orders"].pid not in (None, st.scratch.get("orders_pid")), 30,
-               "the rollout bridge to restart the orders process")
+               "a new orders process (the new pod's container)")
     pid = st.apps["orders"].pid
     stats = wait_until(lambda: st.stats("orders")["outbox"], 30, "the new orders process")
     if stats["stuck"]:
         raise DemoError("the orders publisher is still stuck")
     wait_until(lambda: st.stats("orders")["outbox"]["pending"] < 100, 30, "outbox drained")
-    return (f"Deployment orders rolled ({len(rs)} ReplicaSets): new pods running on the node "
-            f"{', '.join(sorted(p.metadata.name for p in pods))}; the bridge restarted the orders process "
-            f"(pid {pid}), which restored {stats['restored_from_state']} pending events and drained them")
+    return (f"Deployment orders rolled ({len(rs)} ReplicaSets): new pod {', '.join(sorted(p.metadata.name for p in pods))} "
+            f"running on the node; its process (pid {pid}, was {st.scratch.get('orders_pid')}) restored "
+            f"{stats['restored_from_state']} pending events and drained them")
 
 
 SCENARIO = Scenario(
