@@ -140,6 +140,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.policies = PolicyEngine(memo.kube, ApiRecorder(memo.kube), REGISTRY)
     memo.policies.refresh_requested = asyncio.Queue()
     memo.index = PolicyIndex()
+    memo.expiry = history.ExpiryTimers(memo.kube, float(os.environ.get("REMEDY_TTL_SECONDS", "10")))
     memo.background = [asyncio.create_task(_refresh_loop(memo.policies, logger))]
     memo.silences = None
     if cfg.alertmanager_url:  # spec.silence and spec.holdWhile talk to Alertmanager's API v2
@@ -246,17 +247,12 @@ async def collect_policy_history(spec: kopf.Spec, namespace: str, name: str, mem
         logger.info("deleted Remediation %s/%s: %s", d.namespace, d.name, d.why)
 
 
-def _ttl_due(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return spec.get("ttlSecondsAfterFinished") is not None and status.get("phase") in ("Succeeded", "Failed", "Skipped")
-
-
-@kopf.timer(GROUP, VERSION, "remediations", interval=float(os.environ.get("REMEDY_TTL_SECONDS", "10")),
-            labels={LABEL_POLICY: kopf.ABSENT}, when=_ttl_due)
-async def collect_expired_remediation(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+# An event handler, not a kopf timer: any timer or daemon on "remediations" makes kopf keep each
+# object's full body for as long as it exists (engine/history.py ExpiryTimers says why).
+@kopf.on.event(GROUP, VERSION, "remediations", labels={LABEL_POLICY: kopf.ABSENT})
+async def schedule_expiry(body: kopf.Body, memo: kopf.Memo, type: str | None = None, **_: Any) -> None:
     """ttlSecondsAfterFinished of a Remediation without a policy (a policy's children go with their policy)."""
-    d = await history.collect_expired(memo.kube, dict(body), time.time())
-    if d is not None:
-        logger.info("deleted Remediation %s/%s: %s", d.namespace, d.name, d.why)
+    memo.expiry.observe(dict(body), type)
 
 
 @kopf.daemon(GROUP, VERSION, "remediationpolicies", when=lambda spec, **_: bool((spec.get("trigger") or {}).get("prometheus")))

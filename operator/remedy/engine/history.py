@@ -19,6 +19,9 @@ streak behind ``pauseAfterFailures``). A TTL on a policy's child yields to the s
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +33,7 @@ from ..constants import LABEL_POLICY
 
 FINAL = {"Succeeded", "Failed", "Skipped"}
 HOUR = 3600.0
+log = logging.getLogger("remedy.history")
 
 
 def _ts(text: Any) -> float | None:
@@ -127,3 +131,68 @@ async def collect_expired(kube: KubeClient, obj: dict[str, Any], now: float) -> 
     if doomed and await kube.delete_object("remediations", doomed[0].namespace, doomed[0].name, doomed[0].uid):
         return doomed[0]
     return None
+
+
+class ExpiryTimers:
+    """``ttlSecondsAfterFinished`` of Remediations without a policy, one asyncio timer per
+    finished object that has a TTL, scheduled from watch events (``observe``).
+
+    Why not a kopf timer: a kopf timer (or daemon) on a resource makes kopf keep every object's
+    full body in its per-object memory for as long as the object exists (kopf's
+    ``DaemonsMemory.live_fresh_body`` is set for every object of a resource with a spawning
+    handler, whatever the handler's filters), about 28 KiB per Remediation, and puts its
+    finalizer on every object the timer matches. A timer here holds a few strings per object
+    that actually has a TTL. The deletion itself re-checks and uses a uid precondition
+    (``collect_expired``), so a late or repeated timer never deletes a newer object.
+    """
+
+    def __init__(self, kube: KubeClient, retry_seconds: float = 10.0) -> None:
+        self.kube = kube
+        self.retry_seconds = retry_seconds
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # uid -> the pending deletion
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._timers)
+
+    def observe(self, body: dict[str, Any], event_type: str | None) -> None:
+        """Called for every watch event of a Remediation without a policy."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        pending = self._timers.pop(uid, None)
+        if pending is not None:
+            pending.cancel()  # the latest event decides (a TTL edited on a finished object)
+        if event_type == "DELETED" or (meta.get("labels") or {}).get(LABEL_POLICY):
+            return
+        ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+        done = finished_at(body)
+        if ttl is None or done is None:
+            return
+        status = body.get("status") or {}
+        slim = {"metadata": {k: meta.get(k) for k in ("namespace", "name", "uid", "creationTimestamp")},
+                "spec": {"ttlSecondsAfterFinished": ttl},
+                "status": {"phase": status.get("phase"), "completedAt": status.get("completedAt")}}
+        self._schedule(slim, max(0.0, done + float(ttl) - time.time()))
+
+    def _schedule(self, slim: dict[str, Any], delay: float) -> None:
+        uid = str(slim["metadata"]["uid"])
+        self._timers[uid] = asyncio.get_running_loop().call_later(delay, self._due, slim)
+
+    def _due(self, slim: dict[str, Any]) -> None:
+        self._timers.pop(str(slim["metadata"]["uid"]), None)
+        task = asyncio.ensure_future(self._collect(slim))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _collect(self, slim: dict[str, Any]) -> None:
+        meta = slim["metadata"]
+        try:
+            doomed = await collect_expired(self.kube, slim, time.time())
+        except Exception as exc:  # noqa: BLE001 - API unavailable or refused: try again later
+            log.warning("deleting expired Remediation %s/%s failed: %s; retrying in %ss",
+                        meta.get("namespace"), meta.get("name"), exc, self.retry_seconds)
+            if str(meta["uid"]) not in self._timers:  # no newer event rescheduled it meanwhile
+                self._schedule(slim, self.retry_seconds)
+            return
+        if doomed is not None:
+            log.info("deleted Remediation %s/%s: %s", doomed.namespace, doomed.name, doomed.why)

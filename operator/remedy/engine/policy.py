@@ -64,6 +64,9 @@ from .templating import render
 log = logging.getLogger("remedy.policy")
 # Degraded reasons written by the Prometheus trigger (triggers/prometheus.py), cleared by it.
 TRIGGER_DEGRADED_REASONS = frozenset({"NoPrometheus", "PrometheusUnavailable", "InvalidPromQL"})
+# What the children cache keeps of a child's annotations and conditions (PolicyEngine._slim).
+_OWN_ANNOTATIONS = f"{GROUP}/"
+_CONDITION_FIELDS = ("type", "status", "reason", "message")
 
 
 @dataclass(frozen=True)
@@ -133,12 +136,18 @@ class PolicyEngine:
     # --- children cache -----------------------------------------------------------------------
     @staticmethod
     def _slim(body: dict[str, Any]) -> dict[str, Any]:
+        """What the guards, episodes, track record and pause logic read of a child, nothing more:
+        remedy's own annotations (not kopf's last-handled-configuration or kubectl's
+        last-applied-configuration, each a full copy of the object) and each condition's
+        type, status, reason and message. One record per child for as long as it exists."""
         meta = body.get("metadata") or {}
         st = body.get("status") or {}
-        return {
-            "metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "annotations", "creationTimestamp")},
-            "status": {k: st.get(k) for k in ("phase", "completedAt", "conditions") if st.get(k) is not None},
-        }
+        slim_meta: dict[str, Any] = {k: meta.get(k) for k in ("name", "namespace", "labels", "creationTimestamp")}
+        slim_meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(_OWN_ANNOTATIONS)}
+        slim_st: dict[str, Any] = {k: st.get(k) for k in ("phase", "completedAt") if st.get(k) is not None}
+        if st.get("conditions"):
+            slim_st["conditions"] = [{k: c[k] for k in _CONDITION_FIELDS if k in c} for c in st["conditions"]]
+        return {"metadata": slim_meta, "status": slim_st}
 
     def observe_child(self, body: dict[str, Any], event_type: str | None) -> None:
         """Called for every watch event of a Remediation labelled with a policy."""
