@@ -273,6 +273,11 @@ async def poll_prometheus(namespace: str, name: str, memo: kopf.Memo, stopped: k
         await stopped.wait(parse_duration(str(trig.get("interval") or "15s")))
 
 
+@kopf.on.event(GROUP, VERSION, "remediationpolicies")
+async def policy_changed(body: kopf.Body, memo: kopf.Memo, type: str | None = None, **_: Any) -> None:
+    memo.policies.observe_policy(dict(body), type)
+
+
 @kopf.on.event(GROUP, VERSION, "remediations", labels={LABEL_POLICY: kopf.PRESENT})
 async def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, type: str | None = None, **_: Any) -> None:
     memo.policies.observe_child(dict(body), type)

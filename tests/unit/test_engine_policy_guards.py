@@ -173,3 +173,38 @@ async def test_a_deleted_policy_fires_nothing() -> None:
     policy = w.store.obj(POLICIES, "p")
     del w.store.objects[(POLICIES, "ns", "p")]
     assert await w.engine.fire(policy, firing()) == "error:PolicyGone" and not w.children()
+
+
+# --- storms (issue 16): decided in memory, creates concurrent, blocks aggregated -------------------
+
+
+async def test_a_known_duplicate_is_decided_in_memory() -> None:
+    w = World()
+    assert await w.fire(firing()) == "created"
+    policy = w.store.obj(POLICIES, "p")
+    assert all(w.engine.fire_known_duplicate(policy, firing()) for _ in range(1000))
+    assert not w.engine.fire_known_duplicate(policy, firing(2, "other"))  # a new firing needs fire()
+    assert len(w.store.creates) == 1 and len(w.children()) == 1
+
+
+async def test_concurrent_firings_still_respect_max_concurrent() -> None:
+    """Creates run outside the policy's lock; the reservation in the cache keeps the guard exact."""
+    import asyncio
+
+    w = World(guards={"maxConcurrent": 5})
+    results = await asyncio.gather(*(w.fire(firing(i % 9 + 1, f"d{i}")) for i in range(40)))
+    assert results.count("created") == 5 and len(w.children()) == 5 and len(w.store.creates) == 5
+    assert results.count("blocked:concurrency") + results.count("deduplicated") == 35
+
+
+async def test_guard_blocks_are_one_event_series_per_guard() -> None:
+    import asyncio
+
+    w = World(paused=True)
+    w.engine._block_events.window = 0.2
+    for i in range(50):
+        assert await w.fire(firing(i % 9 + 1, f"d{i}")) == "blocked:paused"
+    assert w.blocked_events() == ["BlockedPaused"]  # the first at once, the rest held
+    await asyncio.sleep(0.35)
+    assert w.blocked_events() == ["BlockedPaused", "BlockedPaused"]
+    assert "blocked 49 firing(s)" in w.recorder.events[-1][3]

@@ -17,6 +17,7 @@ poller, alert handling and refreshes never overwrite each other's conditions.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import logging
@@ -110,8 +111,50 @@ def _variables(firing: Firing, policy_name: str) -> dict[str, Any]:
             "startsAt": firing.starts_at, "policy": policy_name}
 
 
+class BlockEvents:
+    """Guard blocks as one Event series per (policy, guard), not one Event per alert: the first
+    block posts at once, later ones within ``window`` seconds are counted and posted as one
+    Event carrying the count and the last block's time and message (a storm of 5,000 blocked
+    alerts was 5,000 Events on the API server)."""
+
+    def __init__(self, recorder: Recorder, window: float = 5.0) -> None:
+        self.recorder = recorder
+        self.window = window
+        self._last_post: dict[tuple[str, str, str], float] = {}
+        # key -> [count, first time, last time, last message, policy]
+        self._held: dict[tuple[str, str, str], list[Any]] = {}
+
+    def note(self, policy: dict[str, Any], guard: str, message: str) -> None:
+        meta = policy["metadata"]
+        key = (meta["namespace"], meta["name"], guard)
+        now = time.time()
+        if now - self._last_post.get(key, 0.0) >= self.window and key not in self._held:
+            self._last_post[key] = now
+            self.recorder.event(policy, "Warning", f"Blocked{guard.capitalize()}", message)
+            return
+        held = self._held.get(key)
+        if held is None:
+            self._held[key] = [1, now, now, message, policy]
+            delay = max(0.0, self._last_post.get(key, now) + self.window - now)
+            asyncio.get_running_loop().call_later(delay, self._flush, key)
+        else:
+            held[0] += 1
+            held[2], held[3], held[4] = now, message, policy
+
+    def _flush(self, key: tuple[str, str, str]) -> None:
+        held = self._held.pop(key, None)
+        if held is None:
+            return
+        count, first, last, message, policy = held
+        self._last_post[key] = time.time()
+        self.recorder.event(policy, "Warning", f"Blocked{key[2].capitalize()}",
+                            f"{message} (blocked {count} firing(s) between {rfc3339.format_time(first)} "
+                            f"and {rfc3339.format_time(last)})"[:1024])
+
+
 class PolicyEngine:
-    def __init__(self, store: Any, recorder: Recorder, registry: dict[str, ActionDef[Any]], known_capacity: int = 100_000) -> None:
+    def __init__(self, store: Any, recorder: Recorder, registry: dict[str, ActionDef[Any]], known_capacity: int = 100_000,
+                 create_concurrency: int = 16) -> None:
         self.kube = store
         self.recorder = recorder
         self.registry = registry
@@ -132,6 +175,9 @@ class PolicyEngine:
         # Policies whose template rendered since its last TemplateError: only then may Ready turn
         # True again at the same generation (after a restart: not until a render succeeds).
         self._template_ok: set[tuple[str, str]] = set()
+        self._block_events = BlockEvents(recorder)
+        self._policy_seen: dict[tuple[str, str], dict[str, Any]] = {}
+        self._create_slots = asyncio.Semaphore(create_concurrency)
 
     # --- children cache -----------------------------------------------------------------------
     @staticmethod
@@ -171,6 +217,39 @@ class PolicyEngine:
             self._synced.add(key)
         return list(self._children[key].values())
 
+    # --- the policies themselves, watch-fed -----------------------------------------------
+    def observe_policy(self, body: dict[str, Any], event_type: str | None) -> None:
+        """Called for every watch event of a RemediationPolicy (status changes included)."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self._policy_seen.pop(key, None)
+        else:
+            self._note_policy(body)
+
+    def _note_policy(self, body: dict[str, Any]) -> None:
+        """Keep the newest version seen (watch event, GET or our own status write)."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        old = self._policy_seen.get(key)
+        if old is not None and old["metadata"].get("uid") == meta.get("uid"):
+            new_rv, old_rv = str(meta.get("resourceVersion") or ""), str(old["metadata"].get("resourceVersion") or "")
+            if new_rv.isdigit() and old_rv.isdigit() and int(new_rv) < int(old_rv):
+                return
+        self._policy_seen[key] = copy.deepcopy(body)
+
+    async def _policy(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+        """The policy as the watch last showed it (no GET per firing: under a storm a GET waits
+        behind every other API call in the client's thread pool, and the policy's lock with it);
+        read from the API server when not seen yet or when the uid differs (recreated)."""
+        seen = self._policy_seen.get((namespace, name))
+        if seen is not None and seen["metadata"].get("uid") == uid:
+            return seen
+        fresh: dict[str, Any] | None = await self.kube.get_object(POLICIES, namespace, name)
+        if fresh is not None:
+            self._note_policy(fresh)
+        return fresh
+
     # --- firing ---------------------------------------------------------------------------
     def _remember(self, name: str) -> None:
         self._known[name] = None
@@ -188,19 +267,20 @@ class PolicyEngine:
         key = (ns, name)
         self._count(key, "fired")
         ep_key = (ns, name, firing.fingerprint, firing.starts_at)
-        known_ep = self._episodes.get(ep_key)
-        if known_ep is not None and not known_ep[1]:
-            if child_name(name, uid, firing.fingerprint, firing.starts_at, episode=known_ep[0]) in self._known:
-                return self._dedup(key, name)
+        if self._known_episode_child(ep_key, uid):
+            return self._dedup(key, name)
         async with self._locks[key]:
             episode = await self._episode_for(ep_key)
             cname = child_name(name, uid, firing.fingerprint, firing.starts_at, episode=episode)
             if cname in self._known:
                 return self._dedup(key, name)
-            if await self.kube.get_object(REMEDIATIONS, ns, cname) is not None:
+            # The watch-fed cache instead of a GET per firing: a child it has not seen yet (a
+            # lagging watch, another replica) still ends in the create's 409 below.
+            await self.children(ns, name)
+            if cname in self._children[key]:
                 self._remember(cname)
                 return self._dedup(key, name)
-            fresh = await self.kube.get_object(POLICIES, ns, name)
+            fresh = await self._policy(ns, name, uid)
             if fresh is None:
                 return "error:PolicyGone"
             try:
@@ -273,20 +353,65 @@ class PolicyEngine:
             body = self._child_body(fresh, spec, cname, action, target, target_hash, firing, step=0)
             if episode:
                 body["metadata"]["annotations"][ANN_EPISODE] = str(episode)
-            created_obj, created = await self.kube.create_object_if_absent(REMEDIATIONS, ns, body)
+            # Reserve the child under the lock (guards of the next firing count it, duplicates
+            # are decided in memory), then create outside it: creates of different firings run
+            # concurrently, bounded by _create_slots; the API server's name uniqueness decides.
+            reserved = self._slim({**body, "metadata": {**body["metadata"], "creationTimestamp": now_rfc3339()}})
+            self._children[key][cname] = reserved
+            previous_ep = self._episodes.get(ep_key)
             self._remember(cname)
             self._episodes[ep_key] = (episode, False)
-            if not created:
-                return self._dedup(key, name)
-            if created_obj is not None:  # visible to the next guard check before its watch event arrives
-                self._children[key][cname] = self._slim(created_obj)
-            self._count(key, "created")
-            self._pending[key]["_lastFired"] = int(now)
-            self.recorder.event(fresh, "Normal", "Remediating", f"created Remediation {cname} for {target} ({firing.source} {firing.fingerprint})")
-            if spec.silence is not None and self.holds.am is None:
-                self.recorder.event(fresh, "Warning", "SilenceNotCreated",
-                                    f"spec.silence is set but the operator has no REMEDY_ALERTMANAGER_URL: {cname} runs unsilenced")
-            return "created"
+        try:
+            async with self._create_slots:
+                created_obj, created = await self.kube.create_object_if_absent(REMEDIATIONS, ns, body)
+        except BaseException:
+            # Not created: forget the reservation, so the next firing (a resend) tries again.
+            if self._children[key].get(cname) is reserved:
+                self._children[key].pop(cname, None)
+            self._known.pop(cname, None)
+            if self._episodes.get(ep_key) == (episode, False):
+                if previous_ep is None:
+                    self._episodes.pop(ep_key, None)
+                else:
+                    self._episodes[ep_key] = previous_ep
+            raise
+        if not created:
+            return self._dedup(key, name)
+        if created_obj is not None and self._children[key].get(cname) is reserved:
+            self._children[key][cname] = self._slim(created_obj)  # unless its watch event came first
+        self._count(key, "created")
+        self._pending[key]["_lastFired"] = int(now)
+        self.recorder.event(fresh, "Normal", "Remediating", f"created Remediation {cname} for {target} ({firing.source} {firing.fingerprint})")
+        if spec.silence is not None and self.holds.am is None:
+            self.recorder.event(fresh, "Warning", "SilenceNotCreated",
+                                f"spec.silence is set but the operator has no REMEDY_ALERTMANAGER_URL: {cname} runs unsilenced")
+        return "created"
+
+    def _known_episode_child(self, ep_key: tuple[str, str, str, str], uid: str) -> bool:
+        """The firing's current episode already has a child (created or seen by this process)."""
+        known_ep = self._episodes.get(ep_key)
+        return (known_ep is not None and not known_ep[1]
+                and child_name(ep_key[1], uid, ep_key[2], ep_key[3], episode=known_ep[0]) in self._known)
+
+    def fire_known_duplicate(self, policy: dict[str, Any], firing: Firing) -> bool:
+        """Decided in memory, without an API call or a task: a firing whose current episode
+        already has a child is a duplicate (counted as such). False: ``fire`` must decide."""
+        meta = policy["metadata"]
+        ep_key = (meta["namespace"], meta["name"], firing.fingerprint, firing.starts_at)
+        if not self._known_episode_child(ep_key, meta["uid"]):
+            return False
+        self._count((ep_key[0], ep_key[1]), "fired")
+        self._dedup((ep_key[0], ep_key[1]), ep_key[1])
+        return True
+
+    def count_repeats(self, policy: dict[str, Any], n: int = 1) -> None:
+        """Deliveries of a firing that a task is already deciding (the webhook joins them to it):
+        counted as fired and deduplicated, like any resend of a firing."""
+        meta = policy["metadata"]
+        key = (meta["namespace"], meta["name"])
+        self._count(key, "fired", n)
+        self._count(key, "deduplicated", n)
+        ALERTS_DEDUP.labels(policy=meta["name"]).inc(n)
 
     async def _episode_for(self, ep_key: tuple[str, str, str, str]) -> int:
         """The episode a firing of (fingerprint, startsAt) belongs to: the latest one, or the
@@ -333,7 +458,7 @@ class PolicyEngine:
         meta = policy["metadata"]
         self._count((meta["namespace"], meta["name"]), f"blocked_{guard}")
         GUARD_BLOCKS.labels(policy=meta["name"], guard=guard).inc()
-        self.recorder.event(policy, "Warning", f"Blocked{guard.capitalize()}", message)
+        self._block_events.note(policy, guard, message)
         return f"blocked:{guard}"
 
     def _render(self, template_action: dict[str, Any], firing: Firing, policy_name: str) -> tuple[dict[str, Any], str]:
@@ -442,6 +567,7 @@ class PolicyEngine:
             try:
                 updated: dict[str, Any] = await self.kube.patch_status(
                     POLICIES, namespace, name, changes, policy["metadata"].get("resourceVersion"))
+                self._note_policy(updated)
                 return updated
             except RetryableError as exc:
                 if exc.reason != "Conflict":
@@ -591,6 +717,7 @@ class PolicyEngine:
             for k, v in pending.items():  # do not lose counts on a failed flush
                 self._pending[key][k] += v
             raise
+        self._note_policy(updated)
         autonomy.observe_mode(updated)
         if mode_change is not None:
             await autonomy.announce(self.kube, self.recorder, updated, spec, *mode_change)

@@ -7,14 +7,22 @@ silent empty string that would, say, restart a Deployment named "".
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import InvalidSpecError
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(source: str) -> Template:
+    """Compiling is most of a render's cost (issue 16: a fresh compile per alert in a storm);
+    keyed by the source text, so a new policy generation with a changed template compiles anew."""
+    return _ENV.from_string(source)
 
 
 def render(value: Any, variables: dict[str, Any], path: str = "template") -> Any:
@@ -23,7 +31,7 @@ def render(value: Any, variables: dict[str, Any], path: str = "template") -> Any
         if "{{" not in value and "{%" not in value:
             return value
         try:
-            return _ENV.from_string(value).render(**variables)
+            return _compiled(value).render(**variables)
         except TemplateError as exc:
             raise InvalidSpecError(f"{path}: {exc.message or exc}", reason="TemplateError") from None
     if isinstance(value, dict):

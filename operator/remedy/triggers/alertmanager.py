@@ -17,13 +17,14 @@ first bytes of the body (Alertmanager writes groupKey before the alerts).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -112,8 +113,22 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
             raise BodyTooLarge(b"".join(chunks)[:HEAD_BYTES])
 
 
+# Alert handling in progress, by (policy uid, status, fingerprint, startsAt): kept referenced
+# until done (it may outlive its request), and joined by repeats from concurrent requests.
+_in_flight: dict[tuple[str, str, str, str], asyncio.Task[str]] = {}
+
+
+def _finished(key: tuple[str, str, str, str], task: asyncio.Task[str]) -> None:
+    if _in_flight.get(key) is task:
+        del _in_flight[key]
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("webhook: alert handling failed: %r", task.exception(), exc_info=task.exception())
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("webhook: alert handling failed: %r", task.exception(), exc_info=task.exception())
+
+
 def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_body: int, require_token: bool = True,
-             read_timeout: float = 10.0) -> web.Application:
+             read_timeout: float = 10.0, answer_within: float = 0.8) -> web.Application:
     app = web.Application(client_max_size=max_body)
 
     async def receive(request: web.Request) -> web.Response:
@@ -162,18 +177,52 @@ def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_b
             WEBHOOK_REJECTED.labels(code="400").inc()
             return _error(400, "body is not an Alertmanager v4 payload")
         outcomes: dict[str, int] = {}
-        jobs = []
+        # One task per distinct (policy, status, fingerprint, startsAt) in the group; a repeat in
+        # the same group waits for it. Firings whose episode already has a child are counted as
+        # duplicates in memory, without a task or an API call.
+        jobs: dict[tuple[str, str, str, str], tuple[asyncio.Task[str], list[int]]] = {}
+        joined = [0]
         for alert in payload.alerts:
             ALERTS.labels(status=alert.status).inc()
             firing = Firing(alert.fingerprint, alert.startsAt, alert.labels, alert.annotations, "alertmanager")
             for entry in index.matching(alert.labels):
                 policy = {"metadata": entry["metadata"], "spec": entry["spec"]}
-                jobs.append(engine.fire(policy, firing) if alert.status == "firing" else engine.resolve(policy, firing))
-        for result in await asyncio.gather(*jobs, return_exceptions=True):
-            key = result if isinstance(result, str) else f"error:{type(result).__name__}"
-            if not isinstance(result, str):
-                log.warning("webhook: alert handling failed: %r", result, exc_info=result)
+                job_key = (str(entry["metadata"].get("uid")), alert.status, alert.fingerprint, alert.startsAt)
+                if job_key in jobs:
+                    jobs[job_key][1][0] += 1
+                    if alert.status == "firing":
+                        engine.count_repeats(policy)
+                elif alert.status == "firing" and engine.fire_known_duplicate(policy, firing):
+                    outcomes["deduplicated"] = outcomes.get("deduplicated", 0) + 1
+                elif job_key in _in_flight:
+                    # Another request's task is deciding this very firing: no new task, and this
+                    # request does not wait for it (reported as queued).
+                    joined[0] += 1
+                    if alert.status == "firing":
+                        engine.count_repeats(policy)
+                else:
+                    work = engine.fire(policy, firing) if alert.status == "firing" else engine.resolve(policy, firing)
+                    task = asyncio.get_running_loop().create_task(work)
+                    _in_flight[job_key] = task
+                    task.add_done_callback(functools.partial(_finished, job_key))
+                    jobs[job_key] = (task, [0])
+        if joined[0]:
+            outcomes["queued"] = joined[0]
+        # Answer within ``answer_within`` whatever the group size (Alertmanager's webhook
+        # timeout must not hit): what is not decided by then keeps running in this process and
+        # is reported as queued (docs/policies.md: what an operator death after the answer means).
+        if jobs:
+            await asyncio.wait([t for t, _ in jobs.values()], timeout=answer_within)
+        for task, repeats in jobs.values():
+            if not task.done():
+                outcomes["queued"] = outcomes.get("queued", 0) + 1 + repeats[0]
+                continue
+            failure = task.exception() if not task.cancelled() else asyncio.CancelledError()
+            key = task.result() if failure is None else f"error:{type(failure).__name__}"
             outcomes[key] = outcomes.get(key, 0) + 1
+            if repeats[0]:
+                again = "deduplicated" if key == "created" else key
+                outcomes[again] = outcomes.get(again, 0) + repeats[0]
         return web.json_response({"alerts": len(payload.alerts), "outcomes": outcomes})
 
     async def healthz(_: web.Request) -> web.Response:
