@@ -29,6 +29,8 @@ CRON_SECRET = "demo-cron-secret"
 # The orders/inventory Deployments' pods on the real node: memhog holding this much, under this limit.
 WORKLOAD_MIB = 24
 WORKLOAD_LIMIT = "64Mi"
+# The inventory pod (the demo app, ~40 MiB resident) before the OOM scenario raises it.
+INVENTORY_LIMIT = "128Mi"
 
 
 def render(name: str, values: dict[str, str]) -> str:

@@ -26,7 +26,7 @@ from ..cluster import REPO, ControlPlane
 from ..node import NODE_NAME, Node, image_name
 from ..scenarios import prometheus_rules
 from .pods import PodService
-from .stack import ADMIN_TOKEN, CRON_SECRET, NS, WORKLOAD_LIMIT, WORKLOAD_MIB, Stack
+from .stack import ADMIN_TOKEN, CRON_SECRET, INVENTORY_LIMIT, NS, WORKLOAD_LIMIT, WORKLOAD_MIB, Stack
 from .support import DemoError, http, say, wait_until
 
 
@@ -94,7 +94,6 @@ def start_stack(stack: Stack) -> None:
     from ..admission import install as install_admission
     from ..demoapp import DemoProcess
     from ..operator import OperatorProcess
-    from ..rollout_bridge import RolloutBridge
     from ..services import AlertmanagerServer, PostgresServer, PrometheusServer, RedisServer
 
     p, s = stack.ports, stack.state
@@ -202,7 +201,6 @@ def start_stack(stack: Stack) -> None:
         upstreams = ["--upstream", f"payments={stack.url('payments')}", "--upstream", f"inventory={stack.url('inventory')}"]
         specs: dict[str, list[str]] = {
             "payments": ["--redis-url", redis_url],
-            "inventory": ["--redis-url", redis_url],
             "gateway": ["--token", ADMIN_TOKEN, *upstreams],
             "reconcile": ["--token", CRON_SECRET],
         }
@@ -210,73 +208,69 @@ def start_stack(stack: Stack) -> None:
             proc = DemoProcess(role, p[role], args=args, log_path=str(logs / f"demo-{role}.log"))
             stack.apps[role] = proc
             proc.start()
-        return ", ".join(f"{r} :{p[r]}" for r in specs) + " (local processes; orders runs as a pod, next step)"
+        return ", ".join(f"{r} :{p[r]}" for r in specs) + " (local processes; orders and inventory run as pods, next step)"
 
     step("demo services", services)
 
     def deployments() -> str:
         assert stack.cp is not None
         apps: Any = client.AppsV1Api(stack.api)
+        core: Any = client.CoreV1Api(stack.api)
         node = Node(stack.cp)
-        # orders: the demo app itself in a pod (remedy_devenv.demo_image: Debian's python3.11 +
-        # the app, no registry), one replica, Recreate, host network bound to 127.0.0.1 (its
-        # port, Prometheus' scrape and every URL stay as they were); the outbox backlog is
-        # persisted on a hostPath, so the pod that replaces it restores and drains it.
+        # orders and inventory: the demo app itself in pods (remedy_devenv.demo_image: Debian's
+        # python3.11 + the app, no registry), one replica each, Recreate, host network bound
+        # to 127.0.0.1 (their ports, Prometheus' scrape and every URL stay as they were).
+        # orders persists its outbox backlog on a hostPath, so the pod that replaces it
+        # restores and drains it. inventory runs without --redis-url (its chaos config in memory;
+        # no scenario sets inventory chaos): redis.asyncio on the image's Debian python 3.11.2
+        # needs the async_timeout package, which the image (built from .venv, 3.11.7) lacks.
         image, archive = demo_image.build()
         node.import_image(archive)
         state_dir = s / "orders-state"
         state_dir.mkdir(exist_ok=True)
-        apps.create_namespaced_deployment(NS, {
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "orders", "labels": {"app": "orders"}},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "orders"}}, "strategy": {"type": "Recreate"},
-                     "template": {"metadata": {"labels": {"app": "orders"}}, "spec": {
-                         "hostNetwork": True, "terminationGracePeriodSeconds": 5,
-                         "volumes": [{"name": "state", "hostPath": {"path": str(state_dir), "type": "Directory"}}],
-                         "containers": [{
-                             "name": "orders", "image": image, "imagePullPolicy": "Never",
-                             "args": ["--role", "orders", "--host", "127.0.0.1", "--port", str(p["orders"]),
-                                      "--state-file", "/state/orders-outbox.json"],
-                             "volumeMounts": [{"name": "state", "mountPath": "/state"}],
-                             "resources": {"limits": {"memory": "256Mi"}, "requests": {"memory": "64Mi"}}}]}}}})
-        # inventory and payments: scripts/node/memhog.c holding WORKLOAD_MIB MiB under a 64Mi
-        # limit (the OOM scenario's release needs more); their HTTP side stays the local
-        # processes above. payments: one replica, Recreate, so a bad release replaces its only
-        # pod (rollback scenario).
-        replicas = {"orders": 1, "inventory": 2, "payments": 1}
-        for name, count in replicas.items():
-            if name == "orders":
-                continue
+
+        def deployment(name: str, replicas: int, strategy: str, pod: dict[str, Any]) -> None:
             apps.create_namespaced_deployment(NS, {
                 "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": name}},
-                "spec": {"replicas": count, "selector": {"matchLabels": {"app": name}},
-                         "strategy": {"type": "Recreate" if name == "payments" else "RollingUpdate"},
-                         "template": {"metadata": {"labels": {"app": name}}, "spec": {
-                             "terminationGracePeriodSeconds": 1, "containers": [{
-                                 "name": name, "image": image_name("memhog"), "imagePullPolicy": "Never",
-                                 "args": [str(WORKLOAD_MIB)],
-                                 "resources": {"limits": {"memory": WORKLOAD_LIMIT},
-                                               "requests": {"memory": "16Mi"}}}]}}}})
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "strategy": {"type": strategy},
+                         "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}})
+
+        def demo_app(role: str, args: list[str], memory: str, **extra: Any) -> dict[str, Any]:
+            return {"name": role, "image": image, "imagePullPolicy": "Never",
+                    "args": ["--role", role, "--host", "127.0.0.1", "--port", str(p[role]), *args],
+                    "resources": {"limits": {"memory": memory}, "requests": {"memory": "64Mi"}}, **extra}
+
+        deployment("orders", 1, "Recreate", {
+            "hostNetwork": True, "terminationGracePeriodSeconds": 5,
+            "volumes": [{"name": "state", "hostPath": {"path": str(state_dir), "type": "Directory"}}],
+            "containers": [demo_app("orders", ["--state-file", "/state/orders-outbox.json"], "256Mi",
+                                    volumeMounts=[{"name": "state", "mountPath": "/state"}])]})
+        deployment("inventory", 1, "Recreate", {
+            "hostNetwork": True, "terminationGracePeriodSeconds": 2,
+            "containers": [demo_app("inventory", [], INVENTORY_LIMIT)]})
+        # payments: scripts/node/memhog.c holding WORKLOAD_MIB MiB (its HTTP side stays the local
+        # process above); one replica, Recreate, so a bad release replaces its only pod (rollback).
+        deployment("payments", 1, "Recreate", {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "payments", "image": image_name("memhog"), "imagePullPolicy": "Never", "args": [str(WORKLOAD_MIB)],
+            "resources": {"limits": {"memory": WORKLOAD_LIMIT}, "requests": {"memory": "16Mi"}}}]})
 
         def all_running() -> bool:
-            core: Any = client.CoreV1Api(stack.api)
             pods = core.list_namespaced_pod(NS).items
-            return len(pods) == sum(replicas.values()) and all(p.status.phase == "Running" and bool(p.status.container_statuses)
+            return len(pods) == 3 and all(p.status.phase == "Running" and bool(p.status.container_statuses)
                                           and all(c.ready for c in p.status.container_statuses) for p in pods)
 
         wait_until(all_running, 90, "the orders, inventory and payments pods to run on the node")
-        stack.apps["orders"] = PodService("orders", NS, stack.api, str(node.containerd_socket))
-        wait_until(lambda: http("GET", f"{stack.url('orders')}/admin/stats", timeout=2)[0] == 200, 30,
-                   "the orders pod to serve")
-
-        def on_rollout(name: str) -> None:
-            stack.apps[name].restart()
-            stack.record()
-
-        bridge_api = config.new_client_from_config(config_file=str(stack.cp.admin_kubeconfig))  # type: ignore[no-untyped-call]
-        stack.bridge = RolloutBridge(client.AppsV1Api(bridge_api), NS, on_rollout, ["inventory"]).start()
-        return (f"real pods on {NODE_NAME} in namespace shop: orders (the demo app, image {image.split(':')[0]}, "
-                f"host network :{p['orders']}); inventory (2) and payments (1, Recreate) run memhog "
-                f"{WORKLOAD_MIB} MiB under {WORKLOAD_LIMIT}; a rollout bridge restarts the local inventory process")
+        for role in ("orders", "inventory"):
+            stack.apps[role] = PodService(role, NS, stack.api, str(node.containerd_socket))
+            try:
+                wait_until(lambda r=role: http("GET", f"{stack.url(r)}/admin/stats", timeout=2)[0] == 200, 30,  # type: ignore[misc]
+                           f"the {role} pod to serve")
+            except DemoError as exc:
+                logs = stack.cp.kubectl("logs", "-n", NS, f"deploy/{role}", "--tail=8", check=False)
+                raise DemoError(f"{exc}; its log: {(logs.stdout + logs.stderr).strip()[-900:]}") from exc
+        return (f"real pods on {NODE_NAME} in namespace shop: orders, inventory (the demo app, image "
+                f"{image.split(':')[0]}, host network :{p['orders']}, :{p['inventory']}); payments (Recreate) "
+                f"runs memhog {WORKLOAD_MIB} MiB under {WORKLOAD_LIMIT}")
 
     step("workloads", deployments)
 

@@ -45,6 +45,9 @@ class Options:
     outbox_max: float = 5000.0
     outbox_drain_rate: float = 250.0
     tick_s: float = 0.1
+    # Resident memory held from start (touched, so charged to the memory cgroup): a release
+    # that needs more memory than its pod's limit, for the OOM scenario on the real node.
+    hold_mib: int = 0
 
     def resolved_token(self) -> str:
         if self.token:

@@ -119,11 +119,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str, int]:
     p.add_argument("--outbox-rate", type=float, default=20.0)
     p.add_argument("--outbox-max", type=float, default=5000.0)
     p.add_argument("--outbox-drain-rate", type=float, default=250.0)
+    p.add_argument("--hold-mib", type=int, default=0, help="hold this much resident memory from start")
     a = p.parse_args(argv)
     opts = Options(role=a.role, redis_url=a.redis_url, state_file=a.state_file, token=a.token,
                    probe_interval_s=a.probe_interval, breaker_open_s=a.breaker_open_s,
                    outbox_rate=a.outbox_rate, outbox_max=a.outbox_max,
-                   outbox_drain_rate=a.outbox_drain_rate)
+                   outbox_drain_rate=a.outbox_drain_rate, hold_mib=a.hold_mib)
     if a.upstream:
         opts.upstreams = dict(u.split("=", 1) for u in a.upstream)
     return opts, a.host, a.port or DEFAULT_PORTS[a.role]
@@ -131,5 +132,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str, int]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     opts, host, port = parse_args(argv)
+    ballast = b"\x01" * (opts.hold_mib << 20)  # bytes(n) would be untouched zero pages
+    if ballast:
+        print(f"demoapp role={opts.role} holding {len(ballast) >> 20} MiB", flush=True)
     print(f"demoapp role={opts.role} listening on http://{host}:{port}", flush=True)
     web.run_app(build_app(opts), host=host, port=port, access_log=None, print=None)
