@@ -30,7 +30,8 @@ STDLIB = Path("/usr/lib/python3.11")
 DEVENV = Path(__file__).resolve().parent
 APP_FILES = ("__init__.py", "testkit.py", "demoapp")
 # Imported lazily by the demo app (only with --redis-url), so not seen by the import probe.
-LAZY_IMPORTS = ("redis.asyncio",)
+# async_timeout: redis.asyncio imports it on Python < 3.11.3, which the image's Debian python is
+LAZY_IMPORTS = ("redis.asyncio", "async_timeout")
 
 
 def _images_dir() -> Path:
