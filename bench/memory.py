@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         if cp is not None:
             cp.stop()
     result["command"] = "bench/memory.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    # The operator inherits this environment: record the settings that change its memory use.
+    result["operator_env"] = {k: os.environ.get(k) for k in ("MALLOC_ARENA_MAX", "REMEDY_WORKER_LIMIT")}
     result["machine"] = {"nproc": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "wall_s": round(time.time() - t0, 1)}
     result["recordedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     args.out.parent.mkdir(parents=True, exist_ok=True)

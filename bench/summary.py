@@ -96,7 +96,7 @@ def build(results: Path = RESULTS) -> dict[str, Any]:
             reasons["rss_mib_10k_remediations_1k_policies"] = (
                 f"goal not met: idle {d.get('rss_idle_mib')} MiB, {d.get('rss_mib_per_100_policies')} MiB per 100 policies, "
                 f"{d.get('rss_mib_per_1000_remediations')} MiB per 1,000 Remediations (objects held, no history limits); "
-                "not profiled yet")
+                "profile and what holds the rest: docs/benchmarks.md (memory) and docs/scale.md")
     else:
         reasons["rss_mib_10k_remediations_1k_policies"] = (
             "not measured: bench/memory.py (issue 16 item 2/3: history limits, GC, untracked final objects) "

@@ -128,6 +128,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.peering.lifetime = int(os.environ.get("REMEDY_PEERING_LIFETIME", "15"))
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
+    # kopf runs one worker per object with pending events, unbounded by default: a burst of new
+    # Remediations is processed all at once, and the allocator keeps that peak (bench/memory.py).
+    if os.environ.get("REMEDY_WORKER_LIMIT"):
+        settings.queueing.worker_limit = int(os.environ["REMEDY_WORKER_LIMIT"])
     cfg = load()
     memo.settings = cfg
     # Every API call runs in a worker thread; the default pool (cores + 4) queues under alert
