@@ -128,6 +128,16 @@ def alert_latency(results: Path) -> str:
     rows.append(["storm throughput", f"{storm['remedy']['alerts_per_s']:,.0f} alerts/s ({storm['remedy']['elapsed_s']} s)",
                  f"{storm['noop']['alerts_per_s']:,.0f} alerts/s (no-op, {storm['noop']['elapsed_s']} s)",
                  f"{storm['ratio']:.4f}"])
+    answer = storm["remedy"].get("answer_s") or {}
+    if answer:
+        rows.append(["storm: webhook answer p50 / max", f"{answer['p50'] * 1000:.0f} / {answer['max'] * 1000:.0f} ms",
+                     f"{storm['noop']['answer_s']['p50'] * 1000:.0f} / {storm['noop']['answer_s']['max'] * 1000:.0f} ms", ""])
+    if "children_settled_after_s" in storm:
+        rows.append(["storm: Remediations (LIST on the API server)",
+                     f"{storm['children_created']} (all created {storm['children_settled_after_s']} s after the last answer)",
+                     "100 fingerprints", ""])
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(storm["remedy"].get("outcomes", {}).items()))
+        rows.append(["storm: webhook outcomes", outcomes, "", ""])
     rtt = lat.get("remedy_webhook_rtt", {})
     out = table(["figure", "remedy", "baseline (same run)", "ratio (remedy / baseline)"], rows)
     out += (f"\nRun {d.get('date')}: `{d.get('command')}`; load average {fmt(d['machine'].get('loadavg_start'))} at "

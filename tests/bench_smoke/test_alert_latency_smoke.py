@@ -36,7 +36,9 @@ def test_alert_latency_quick_completes_with_sane_numbers(tmp_path: Path) -> None
 
     lat = summary["latency"]
     detail = lat["remedy_detail"]
-    assert detail["sent"] == 100 and detail["outcomes"] == {"created": 100}
+    # An answer after the webhook's budget reports the alert as queued; "started" checks it too.
+    assert detail["sent"] == 100
+    assert detail["outcomes"].get("created", 0) + detail["outcomes"].get("queued", 0) == 100, detail["outcomes"]
     assert detail["started"] == 100, "every alert's Remediation must have started its action"
     assert lat["remedy"]["n"] == 100 and lat["baseline"]["n"] == 100
     for side in ("remedy", "baseline"):
@@ -49,7 +51,11 @@ def test_alert_latency_quick_completes_with_sane_numbers(tmp_path: Path) -> None
 
     storm = summary["storm"]
     assert storm["remedy"]["alerts"] == 1000 and storm["remedy"]["codes"] == {"200": 20}
-    assert storm["remedy"]["outcomes"].get("created") == 100
+    # The webhook answers within its budget and may report work as queued; the LIST decides.
+    outcomes = storm["remedy"]["outcomes"]
+    assert sum(outcomes.values()) == 1000 and not any(k.startswith("error") for k in outcomes), outcomes
+    assert outcomes.get("created", 0) <= 100
     assert storm["children_created"] == 100
+    assert storm["remedy"]["answer_s"]["n"] == 20
     assert storm["remedy"]["alerts_per_s"] > 0 and storm["noop"]["alerts_per_s"] > 0
     assert math.isfinite(storm["ratio"]) and storm["ratio"] > 0
