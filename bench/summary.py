@@ -72,15 +72,24 @@ def build(results: Path = RESULTS) -> dict[str, Any]:
         path = newest
         storm, lat = d.get("storm", {}).get("remedy", {}), d.get("latency", {})
         figures["storm_alerts_per_s"] = storm.get("alerts_per_s")
-        figures["storm_remediations"] = (storm.get("outcomes") or {}).get("created")
+        # Counted by LIST on the API server after the queued work settled (the webhook answers
+        # before every create is done); older result files only have the webhook's own count.
+        figures["storm_remediations"] = d.get("storm", {}).get("children_created", (storm.get("outcomes") or {}).get("created"))
         if lat.get("remedy", {}).get("p99") is not None:
             figures["alert_p99_ms"] = round(lat["remedy"]["p99"] * 1000, 1)
         figures["alert_p99_ratio_vs_floor"] = lat.get("ratio", {}).get("p99")
         keys = ("storm_alerts_per_s", "storm_remediations", "alert_p99_ms", "alert_p99_ratio_vs_floor")
         source(keys, path, d)
+        missed = {
+            "storm_alerts_per_s": (figures.get("storm_alerts_per_s") or 0) < 5000,
+            "storm_remediations": figures.get("storm_remediations") != 100,
+            "alert_p99_ms": (figures.get("alert_p99_ms") or 1e9) >= 100,
+            "alert_p99_ratio_vs_floor": (figures.get("alert_p99_ratio_vs_floor") or 1e9) > 3,
+        }
         for k in keys:
-            reasons[k] = (f"from {path.name} (bench/alert_latency.py); the storm/latency work of issue 16 "
-                          "(item 3) is not done, so this is the figure before it")
+            if missed[k]:
+                reasons[k] = (f"from {path.name} (bench/alert_latency.py): goal {GOALS[k]} missed; see "
+                              "docs/benchmarks.md (alert storms) for where the time goes")
     else:
         for k in ("storm_alerts_per_s", "storm_remediations", "alert_p99_ms", "alert_p99_ratio_vs_floor"):
             reasons[k] = "no alert_latency-*.json: run bench/alert_latency.py"
