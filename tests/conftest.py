@@ -53,3 +53,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section(f"{len(_SKIPPED)} skipped test(s): {verdict}", sep="=", red=_ci())
     for nodeid, reason in _SKIPPED:
         terminalreporter.write_line(f"SKIPPED {nodeid}: {reason}")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unit tests run first: they are fast (a broken build fails in seconds), and the checks that the
+    committed docs match the committed bench/results JSON must see the JSON before the
+    reliability and security suites of the same run rewrite it with fresh figures."""
+    items.sort(key=lambda item: 0 if "tests/unit/" in item.nodeid.replace("\\", "/") or item.nodeid.startswith("unit/") else 1)
