@@ -23,7 +23,6 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-import time
 from typing import Any
 
 from kubernetes import client, config

@@ -53,7 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import bson
 from bson.int64 import Int64
@@ -302,9 +302,9 @@ class MongoWireServer:
     # ---- op store
 
     def add_op(self, ns: str = "inventory.orders", op: str = "query", secs_running: float = 45,
-               client: str | None = "10.0.0.5:5000", appName: str | None = "inventory-service",
+               client: str | None = "10.0.0.5:5000", appName: str | None = "inventory-service",  # noqa: N803 - currentOp field names
                desc: str | None = None, command: dict[str, Any] | None = None,
-               planSummary: str | None = "COLLSCAN", *, internal: bool = False,
+               planSummary: str | None = "COLLSCAN", *, internal: bool = False,  # noqa: N803 - currentOp field name
                **extra: Any) -> int:
         """Simulate an operation already running for ``secs_running``; returns its opid."""
         with self._lock:
@@ -517,7 +517,7 @@ class MongoWireServer:
         self._require_admin(db, "remedyReset")
         return {"removed": self.remove_injected(), "ok": 1.0}
 
-    COMMANDS: dict[str, Callable[[MongoWireServer, Conn, str, dict[str, Any]], dict[str, Any]]] = {
+    COMMANDS: ClassVar[dict[str, Callable[[MongoWireServer, Conn, str, dict[str, Any]], dict[str, Any]]]] = {
         "hello": cmd_hello, "isMaster": cmd_hello, "ismaster": cmd_hello, "ping": cmd_ping,
         "buildInfo": cmd_build_info, "buildinfo": cmd_build_info,
         "serverStatus": cmd_server_status, "currentOp": cmd_current_op,
@@ -656,7 +656,7 @@ class MongoWireServer:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self.start())
-            except BaseException as exc:  # surfaced to the caller below
+            except BaseException as exc:  # noqa: BLE001 - surfaced to the caller below
                 failure.append(exc)
                 ready.set()
                 return

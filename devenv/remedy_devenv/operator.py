@@ -28,7 +28,7 @@ class OperatorProcess:
     def start(self) -> OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1", **self.env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process, closed in stop()
         log.write(f"\n===== operator start #{self.starts + 1} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(

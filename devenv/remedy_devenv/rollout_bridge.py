@@ -33,7 +33,7 @@ class RolloutBridge:
                  names: list[str], interval: float = 0.5) -> None:
         self.apps, self.namespace, self.on_rollout, self.names, self.interval = apps, namespace, on_rollout, names, interval
         self.seen: dict[str, str] = {}
-        self.rollouts: dict[str, int] = {n: 0 for n in names}
+        self.rollouts: dict[str, int] = dict.fromkeys(names, 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rollout-bridge", daemon=True)
 

@@ -178,10 +178,9 @@ async def _storm(url: str, token: str, payloads: list[dict[str, Any]], concurren
     sem = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession() as session:
         async def send(p: dict[str, Any]) -> int:
-            async with sem:
-                async with session.post(url, json=p, headers={"Authorization": f"Bearer {token}"}) as r:
-                    await r.read()
-                    return r.status
+            async with sem, session.post(url, json=p, headers={"Authorization": f"Bearer {token}"}) as r:
+                await r.read()
+                return r.status
         return await asyncio.gather(*(send(p) for p in payloads))
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from remedy.actions.registry import REGISTRY
 from remedy.actions.base import ActionContext
+from remedy.actions.registry import REGISTRY
 from remedy.clients.kube import KubeClient
 from remedy.engine.lifecycle import Engine
 from remedy.engine.policy import Firing, PolicyEngine

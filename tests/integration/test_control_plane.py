@@ -57,9 +57,8 @@ def test_ready_and_rbac_enforced(control_plane: ControlPlane, kube_admin: client
                                  k8s_namespace: str) -> None:
     assert control_plane.kubectl("get", "--raw", "/readyz").stdout == "ok"
     client.CoreV1Api(kube_admin).list_namespaced_secret(k8s_namespace)
-    with user_client(control_plane, "alice") as alice:
-        with pytest.raises(ApiException) as denied:
-            client.CoreV1Api(alice).list_namespaced_secret(k8s_namespace)
+    with user_client(control_plane, "alice") as alice, pytest.raises(ApiException) as denied:
+        client.CoreV1Api(alice).list_namespaced_secret(k8s_namespace)
     assert denied.value.status == 403
     can = control_plane.kubectl("auth", "can-i", "list", "secrets", "--as=alice",
                                 "--as-group=remedy-users", "-n", k8s_namespace, check=False)

@@ -18,9 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from remedy.actions.http import HTTP_REQUEST, NOTIFY, RESET_CIRCUIT_BREAKER, normalize_state, state_of
-from remedy_devenv.demoapp import DEFAULT_ADMIN_TOKEN, free_port, runner_port, start_demo_service
 from remedy.actions.base import CannotTell, NotApplied
+from remedy.actions.http import HTTP_REQUEST, NOTIFY, RESET_CIRCUIT_BREAKER, normalize_state, state_of
 from remedy.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
@@ -30,6 +29,7 @@ from remedy.errors import (
     SecretRefError,
     SkipError,
 )
+from remedy_devenv.demoapp import DEFAULT_ADMIN_TOKEN, free_port, runner_port, start_demo_service
 from tests.fixtures.actions import make_ctx, run_action
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -19,8 +19,8 @@ import pytest
 
 from remedy.actions.postgres import POSTGRES_STATEMENT, TERMINATE_POSTGRES_QUERIES
 from remedy.clients.connectors import Connectors
-from remedy_devenv.services import PostgresServer
 from remedy.errors import ForbiddenError, InvalidSpecError, OverCapError, PermanentError, RetryableError, SkipError
+from remedy_devenv.services import PostgresServer
 from tests.fixtures.actions import make_ctx, run_action
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]
@@ -354,7 +354,7 @@ async def test_bad_password_is_forbidden_without_the_password(postgres_server: P
     no_pw = f"host={postgres_server.host} port={postgres_server.port} dbname=app user=remedy"
     ctx = make_ctx({("pg", "dsn"): no_pw, ("pg-pw", "password"): wrong})
     conn = {**CONN, "passwordSecretRef": {"name": "pg-pw", "key": "password"}}
-    with pytest.raises(ForbiddenError, match="^authentication failed for Secret pg-pw/password$"):
+    with pytest.raises(ForbiddenError, match=r"^authentication failed for Secret pg-pw/password$"):
         await run_action(TERMINATE_POSTGRES_QUERIES, ctx, terminate_params(connection=conn))
 
 

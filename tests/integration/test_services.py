@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from remedy_devenv.services import (
     AlertmanagerServer,

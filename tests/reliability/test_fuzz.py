@@ -127,7 +127,7 @@ def test_fuzzed_specs_are_rejected_readably_or_complete(kube_admin: client.ApiCl
                 message = json.loads(exc.body).get("message", "")
             except ValueError:
                 message = ""
-            if not message or "spec" not in message and "body" not in message:
+            if not message or ("spec" not in message and "body" not in message):
                 unreadable.append(f"{exc.status}: {exc.body[:300]!r}")
             return
         outcomes["accepted"] += 1

@@ -11,7 +11,6 @@ duplicates are counted from the apiserver's audit log and the demo's own counter
 
 from __future__ import annotations
 
-
 import json
 import time
 import urllib.request
@@ -20,9 +19,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from remedy_devenv.demoapp import DemoProcess
 from remedy_devenv.audit import AuditCounter
 from remedy_devenv.cluster import OPERATOR_USER
+from remedy_devenv.demoapp import DemoProcess
 from tests.fixtures.operator import REPO, create_rem, get_rem, make_namespace, wait_phase
 
 from ._util import FINAL, cond, create_secret, make_deployment, record, wait_for

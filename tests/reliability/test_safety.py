@@ -110,7 +110,7 @@ def test_mass_oom_is_capped_and_pauses_the_policy(kube_admin: client.ApiClient, 
         waves.append({"alerts": len(alerts), "outcomes": body["outcomes"], "limitAfter": limit})
         time.sleep(1.5)  # let the refresh loop see the outcome (pause is level-based on children)
     kids = list_rems(kube_admin, ns, "remedy.dev/policy=oom")
-    results = sorted(((k["metadata"]["creationTimestamp"], k["status"]["phase"], cond(k, "Completed").get("reason")) for k in kids))
+    results = sorted((k["metadata"]["creationTimestamp"], k["status"]["phase"], cond(k, "Completed").get("reason")) for k in kids)
     pol = get_policy(kube_admin, ns, "oom")
     paused = cond(pol, "Paused")
     executed = sum(1 for _, ph, _ in results if ph == "Succeeded")
@@ -126,7 +126,7 @@ def test_mass_oom_is_capped_and_pauses_the_policy(kube_admin: client.ApiClient, 
     assert waves[-1]["limitAfter"] == "1Gi" and all(w["limitAfter"] in ("512Mi", "1Gi") for w in waves)
     assert executed == 2, results
     assert failed and set(failed) == {"OverCap"}, results
-    # Budgets: never more children than maxPerHour, 
+    # Budgets: never more children than maxPerHour,
     assert len(kids) <= 10
     # ...and once paused, later waves create nothing.
     assert paused["status"] == "True" and paused["reason"] == "TooManyFailures"

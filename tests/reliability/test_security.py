@@ -22,7 +22,7 @@ from remedy_devenv.services import RedisServer, free_port
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.operator import GROUP, REPO, VERSION, make_namespace, wait_phase
 
-from ._util import cond, create_secret, http, make_deployment, payload, alert, record, wait_for
+from ._util import alert, cond, create_secret, http, make_deployment, payload, record, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.services, pytest.mark.reliability, pytest.mark.timeout(300)]
 
@@ -40,10 +40,10 @@ def test_namespace_isolation_and_no_secret_leaks(control_plane: ControlPlane, ku
     ns_a, ns_b = make_namespace(kube_admin, "sa"), make_namespace(kube_admin, "sb")
     assert redis_server.password
     redis_password = redis_server.password
-    control_plane.kubectl("apply", "-n", ns_a, "-f", "-", input=f"""
+    control_plane.kubectl("apply", "-n", ns_a, "-f", "-", input="""
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
-metadata: {{name: remediation-author}}
+metadata: {name: remediation-author}
 rules:
 - apiGroups: [remedy.dev]
   resources: [remediations]
@@ -63,10 +63,10 @@ rules:
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata: {{name: alice-remediation-author}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: remediation-author}}
+metadata: {name: alice-remediation-author}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: remediation-author}
 subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
 """)
     demo = DemoProcess("reconcile", args=["--token", CRON_TOKEN])
     demo.start()

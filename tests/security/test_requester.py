@@ -105,7 +105,7 @@ def test_alice_cannot_restart_a_deployment_she_cannot_patch(control_plane: Contr
     done = condition(obj, "Completed")
     assert (obj["status"]["phase"], done["reason"]) == ("Failed", "RequesterForbidden"), obj["status"]
     assert 'may not patch deployments.apps "web"' in done["message"]
-    assert "Warning" == event_with(kube_admin, ns, "restart-web", "RequesterForbidden").type
+    assert event_with(kube_admin, ns, "restart-web", "RequesterForbidden").type == "Warning"
     after = apps.read_namespaced_deployment("web", ns)
     assert after.metadata.generation == before.metadata.generation
     assert after.spec.template.metadata.annotations == before.spec.template.metadata.annotations
@@ -219,7 +219,7 @@ def test_destinations_outside_the_allowlist_are_refused_before_any_secret(
         done = condition(obj, "Completed")
         assert (obj["status"]["phase"], done["reason"]) == ("Failed", "DestinationNotAllowed"), obj["status"]
         assert "egress allowlist" in done["message"] or "does not resolve" in done["message"]
-        assert "Warning" == event_with(kube_admin, ns, name, "DestinationNotAllowed").type
+        assert event_with(kube_admin, ns, name, "DestinationNotAllowed").type == "Warning"
 
     # A destination the spec does not show (a webhook URL kept in a Secret, a sink's built-in
     # default URL) is checked when the request is made: refused before anything is sent.

@@ -84,3 +84,9 @@ def test_dockerfile_copies_only_the_operator() -> None:
     copies = [line.split()[1] for line in (REPO / "Dockerfile").read_text().splitlines()
               if line.startswith("COPY") and "--from" not in line]
     assert copies and set(copies) <= {"pyproject.toml", "operator"}, copies
+
+
+def test_ruff_is_clean() -> None:
+    """The lint rules in pyproject.toml hold for the whole repository (operator, harness, tests, bench)."""
+    res = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]

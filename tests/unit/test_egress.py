@@ -47,7 +47,7 @@ async def test_guarded_session_refuses_before_sending() -> None:
 
     session = session_factory(policy("10.0.0.0/8"))(2.0)
     async with session:
-        with pytest.raises(DestinationNotAllowedError, match="169.254.169.254"):
+        with pytest.raises(DestinationNotAllowedError, match=r"169\.254\.169\.254"):
             async with session.get("http://169.254.169.254/latest/meta-data/"):
                 pass
         with pytest.raises(DestinationNotAllowedError):

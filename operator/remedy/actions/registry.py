@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import mongo, postgres, workload
-from . import http
-from . import idempotency, redis_keys
+from . import http, idempotency, mongo, postgres, redis_keys, workload
 from .base import ActionDef
 
 _ALL: list[ActionDef[Any]] = [

@@ -358,7 +358,7 @@ ROLLBACK = ActionDef(
 
 
 def _mi(quantity: Decimal) -> str:
-    return f"{int(math.ceil(quantity / (1024 * 1024)))}Mi"
+    return f"{math.ceil(quantity / (1024 * 1024))}Mi"
 
 
 async def memory_plan(ctx: ActionContext, p: RaiseMemoryOnOOM) -> Evidence:

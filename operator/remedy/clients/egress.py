@@ -37,7 +37,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class DestinationRefused(OSError):
+class DestinationRefusedError(OSError):
     """A destination not on the allowlist (an OSError so HTTP clients abort the connect)."""
 
 
@@ -161,7 +161,7 @@ class AllowlistResolver:
             return infos
         why = self.policy.check_resolved(host, port, [str(i["host"]) for i in infos])
         if why:
-            raise DestinationRefused(why)
+            raise DestinationRefusedError(why)
         return infos
 
     async def close(self) -> None:

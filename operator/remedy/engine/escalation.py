@@ -28,10 +28,10 @@ def webhook(url: str, timeout: float = 10.0) -> Escalate:
                 "reason": "OutcomeUnknown"}
         headers = {"Idempotency-Key": f"remedy-escalation-{meta.get('uid')}"}
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-                async with session.post(url, json=body, headers=headers, allow_redirects=False) as resp:
-                    if resp.status >= 300:
-                        log.warning("escalation webhook answered %s", resp.status)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
+                    session.post(url, json=body, headers=headers, allow_redirects=False) as resp:
+                if resp.status >= 300:
+                    log.warning("escalation webhook answered %s", resp.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("escalation webhook failed: %s", type(exc).__name__)
 

@@ -13,14 +13,12 @@ from ..api.common import parse_duration
 from ..api.remediation import PromQLVerify
 from ..errors import PermanentError, RetryableError
 
-
 # The client is synchronous and its thread cannot be cancelled: the HTTP timeout bounds it.
 DEFAULT_TIMEOUT = float(os.environ.get("REMEDY_PROMETHEUS_TIMEOUT", "10"))
 
 
 def _query(url: str, promql: str, timeout: float) -> list[dict[str, Any]]:
     from prometheus_api_client import PrometheusConnect
-
     from urllib3.util import Retry
 
     # One quick retry at most: the caller polls again anyway, and the client's default retries
@@ -35,7 +33,7 @@ async def query(url: str, promql: str, timeout: float | None = None) -> list[dic
     bound = DEFAULT_TIMEOUT if timeout is None else timeout
     try:
         return await asyncio.wait_for(asyncio.to_thread(_query, url, promql, bound), timeout=bound + 1.0)
-    except Exception as exc:  # the client raises bare requests / PrometheusApiClientException
+    except Exception as exc:  # noqa: BLE001 - the client raises bare requests / PrometheusApiClientException
         if "bad_data" in str(exc) or "parse error" in str(exc):
             raise PermanentError(f"invalid PromQL {promql!r}: {exc}", reason="InvalidPromQL") from None
         raise RetryableError(f"Prometheus query failed: {type(exc).__name__}", delay=5.0, reason="PrometheusUnavailable") from None

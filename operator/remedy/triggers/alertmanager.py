@@ -76,7 +76,7 @@ class TokenSource:
         return self._token
 
 
-class BodyTooLarge(Exception):
+class BodyTooLargeError(Exception):
     def __init__(self, head: bytes) -> None:
         super().__init__("body too large")
         self.head = head
@@ -98,9 +98,9 @@ def group_key(head: bytes) -> str:
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The body, or BodyTooLarge (with its first bytes) as soon as it passes ``limit``."""
+    """The body, or BodyTooLargeError (with its first bytes) as soon as it passes ``limit``."""
     if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(await request.content.read(HEAD_BYTES))
+        raise BodyTooLargeError(await request.content.read(HEAD_BYTES))
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -110,7 +110,7 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge(b"".join(chunks)[:HEAD_BYTES])
+            raise BodyTooLargeError(b"".join(chunks)[:HEAD_BYTES])
 
 
 # Alert handling in progress, by (policy uid, status, fingerprint, startsAt): kept referenced
@@ -148,7 +148,7 @@ def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_b
                 return _error(401, "missing or wrong bearer token")
         try:
             raw = await asyncio.wait_for(read_limited(request, max_body), timeout=read_timeout)
-        except BodyTooLarge as exc:
+        except BodyTooLargeError as exc:
             key = group_key(exc.head)
             WEBHOOK_REJECTED.labels(code="413").inc()
             log.warning("webhook: 413 body over %s bytes (Content-Length %s), group key %s: the group is lost "
