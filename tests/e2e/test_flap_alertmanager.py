@@ -132,8 +132,10 @@ def test_flap_through_real_alertmanager_is_one_child_per_episode_up_to_max_per_h
 
     sent_total, failed = am_webhook_notifications(s.am)
     assert failed == failed0, "Alertmanager failed to deliver some notifications"
-    # Every fire and every resolve was its own notification: episodes were not merged.
-    assert sent_total - sent0 == 2 * EPISODES, sent_total - sent0
+    # Every fire and every resolve was its own notification: episodes were not merged. A lower
+    # bound: the session's Alertmanager may also carry other modules' alerts (Prometheus rules of
+    # earlier tests); fired == EPISODES below pins the count for this policy.
+    assert sent_total - sent0 >= 2 * EPISODES, sent_total - sent0
     children = kids(s, name)
     assert len(children) == MAX_PER_HOUR, [c["metadata"]["name"] for c in children]
     kept = {c["metadata"]["annotations"]["remedy.dev/starts-at"] for c in children}
