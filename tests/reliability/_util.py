@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ from typing import Any
 from kubernetes import client
 
 from remedy_devenv import testkit
-from tests.fixtures.helpers import wait_for
-from tests.fixtures.operator import GROUP, REPO, VERSION
+from tests.fixtures.helpers import results_dir, wait_for
+from tests.fixtures.operator import GROUP, VERSION
 
 __all__ = ["wait_for"]  # re-exported for the suite's modules
 
@@ -78,12 +77,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024.0
     raise AssertionError(f"no VmHWM for pid {pid}")
-
-
-def results_dir() -> Path:
-    d = Path(os.environ.get("REMEDY_RESULTS_DIR") or REPO / "bench" / "results")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 def record(name: str, figures: dict[str, Any]) -> Path:

@@ -12,15 +12,14 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.helpers import results_dir
 from tests.security.alert_groups import encoded
 from tests.security.conftest import SecOperator
 
-REPO = Path(__file__).resolve().parents[2]
 MAX_BODY = 16 << 20  # the operator's default REMEDY_WEBHOOK_MAX_BODY
 
 
@@ -125,8 +124,7 @@ def test_real_groups_fit_and_oversized_groups_are_counted_and_logged(sec_operato
     assert rejected(op, "413") - before == 1
     log = op.log_path.read_text(errors="replace")
     assert 'group key {}:{alertname="OversizedGroupProbe"}' in log
-    out = REPO / "bench" / "results" / "security-receiver.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_dir() / "security-receiver.json"
     out.write_text(json.dumps({"test": "tests/security/test_receiver.py", "seed": 1313,
                                "group_10000_alerts_bytes": len(big), "group_5000_alerts_bytes": len(encoded(5000, seed=1313)),
                                "max_body_bytes": MAX_BODY, "headroom_ratio": round(MAX_BODY / len(big), 2),

@@ -17,18 +17,16 @@ import os
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 from kubernetes import client
 
-from tests.fixtures.helpers import wait_for
+from tests.fixtures.helpers import results_dir, wait_for
 from tests.fixtures.operator import condition, create_rem, wait_phase
 from tests.security.conftest import Endpoint, SecOperator, every_encoding
 from tests.security.leaks import ALPHABET, leaks_in, strings
 
-REPO = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("REMEDY_REDACTION_SEED", "1313"))
 EXAMPLES = int(os.environ.get("REMEDY_REDACTION_EXAMPLES", "10"))
 # Kubernetes Secret data is bytes, but the operator decodes it as UTF-8 and strips it; NUL
@@ -80,8 +78,7 @@ def test_no_secret_encoding_leaks_anywhere(kube_admin: client.ApiClient, sec_ope
         one()
     finally:
         ep.stop()
-        out = REPO / "bench" / "results" / "security-redaction.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out = results_dir() / "security-redaction.json"
         out.write_text(json.dumps({"test": "tests/security/test_redaction_e2e.py", "seed": SEED,
                                    "max_examples": EXAMPLES, "leaks": {k: v for k, v in tally.items() if k != "examples"},
                                    "examples": tally["examples"], "values": tried}, indent=1, ensure_ascii=False) + "\n")
