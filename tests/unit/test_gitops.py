@@ -31,3 +31,43 @@ def test_reverted_since_respects_resume() -> None:
     finals = [_child("a", "RevertedByGitOps", "2026-11-30T10:00:00Z"), _child("b", "TargetNotFound", "2026-11-30T10:01:00Z")]
     assert gitops.reverted_since(finals, None)["metadata"]["name"] == "a"  # type: ignore[index]
     assert gitops.reverted_since(finals, "2026-11-30T10:00:30Z") is None  # resumed after it
+
+
+def test_verification_ends_even_when_the_watch_swallows_its_cancellation() -> None:
+    """The demo's chaos-keys flake: redis-py turned the watch's cancellation into a timeout, the
+    action mapped it to RetryableError, the watch went on observing every second and the
+    Remediation stayed Verifying forever. Verification must end when its checks end."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+    from typing import Any
+
+    from remedy.actions.base import Applied
+    from remedy.errors import RetryableError
+
+    calls = [0]
+
+    async def observe(ctx: Any, params: Any, plan: Any) -> Applied:
+        calls[0] += 1
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            raise RetryableError("redis unreachable while observing: TimeoutError") from None  # the swallow
+        return Applied("nothing matches")
+
+    async def checks() -> None:
+        await asyncio.sleep(0.3)
+
+    async def scenario() -> tuple[float, int, int]:
+        action: Any = SimpleNamespace(observe=observe)
+        started = time.monotonic()
+        await gitops.verify_unless_reverted(checks(), action, SimpleNamespace(), None, {}, interval=0.01)
+        took = time.monotonic() - started
+        after = calls[0]
+        await asyncio.sleep(0.3)
+        return took, after, calls[0]
+
+    took, after, later = asyncio.run(scenario())
+    assert took < gitops.WIND_DOWN_SECONDS, took
+    assert after > 0  # the watch did run while the checks ran
+    assert later <= after + 1, (after, later)  # and stopped observing once they ended

@@ -96,6 +96,28 @@ def _follow(st: Stack, sc: Scenario, tl: Timeline, name: str, obj: dict[str, Any
     return False
 
 
+def _explain_timeout(st: Stack, name: str | None, obj: dict[str, Any] | None) -> None:
+    """A scenario that times out prints what the Remediation was doing: its status, its Events
+    and the operator's last log lines about it, so a slow or stuck run can be told apart."""
+    with contextlib.suppress(Exception):
+        if obj is not None:
+            status = obj.get("status") or {}
+            say(f"    status at timeout: phase={status.get('phase')} attempts={status.get('attempts')} "
+                f"intent={status.get('intent')}")
+            for c in status.get("conditions") or []:
+                say(f"      condition {c.get('type')}={c.get('status')} {c.get('reason')}: "
+                    f"{str(c.get('message'))[:160]} (since {c.get('lastTransitionTime')})")
+        if name is not None:
+            events = st.kubectl("get", "events", "-n", NS, "--field-selector", f"involvedObject.name={name}",
+                                "-o", "custom-columns=LAST:.lastTimestamp,REASON:.reason,MESSAGE:.message")
+            for line in events.stdout.splitlines()[-15:]:
+                say(f"      event {line}"[:220])
+            log = st.state / "logs" / "operator.log"
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if name in ln]
+            for line in lines[-25:]:
+                say(f"      log {line}"[:260])
+
+
 def run_scenario(st: Stack, sc: Scenario, timeout: float) -> Outcome:
     say()
     say(f"=== {sc.name} (runbook {sc.runbook}): {sc.title}")
@@ -124,6 +146,7 @@ def run_scenario(st: Stack, sc: Scenario, timeout: float) -> Outcome:
             time.sleep(0.25)
         if ended is None or obj is None:
             missing = [k for k, _ in sc.detect if k not in tl] or (["Remediation"] if name is None else ["end"])
+            _explain_timeout(st, name, obj)
             raise DemoError(f"no outcome within {timeout:.0f}s (waiting for: {', '.join(missing)})")
         return _verdict(st, sc, tl, obj, ended, trig)
     except DemoError as exc:

@@ -13,6 +13,7 @@ tracking) is. The message also names the field manager that wrote last, from man
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -62,17 +63,24 @@ async def _workload_meta(ctx: ActionContext, params: Any) -> dict[str, Any] | No
 
 
 async def watch_for_revert(action: ActionDef[Any], ctx: ActionContext, params: Any, plan: dict[str, Any],
-                           interval: float = 1.0) -> None:
-    """Returns never; raises PermanentError(reason RevertedByGitOps) once an Argo-tracked
-    workload's remedied field is back at its old value. Transient read errors are ignored."""
-    if action.observe is None:
-        await asyncio.Event().wait()
-    assert action.observe is not None
-    while True:
-        await asyncio.sleep(interval)
+                           interval: float = 1.0, stop: asyncio.Event | None = None) -> None:
+    """Returns once ``stop`` is set; raises PermanentError(reason RevertedByGitOps) once an
+    Argo-tracked workload's remedied field is back at its old value. Transient read errors are
+    ignored.
+
+    ``stop`` and not only cancellation ends the loop: a client library that swallows a
+    cancellation arriving together with its own socket timeout (seen with redis-py's asyncio
+    client under Python 3.11) would otherwise keep this watch, and the Remediation's
+    verification with it, alive forever."""
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if stop.is_set() or action.observe is None:
+            continue
         try:
             seen = await action.observe(ctx, params, plan)
-            if not isinstance(seen, NotApplied):
+            if not isinstance(seen, NotApplied) or stop.is_set():
                 continue
             meta = await _workload_meta(ctx, params)
         except (RetryableError, RemedyError):
@@ -87,11 +95,17 @@ async def watch_for_revert(action: ActionDef[Any], ctx: ActionContext, params: A
                              f"ignoreDifferences.managedFieldsManagers: [{FIELD_MANAGER}] (docs/argocd.md)", reason=REASON)
 
 
+# How long the end of a verification waits for its cancelled helpers to wind down; a helper that
+# ignored its cancellation stops by itself at its next ``stop`` check.
+WIND_DOWN_SECONDS = 2.0
+
+
 async def verify_unless_reverted(checks: Coroutine[Any, Any, None], action: ActionDef[Any], ctx: ActionContext,
-                                 params: Any, plan: dict[str, Any]) -> None:
+                                 params: Any, plan: dict[str, Any], interval: float = 1.0) -> None:
     """Run the verification checks; a GitOps revert seen meanwhile wins and cancels them."""
+    stop = asyncio.Event()
     verify = asyncio.ensure_future(checks)
-    watch = asyncio.ensure_future(watch_for_revert(action, ctx, params, plan))
+    watch = asyncio.ensure_future(watch_for_revert(action, ctx, params, plan, interval=interval, stop=stop))
     try:
         done, _ = await asyncio.wait({verify, watch}, return_when=asyncio.FIRST_COMPLETED)
         if watch in done:
@@ -99,10 +113,15 @@ async def verify_unless_reverted(checks: Coroutine[Any, Any, None], action: Acti
             watch.result()  # raises RevertedByGitOps
         await verify
     finally:
+        stop.set()
         for task in (verify, watch):
             if not task.done():
                 task.cancel()
-        await asyncio.gather(verify, watch, return_exceptions=True)
+        # Never wait without bound here: the outcome is already decided.
+        await asyncio.wait({verify, watch}, timeout=WIND_DOWN_SECONDS)
+        for task in (verify, watch):
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def reverted_since(finals: list[dict[str, Any]], reset_at: str | None) -> dict[str, Any] | None:

@@ -123,8 +123,6 @@ def _finished(key: tuple[str, str, str, str], task: asyncio.Task[str]) -> None:
         del _in_flight[key]
     if not task.cancelled() and task.exception() is not None:
         log.warning("webhook: alert handling failed: %r", task.exception(), exc_info=task.exception())
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("webhook: alert handling failed: %r", task.exception(), exc_info=task.exception())
 
 
 def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_body: int, require_token: bool = True,
