@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         return crdgen.main(["--check"] if args.check else [])
     import kopf
 
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import handlers  # registers the handlers
     from .observability import configure_logging
 
     configure_logging(args.log_format)
+    handlers.WATCHED_NAMESPACES = None if args.all_namespaces or not args.namespace else list(args.namespace)
     kopf.run(
         standalone=args.peering is None,
         peering_name=args.peering,

@@ -22,6 +22,9 @@ class Settings:
     alertmanager_url: str | None = field(default_factory=lambda: os.environ.get("REMEDY_ALERTMANAGER_URL"))
     webhook_host: str = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_HOST", "127.0.0.1"))
     webhook_port: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_PORT", 18080))
+    # Where other replicas reach this one's webhook (sharding: engine/shards.py), e.g.
+    # http://$(POD_IP):8080/alertmanager; unset: alerts for other shards are handled here.
+    webhook_advertise_url: str | None = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_ADVERTISE_URL") or None)
     webhook_token_file: str | None = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_TOKEN_FILE"))
     # 2x a realistic 10,000-alert Alertmanager group (7.8 MB; triggers/alertmanager.py).
     webhook_max_body: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_MAX_BODY", 16 << 20))

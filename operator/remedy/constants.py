@@ -61,6 +61,15 @@ ANN_REQUESTED_BY: Final = f"{GROUP}/requested-by"
 ANN_REQUESTED_BY_GROUPS: Final = f"{GROUP}/requested-by-groups"
 ANN_APPROVED_BY_GROUPS: Final = f"{GROUP}/approved-by-groups"
 
+# On a shard's coordination.k8s.io Lease (engine/shards.py): the replica that prefers this shard
+# and asks its holder to hand it back; the holder's webhook address, for forwarded alerts.
+ANN_SHARD_WANTED_BY: Final = f"{GROUP}/shard-wanted-by"
+ANN_SHARD_WEBHOOK: Final = f"{GROUP}/shard-webhook"
+# Header on an alert group one replica forwards to the shard owner: the namespaces it asks the
+# owner to handle (the owner does not forward again).
+HEADER_FORWARDED_FOR: Final = "X-Remedy-Forwarded-For"
+SHARD_LEASE_PREFIX: Final = "remedy-shard-"
+
 # kopf keeps its progress and diff-base bookkeeping under this annotation prefix.
 KOPF_ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"
 
@@ -77,5 +86,5 @@ ANNOTATION_NAMES: Final = (
     ANN_FINGERPRINT, ANN_STARTS_AT, ANN_LABELS, ANN_TARGET, ANN_APPROVED_BY, ANN_RESUMED_AT,
     ANN_RESTARTED_BY, ANN_FAULT_INJECT, ANN_MODE, ANN_MODE_SINCE, ANN_REFIRED_AT, ANN_CLEARED_AT,
     ANN_SILENCE, ANN_SILENCE_ID,
-    ANN_EPISODE, ANN_RESOLVED_AT,
+    ANN_EPISODE, ANN_RESOLVED_AT, ANN_SHARD_WANTED_BY, ANN_SHARD_WEBHOOK,
 )

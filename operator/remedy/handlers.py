@@ -8,6 +8,7 @@ Skipped phase by the engine, so a handler never crashes on bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from kubernetes import config as kube_config
 
 from .actions.base import ActionContext
 from .actions.registry import REGISTRY
+from .api.remediation import FINAL_PHASES
 from .clients.access_review import AccessReviewer
 from .clients.alertmanager import Alertmanager as AlertmanagerClient
 from .clients.connectors import Connectors
@@ -25,8 +27,8 @@ from .clients.egress import EgressPolicy
 from .clients.egress import session_factory as egress_session_factory
 from .clients.kube import KubeClient
 from .config import Settings, load
-from .constants import ANN_FAULT_INJECT, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_POLICY, VERSION
-from .engine import escalation, history
+from .constants import ANN_FAULT_INJECT, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_POLICY, POLICIES, REMEDIATIONS, VERSION
+from .engine import escalation, history, shards
 from .engine.authz import Guard
 from .engine.holds import Holds
 from .engine.lifecycle import Engine
@@ -39,6 +41,8 @@ from .triggers import alertmanager, prometheus
 from .triggers.index import PolicyIndex
 
 log = logging.getLogger("remedy")
+# The namespaces given with `remedy run -n` (None: cluster-wide); set by the CLI before kopf starts.
+WATCHED_NAMESPACES: list[str] | None = None
 
 
 class ApiRecorder:
@@ -145,17 +149,27 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.policies.refresh_requested = asyncio.Queue()
     memo.index = PolicyIndex()
     memo.expiry = history.ExpiryTimers(memo.kube, float(os.environ.get("REMEDY_TTL_SECONDS", "10")))
-    memo.background = [asyncio.create_task(_refresh_loop(memo.policies, logger))]
+    memo.background = [asyncio.create_task(_refresh_loop(memo.policies, logger, memo))]
     memo.silences = None
     if cfg.alertmanager_url:  # spec.silence and spec.holdWhile talk to Alertmanager's API v2
         am = AlertmanagerClient(cfg.alertmanager_url)
         memo.policies.holds = Holds(am)
         memo.silences = SilenceKeeper(memo.kube, am, ApiRecorder(memo.kube))
         memo.background.append(asyncio.create_task(_silence_sweeper(memo.silences, logger)))
+    # Shards (engine/shards.py): with REMEDY_SHARDS > 1 this replica acts only on the namespaces
+    # of the shards whose Lease it holds; the preferred one is taken before kopf starts watching.
+    memo.shards = shards.from_environment(memo.kube, memo.engine.executor_id, cfg.webhook_advertise_url,
+                                          lambda shard: _take_over(memo, shard, logger))
+    if memo.shards is not None:
+        try:
+            await memo.shards.tick()
+        except Exception as exc:  # noqa: BLE001 - the loop keeps trying
+            logger.warning("first shard lease round failed: %s", exc)
+        memo.background.append(asyncio.create_task(memo.shards.run()))
     if cfg.webhook_port:
         app = alertmanager.make_app(memo.policies, memo.index, alertmanager.TokenSource(cfg.webhook_token_file),
                                     cfg.webhook_max_body, require_token=cfg.webhook_token_file is not None,
-                                    read_timeout=cfg.webhook_read_timeout)
+                                    read_timeout=cfg.webhook_read_timeout, shards=memo.shards)
         try:
             memo.webhook = await alertmanager.serve(app, cfg.webhook_host, cfg.webhook_port)
             logger.info("alert webhook listening on %s:%s", cfg.webhook_host, cfg.webhook_port)
@@ -168,9 +182,52 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
             logger.warning("metrics port %s unavailable: %s", cfg.metrics_port, exc)
 
 
-@kopf.on.resume(GROUP, VERSION, "remediations")
-@kopf.on.create(GROUP, VERSION, "remediations")
-@kopf.on.update(GROUP, VERSION, "remediations")
+def _owned(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """kopf filter: this replica acts on the object (always, unless sharded: engine/shards.py)."""
+    keeper = getattr(memo, "shards", None)
+    return keeper is None or keeper.owns(namespace)
+
+
+async def _take_over(memo: kopf.Memo, shard: int, logger: logging.Logger) -> None:
+    """A shard just acquired: its policies are refreshed and its unfinished Remediations driven,
+    since kopf does not replay objects whose handlers another replica already ran."""
+    count = memo.shards.shards
+    policies = [p for p in await memo.kube.list_all_objects(POLICIES, WATCHED_NAMESPACES)
+                if shards.shard_of(p["metadata"]["namespace"], count) == shard]
+    for p in policies:
+        memo.index.upsert(p)
+        with contextlib.suppress(Exception):
+            await memo.policies.refresh(p["metadata"]["namespace"], p["metadata"]["name"])
+    unfinished = [r for r in await memo.kube.list_all_objects(REMEDIATIONS, WATCHED_NAMESPACES)
+                  if shards.shard_of(r["metadata"]["namespace"], count) == shard
+                  and (r.get("status") or {}).get("phase") not in FINAL_PHASES]
+    logger.info("shard %s taken over: %d policies refreshed, %d unfinished Remediations to drive",
+                shard, len(policies), len(unfinished))
+    limit = asyncio.Semaphore(16)
+
+    async def drive(ns: str, name: str) -> None:
+        async with limit:
+            for _ in range(50):  # bounded: a Remediation still not final is left to its own events
+                if not memo.shards.owns(ns):
+                    return
+                try:
+                    phase = await memo.engine.reconcile(ns, name)
+                except RetryableError as exc:
+                    await asyncio.sleep(max(0.5, exc.delay))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - one object's failure must not stop the sweep
+                    logger.warning("takeover of %s/%s failed: %s", ns, name, exc)
+                    return
+                if phase is None or phase in FINAL_PHASES or phase == "AwaitingApproval":
+                    return
+                await asyncio.sleep(1.0)
+
+    await asyncio.gather(*(drive(r["metadata"]["namespace"], r["metadata"]["name"]) for r in unfinished))
+
+
+@kopf.on.resume(GROUP, VERSION, "remediations", when=_owned)
+@kopf.on.create(GROUP, VERSION, "remediations", when=_owned)
+@kopf.on.update(GROUP, VERSION, "remediations", when=_owned)
 async def reconcile_remediation(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     try:
         await memo.engine.reconcile(namespace, name)
@@ -185,6 +242,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runner = getattr(memo, "webhook", None)
     if runner is not None:
         await runner.cleanup()
+    keeper = getattr(memo, "shards", None)
+    if keeper is not None:  # hand the shards over now rather than after the lease expires
+        await keeper.release_all()
 
 
 async def _silence_sweeper(keeper: SilenceKeeper, logger: logging.Logger) -> None:
@@ -199,7 +259,7 @@ async def _silence_sweeper(keeper: SilenceKeeper, logger: logging.Logger) -> Non
         await asyncio.sleep(interval)
 
 
-async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger) -> None:
+async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger, policies_memo: kopf.Memo) -> None:
     """Serialises policy refreshes requested by child outcomes, escalation timers and counters."""
     queue = policies.refresh_requested
     assert queue is not None
@@ -209,6 +269,8 @@ async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger) -> None:
         while not queue.empty():
             keys.add(queue.get_nowait())
         for ns, name in keys:
+            if not _owned(ns, policies_memo):
+                continue
             try:
                 await policies.refresh(ns, name)
             except Exception as exc:  # noqa: BLE001 - one policy's failure must not stop the loop
@@ -222,7 +284,9 @@ async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger) -> None:
 @kopf.on.create(GROUP, VERSION, "remediationpolicies")
 @kopf.on.update(GROUP, VERSION, "remediationpolicies")
 async def reconcile_policy(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.index.upsert(dict(body))
+    memo.index.upsert(dict(body))  # every replica routes alerts for every policy (forwarding)
+    if not _owned(namespace, memo):
+        return
     try:
         await memo.policies.refresh(namespace, name)
     except RetryableError as exc:
@@ -236,6 +300,8 @@ async def forget_policy(namespace: str, name: str, memo: kopf.Memo, **_: Any) ->
 
 @kopf.timer(GROUP, VERSION, "remediationpolicies", interval=30.0, initial_delay=5.0)
 async def refresh_policy(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if not _owned(namespace, memo):
+        return
     await memo.policies.refresh_requested.put((namespace, name))
 
 
@@ -247,6 +313,8 @@ def _keeps_history(spec: kopf.Spec, **_: Any) -> bool:
             initial_delay=10.0, when=_keeps_history)
 async def collect_policy_history(spec: kopf.Spec, namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     """History limits (engine.history): delete finished children beyond them that no guard needs."""
+    if not _owned(namespace, memo):
+        return
     for d in await history.collect_policy(memo.kube, namespace, name, dict(spec), time.time()):
         logger.info("deleted Remediation %s/%s: %s", d.namespace, d.name, d.why)
 
@@ -256,7 +324,8 @@ async def collect_policy_history(spec: kopf.Spec, namespace: str, name: str, mem
 @kopf.on.event(GROUP, VERSION, "remediations", labels={LABEL_POLICY: kopf.ABSENT})
 async def schedule_expiry(body: kopf.Body, memo: kopf.Memo, type: str | None = None, **_: Any) -> None:
     """ttlSecondsAfterFinished of a Remediation without a policy (a policy's children go with their policy)."""
-    memo.expiry.observe(dict(body), type)
+    if _owned(body.get("metadata", {}).get("namespace"), memo):
+        memo.expiry.observe(dict(body), type)
 
 
 @kopf.daemon(GROUP, VERSION, "remediationpolicies", when=lambda spec, **_: bool((spec.get("trigger") or {}).get("prometheus")))
@@ -270,6 +339,9 @@ async def poll_prometheus(namespace: str, name: str, memo: kopf.Memo, stopped: k
         trig = ((policy.get("spec") or {}).get("trigger") or {}).get("prometheus")
         if not trig:
             return
+        if not _owned(namespace, memo):  # another shard's replica polls it; check again next round
+            await stopped.wait(parse_duration(str(trig.get("interval") or "15s")))
+            continue
         try:
             await prometheus.poll_once(memo.policies, policy, memo.settings.prometheus_url)
         except Exception as exc:  # noqa: BLE001 - keep polling; the condition says what failed
@@ -284,7 +356,9 @@ async def policy_changed(body: kopf.Body, memo: kopf.Memo, type: str | None = No
 
 @kopf.on.event(GROUP, VERSION, "remediations", labels={LABEL_POLICY: kopf.PRESENT})
 async def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, type: str | None = None, **_: Any) -> None:
-    memo.policies.observe_child(dict(body), type)
+    memo.policies.observe_child(dict(body), type)  # every replica's guard cache sees every child
+    if not _owned(namespace, memo):
+        return
     if memo.silences is not None:
         await memo.silences.on_child(dict(body), type)
     phase = (body.get("status") or {}).get("phase")

@@ -122,6 +122,7 @@ class KubeClient:
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
         self.events = k8s.EventsV1Api(api_client)
+        self.coordination = k8s.CoordinationV1Api(api_client)
         self.request_timeout = (connect_timeout, request_timeout)
         # Connection attempts may be retried (nothing was sent); reads and statuses never are.
         pool = api_client.rest_client.pool_manager
@@ -206,6 +207,46 @@ class KubeClient:
         )
         items: list[dict[str, Any]] = res.get("items", [])
         return items
+
+    async def list_all_objects(self, plural: str, namespaces: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every object of ``plural`` in these namespaces (None: cluster-wide)."""
+        if namespaces is None:
+            res: dict[str, Any] = await self.call(f"list {plural}", self.custom.list_cluster_custom_object,
+                                                  GROUP, VERSION, plural)
+            return list(res.get("items", []))
+        out: list[dict[str, Any]] = []
+        for ns in namespaces:
+            out += await self.list_objects(plural, ns)
+        return out
+
+    # --- leases (engine/shards.py) ------------------------------------------------------
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            lease = await self.call(f"lease {namespace}/{name}", self.coordination.read_namespaced_lease, name, namespace)
+        except TargetNotFoundError:
+            return None
+        doc: dict[str, Any] = self.api_client.sanitize_for_serialization(lease)  # type: ignore[no-untyped-call]
+        return doc
+
+    async def write_lease(self, namespace: str, body: dict[str, Any], *, create: bool) -> dict[str, Any] | None:
+        """Create, or replace under the body's resourceVersion; None when someone else wrote
+        first (409), so a lost race is an answer, not an error."""
+        name = body["metadata"]["name"]
+        try:
+            if create:
+                lease = await asyncio.to_thread(self.coordination.create_namespaced_lease, namespace, body,  # type: ignore[arg-type]
+                                                _request_timeout=self.request_timeout)
+            else:
+                lease = await asyncio.to_thread(self.coordination.replace_namespaced_lease, name, namespace, body,  # type: ignore[arg-type]
+                                                _request_timeout=self.request_timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise translate(exc, f"lease {namespace}/{name}") from None
+        except _TRANSPORT_ERRORS as exc:
+            raise translate_transport(exc, f"lease {namespace}/{name}", mutating=False) from None
+        doc: dict[str, Any] = self.api_client.sanitize_for_serialization(lease)  # type: ignore[no-untyped-call]
+        return doc
 
     # --- events -------------------------------------------------------------------------
     async def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:

@@ -96,15 +96,30 @@ class Engine:
     # Called when an outcome stays unknown (CannotTell): a human must look. Default: Event + log.
     escalate: Any = None  # async (obj, message) -> None
 
+    # One pass at a time per object in this process: kopf serialises its own handler calls, but
+    # a shard takeover sweep (engine/shards.py) may drive the same object meanwhile.
+    _passes: dict[tuple[str, str], tuple[asyncio.Lock, int]] = field(default_factory=dict)
+
     async def reconcile(self, namespace: str, name: str) -> str | None:
         """Advance one Remediation as far as possible; returns its phase afterwards.
 
         Raises RetryableError (mapped to kopf.TemporaryError by the handlers) to be called again.
         """
-        obj = await self.store.get_object(PLURAL, namespace, name)
-        if obj is None:
-            return None
-        return await _Run(self, obj).advance()
+        key = (namespace, name)
+        lock, users = self._passes.get(key) or (asyncio.Lock(), 0)
+        self._passes[key] = (lock, users + 1)
+        try:
+            async with lock:
+                obj = await self.store.get_object(PLURAL, namespace, name)
+                if obj is None:
+                    return None
+                return await _Run(self, obj).advance()
+        finally:
+            lock, users = self._passes[key]
+            if users <= 1:
+                del self._passes[key]
+            else:
+                self._passes[key] = (lock, users - 1)
 
 
 class _Run:

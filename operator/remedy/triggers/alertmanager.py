@@ -23,13 +23,16 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..constants import HEADER_FORWARDED_FOR
 from ..engine.policy import Firing, PolicyEngine
+from ..engine.shards import ShardKeeper
 from ..observability import ALERTS, WEBHOOK_LATENCY, WEBHOOK_REJECTED
 from .index import PolicyIndex
 
@@ -125,8 +128,40 @@ def _finished(key: tuple[str, str, str, str], task: asyncio.Task[str]) -> None:
         log.warning("webhook: alert handling failed: %r", task.exception(), exc_info=task.exception())
 
 
+FORWARD_TIMEOUT = 5.0
+
+
+Work = Callable[[], Awaitable[str]]
+
+
+async def _forward(url: str, token: bytes | None, data: dict[str, Any], namespaces: set[str],
+                   fallback: list[Work]) -> str:
+    """POST the alerts of other shards' namespaces to the replica holding them; on any failure
+    handle them here instead (deterministic child names keep that dedup-safe)."""
+    import aiohttp
+
+    headers = {HEADER_FORWARDED_FOR: ",".join(sorted(namespaces))}
+    if token is not None:
+        headers["Authorization"] = "Bearer " + token.decode()
+    try:
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)) as session,
+                    session.post(url, json=data, headers=headers) as resp):
+            if resp.status == 200:
+                return "forwarded"
+            log.warning("webhook: forwarding %d alert(s) to %s answered %s; handling them here",
+                            len(fallback), url, resp.status)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        log.warning("webhook: forwarding %d alert(s) to %s failed (%s); handling them here",
+                    len(fallback), url, type(exc).__name__)
+    for work in fallback:
+        await work()
+    return "forwarded-fallback"
+
+
 def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_body: int, require_token: bool = True,
-             read_timeout: float = 10.0, answer_within: float = 0.8) -> web.Application:
+             read_timeout: float = 10.0, answer_within: float = 0.8, shards: ShardKeeper | None = None) -> web.Application:
+    """``shards``: alerts for namespaces another replica holds are forwarded to it (a forwarded
+    request names the namespaces it is for in HEADER_FORWARDED_FOR and is never forwarded again)."""
     app = web.Application(client_max_size=max_body)
 
     async def receive(request: web.Request) -> web.Response:
@@ -180,11 +215,29 @@ def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_b
         # duplicates in memory, without a task or an API call.
         jobs: dict[tuple[str, str, str, str], tuple[asyncio.Task[str], list[int]]] = {}
         joined = [0]
-        for alert in payload.alerts:
+        asked = request.headers.get(HEADER_FORWARDED_FOR)
+        forwarded_for = set(asked.split(",")) if asked is not None else None
+        # url -> (indices of the alerts to send, namespaces asked for, work to do here if it fails)
+        forwards: dict[str, tuple[list[int], set[str], list[Work]]] = {}
+        for i, alert in enumerate(payload.alerts):
             ALERTS.labels(status=alert.status).inc()
             firing = Firing(alert.fingerprint, alert.startsAt, alert.labels, alert.annotations, "alertmanager")
             for entry in index.matching(alert.labels):
                 policy = {"metadata": entry["metadata"], "spec": entry["spec"]}
+                ns = str(entry["metadata"].get("namespace"))
+                if forwarded_for is not None and ns not in forwarded_for:
+                    continue  # the replica that forwarded this group handles that policy itself
+                holder = None
+                if shards is not None and forwarded_for is None and not shards.owns(ns):
+                    holder = shards.owner_webhook(ns)
+                if holder is not None:
+                    idx, nss, fallback = forwards.setdefault(holder, ([], set(), []))
+                    if not idx or idx[-1] != i:
+                        idx.append(i)
+                    nss.add(ns)
+                    fallback.append(functools.partial(engine.fire if alert.status == "firing" else engine.resolve,
+                                                      policy, firing))
+                    continue
                 job_key = (str(entry["metadata"].get("uid")), alert.status, alert.fingerprint, alert.startsAt)
                 if job_key in jobs:
                     jobs[job_key][1][0] += 1
@@ -206,6 +259,10 @@ def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_b
                     jobs[job_key] = (task, [0])
         if joined[0]:
             outcomes["queued"] = joined[0]
+        for url, (idx, nss, fallback) in forwards.items():
+            sub = {**data, "alerts": [data["alerts"][i] for i in idx]}
+            task = asyncio.get_running_loop().create_task(_forward(url, expected, sub, nss, fallback))
+            jobs[("forward", url, "", "")] = (task, [0])
         # Answer within ``answer_within`` whatever the group size (Alertmanager's webhook
         # timeout must not hit): what is not decided by then keeps running in this process and
         # is reported as queued (docs/policies.md: what an operator death after the answer means).
