@@ -192,13 +192,26 @@ async def _take_over(memo: kopf.Memo, shard: int, logger: logging.Logger) -> Non
     """A shard just acquired: its policies are refreshed and its unfinished Remediations driven,
     since kopf does not replay objects whose handlers another replica already ran."""
     count = memo.shards.shards
-    policies = [p for p in await memo.kube.list_all_objects(POLICIES, WATCHED_NAMESPACES)
-                if shards.shard_of(p["metadata"]["namespace"], count) == shard]
+
+    async def listed(plural: str) -> list[dict[str, Any]]:
+        patterns = WATCHED_NAMESPACES
+        if patterns is None or any(ch in pat for pat in patterns for ch in "*?!,"):
+            # `-n 'team-*'` globs: list cluster-wide and keep what kopf itself would watch
+            # (kopf's own matcher, so both agree on exclusions like 'team-*,!team-x').
+            from kopf._cogs.structs.references import match_namespace
+
+            items = await memo.kube.list_all_objects(plural, None)
+            return [o for o in items if patterns is None
+                    or any(match_namespace(o["metadata"]["namespace"], pat) for pat in patterns)]
+        found: list[dict[str, Any]] = await memo.kube.list_all_objects(plural, patterns)
+        return found
+
+    policies = [p for p in await listed(POLICIES) if shards.shard_of(p["metadata"]["namespace"], count) == shard]
     for p in policies:
         memo.index.upsert(p)
         with contextlib.suppress(Exception):
             await memo.policies.refresh(p["metadata"]["namespace"], p["metadata"]["name"])
-    unfinished = [r for r in await memo.kube.list_all_objects(REMEDIATIONS, WATCHED_NAMESPACES)
+    unfinished = [r for r in await listed(REMEDIATIONS)
                   if shards.shard_of(r["metadata"]["namespace"], count) == shard
                   and (r.get("status") or {}).get("phase") not in FINAL_PHASES]
     logger.info("shard %s taken over: %d policies refreshed, %d unfinished Remediations to drive",

@@ -119,7 +119,8 @@ class ShardKeeper:
                 await self.tick()
             except Exception as exc:  # noqa: BLE001 - keep trying; owns() lapses by itself
                 log.warning("shard lease round failed: %s", exc)
-            await asyncio.sleep(self.lease_seconds / 5)
+            # Ten rounds per lease: a dead holder is seen expired at most a tenth of a lease late.
+            await asyncio.sleep(self.lease_seconds / 10)
 
     async def release_all(self) -> None:
         """On shutdown: hand every held shard back at once instead of making others wait for expiry."""
