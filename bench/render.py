@@ -205,6 +205,7 @@ for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiser
               "safety-mass-oom"):
     BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"reliability-{n}.json", results)), _name)
 BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
+BLOCKS["shards"] = lambda results: figures(newest("shards-[0-9]*.json", results))
 
 
 def render(text: str, results: Path = RESULTS) -> str:

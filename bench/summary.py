@@ -111,8 +111,23 @@ def build(results: Path = RESULTS) -> dict[str, Any]:
             "not measured: bench/memory.py (issue 16 item 2/3: history limits, GC, untracked final objects) "
             "is not built yet")
 
-    for k in ("shard_takeover_s", "shard_duplicates"):
-        reasons[k] = "not measured: namespace sharding across replicas (issue 16 item 4) is not built"
+    newest, d = _newest(results, "shards-[0-9]*.json")
+    if newest is not None:
+        figures["shard_takeover_s"] = d.get("takeoverSeconds")
+        figures["shard_duplicates"] = d.get("duplicates")
+        source(("shard_takeover_s", "shard_duplicates"), newest, d)
+        ratio = d.get("takeoverRatioVsLease")
+        reasons["shard_takeover_s"] = (
+            f"{d.get('remediations')} Remediations over {d.get('namespaces')} namespaces, lease "
+            f"{d.get('leaseSeconds')} s: takeover = {ratio}x the lease, measured from the SIGKILL; the survivor "
+            "counts the lease from when it first saw the dead replica's last renewal, so up to one lease "
+            "round (a tenth of the lease) more than the lease itself")
+        if d.get("lost") or d.get("possibleDuplicates"):
+            reasons["shard_duplicates"] = (f"lost {d.get('lost')}, possible duplicates (an ambiguous 5xx write of the "
+                                           f"killed replica plus a re-send) {d.get('possibleDuplicates')}")
+    else:
+        for k in ("shard_takeover_s", "shard_duplicates"):
+            reasons[k] = "no bench/results/shards-<n>.json: run bench/shards.py"
 
     return {**figures, "goals": GOALS, "reasons": reasons, "sources": sources}
 

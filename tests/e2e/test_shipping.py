@@ -164,6 +164,33 @@ def test_rendered_chart_passes_kubeconform_strict(tools: dict[str, Path], helm_e
     assert res.returncode != 0 and "replica" in res.stdout
 
 
+def test_sharded_chart_is_a_statefulset_with_lease_rights_and_no_peering(tools: dict[str, Path], helm_env: dict[str, str],
+                                                                        schemas: Path) -> None:
+    """shards: 3 -> one StatefulSet pod per shard (ordinal = preferred shard), REMEDY_SHARDS, the
+    advertised webhook address for forwarded alerts, Lease get/create/update in the release
+    namespace only, and no kopf peering (shards replace it)."""
+    text = render(tools, helm_env, "shards=3", crds=True)
+    s = kubeconform(tools, schemas, text)["summary"]
+    assert s["invalid"] == 0 and s["errors"] == 0 and s["skipped"] == 0, s
+    objs = docs(render(tools, helm_env, "shards=3"))
+    assert not [o for o in objs if o["kind"] in ("Deployment", "ClusterKopfPeering", "KopfPeering")]
+    sts = one(objs, "StatefulSet")
+    assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    assert "--peering" not in c["args"] and c["args"][0] == "run"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["REMEDY_SHARDS"]["value"] == "3"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["REMEDY_WEBHOOK_ADVERTISE_URL"]["value"] == "http://$(POD_IP):18080/alertmanager"
+    assert list(env).index("POD_IP") < list(env).index("REMEDY_WEBHOOK_ADVERTISE_URL")  # $(VAR) needs it first
+    role = one(objs, "Role", "remedy-shards")
+    assert role["metadata"]["namespace"] == "remedy-system"
+    assert rules_of(role) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+    # Not sharded (the default): a Deployment, no Lease grant.
+    plain = docs(render(tools, helm_env))
+    assert one(plain, "Deployment") and not [o for o in plain if o["kind"] == "Role" and "shards" in o["metadata"]["name"]]
+
+
 def test_kustomize_overlays_pass_kubeconform_strict(control_plane: ControlPlane, tools: dict[str, Path], schemas: Path) -> None:
     for overlay in ("cluster-wide", "namespaced"):
         built = control_plane.kubectl("kustomize", str(REPO / "deploy/overlays" / overlay)).stdout

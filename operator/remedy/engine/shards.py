@@ -210,11 +210,18 @@ class ShardKeeper:
             task.add_done_callback(self._sweeps.discard)
 
     async def _sweep(self, shard: int) -> None:
+        """Retried until it succeeds or the shard is lost: an object left unswept would wait for
+        its next watch event, which may never come."""
         assert self.on_acquired is not None
-        try:
-            await self.on_acquired(shard)
-        except Exception as exc:  # noqa: BLE001 - a failed sweep is retried by the objects' own events
-            log.warning("sweep of shard %s failed: %s", shard, exc)
+        delay = 1.0
+        while shard in self.owned:
+            try:
+                await self.on_acquired(shard)
+                return
+            except Exception as exc:  # noqa: BLE001 - e.g. the API server busy: try again
+                log.warning("sweep of shard %s failed, again in %.0fs: %s", shard, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(30.0, delay * 2)
 
     async def _renew(self, shard: int, lease: dict[str, Any]) -> None:
         body = _body(lease)
