@@ -26,8 +26,7 @@ class Leases:
 
     async def write_lease(self, namespace: str, body: dict[str, Any], *, create: bool) -> dict[str, Any] | None:
         name = body["metadata"]["name"]
-        if (body["spec"].get("holderIdentity") or "") in self.fail_writes_from or \
-                any(h in self.fail_writes_from for h in [self._holder(name)]):
+        if (body["spec"].get("holderIdentity") or "") in self.fail_writes_from:  # the writer's own calls fail
             from remedy.errors import RetryableError
             raise RetryableError("API server unreachable")
         current = self.items.get(name)
@@ -40,9 +39,6 @@ class Leases:
         doc["metadata"]["resourceVersion"] = str(self.rv)
         self.items[name] = doc
         return copy.deepcopy(doc)
-
-    def _holder(self, name: str) -> str:
-        return str(((self.items.get(name) or {}).get("spec") or {}).get("holderIdentity") or "")
 
 
 class Clock:
@@ -136,19 +132,26 @@ def test_a_dead_replicas_shard_is_taken_after_the_lease_and_handed_back_when_it_
     asyncio.run(run())
 
 
-def test_a_holder_that_cannot_renew_stops_acting_before_the_lease_ends() -> None:
+def test_a_holder_that_cannot_renew_acts_until_it_sees_the_new_holder() -> None:
+    """No silent gap: kopf drops events its filters refuse, so a late holder keeps the shard
+    until the Lease names someone else (the engine keeps a double-acting moment safe)."""
     async def run() -> None:
         store, clock = Leases(), Clock()
-        a = keeper(store, clock, "a", 0, shards=1 + 1)
+        a, b = keeper(store, clock, "a", 0), keeper(store, clock, "b", 1)
         await a.tick()
+        await b.tick()
         ns = namespace_in(0)
-        assert a.owns(ns)
         store.fail_writes_from.add("a")
         clock.t += 9
         await a.tick()  # renew fails
-        assert a.owns(ns)  # 9 s < 2/3 of 15 s
-        clock.t += 2
-        assert not a.owns(ns)  # 11 s without a renew: stop before another replica may take it
+        await b.tick()  # b's first sight of a's last renewal
+        assert a.owns(ns)  # late, but nobody else holds it: keep acting
+        clock.t += 16
+        await b.tick()  # a's Lease unchanged for a whole lease by b's clock: b takes shard 0
+        assert b.owns(ns)
+        store.fail_writes_from.discard("a")
+        await a.tick()
+        assert not a.owns(ns) and a.owned == set()
 
     asyncio.run(run())
 

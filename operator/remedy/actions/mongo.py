@@ -16,9 +16,14 @@ operation, never the command's values (they may hold customer data).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from ..clients.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pymongo
+else:
+    pymongo = lazy_module("pymongo")  # imported when a MongoDB action first runs (clients/lazy.py)
 
 from ..api.common import parse_duration
 from ..api.mongo import KillSlowMongoOps
@@ -128,9 +133,9 @@ def _summary(doc: dict[str, Any]) -> Evidence:
     }
 
 
-def _map_error(exc: PyMongoError, doing: str, p: KillSlowMongoOps, *, changed: bool) -> Exception:
+def _map_error(exc: pymongo.errors.PyMongoError, doing: str, p: KillSlowMongoOps, *, changed: bool) -> Exception:
     """A pymongo error as remedy's; messages never quote the URI (it may hold credentials)."""
-    if isinstance(exc, OperationFailure):
+    if isinstance(exc, pymongo.errors.OperationFailure):
         if exc.code in AUTH_CODES:
             ref = p.connection.uri_secret_ref
             return ForbiddenError(f"authentication failed for Secret {ref.name}/{ref.key}")
@@ -138,7 +143,7 @@ def _map_error(exc: PyMongoError, doing: str, p: KillSlowMongoOps, *, changed: b
             return ForbiddenError(f"{doing}: not authorized (code 13); the user needs inprog and killop")
         code_name = (exc.details or {}).get("codeName", "")
         return PermanentError(f"{doing} failed: code {exc.code} {code_name}".rstrip(), reason="CommandFailed")
-    if isinstance(exc, ConnectionFailure) and not changed:
+    if isinstance(exc, pymongo.errors.ConnectionFailure) and not changed:
         return RetryableError(f"MongoDB unreachable while {doing}")
     return PermanentError(f"{doing} failed: {type(exc).__name__}", reason="CommandFailed")
 
@@ -150,7 +155,7 @@ async def _current_ops(client: Any, match: dict[str, Any]) -> list[dict[str, Any
                                               {"$match": match}])
         docs: list[dict[str, Any]] = await cursor.to_list(None)
         return docs
-    except OperationFailure as exc:
+    except pymongo.errors.OperationFailure as exc:
         if exc.code not in NO_CURRENTOP_STAGE:
             raise
     # The command treats every field after the command name as the filter (and ignores the
@@ -164,7 +169,7 @@ async def _client(ctx: ActionContext, p: KillSlowMongoOps) -> Any:
     uri = await ctx.secret(p.connection.uri_secret_ref)
     try:
         return ctx.connectors.mongo(uri, parse_duration(p.connection.timeout))
-    except (PyMongoError, ValueError):  # InvalidURI and friends quote the URI, credentials included
+    except (pymongo.errors.PyMongoError, ValueError):  # InvalidURI and friends quote the URI, credentials included
         ref = p.connection.uri_secret_ref
         raise InvalidSpecError(f"Secret {ref.name}/{ref.key} does not hold a valid mongodb:// URI") from None
 
@@ -183,7 +188,7 @@ async def kill_plan(ctx: ActionContext, p: KillSlowMongoOps) -> Evidence:
     client = await _client(ctx, p)
     try:
         docs = await _current_ops(client, _server_match(p))
-    except PyMongoError as exc:
+    except pymongo.errors.PyMongoError as exc:
         raise _map_error(exc, "reading currentOp", p, changed=False) from None
     finally:
         await client.close()
@@ -222,10 +227,10 @@ async def kill_execute(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) 
             await client.admin.command({"killOp": 1, "op": current["opid"]})
             killed_any = True
             evidence.append({**_summary(current), "outcome": "killed"})
-    except ConnectionFailure:
+    except pymongo.errors.ConnectionFailure:
         # A killOp may have reached the server before the connection broke: observe, never re-plan.
         raise AmbiguousOutcomeError("MongoDB connection lost while killing operations; a killOp may have run") from None
-    except PyMongoError as exc:
+    except pymongo.errors.PyMongoError as exc:
         raise _map_error(exc, "killing operations", p, changed=killed_any) from None
     finally:
         await client.close()
@@ -243,7 +248,7 @@ async def kill_observe(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) 
             found = await _current_ops(client, {"opid": planned["opid"]})
             if any(_same_op(d, planned) for d in found):
                 running.append(str(planned["opid"]))
-    except PyMongoError as exc:
+    except pymongo.errors.PyMongoError as exc:
         raise RetryableError(f"MongoDB unreachable while observing: {type(exc).__name__}", reason="ObserveUnavailable") from None
     finally:
         await client.close()

@@ -17,10 +17,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import conninfo
+from ..clients.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy_module("psycopg")  # imported when a Postgres action first runs (clients/lazy.py)
 
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.postgres import PostgresConnection, PostgresStatement, TerminatePostgresQueries
@@ -67,7 +71,7 @@ async def _connect(ctx: ActionContext, c: PostgresConnection) -> AsyncIterator[A
     password = await ctx.optional_secret(c.password_secret_ref)
     where = f"Secret {c.dsn_secret_ref.name}/{c.dsn_secret_ref.key}"
     try:
-        conninfo.conninfo_to_dict(dsn)
+        psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         # libpq's parse error quotes the DSN, password included: never pass it on.
         raise InvalidSpecError(f"{where} does not hold a valid libpq DSN or URL") from None
