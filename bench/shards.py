@@ -211,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lease-seconds", type=float, default=8.0)
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args(argv)
-    from remedy_devenv import admission
     from remedy_devenv.cluster import ControlPlane
     from remedy_devenv.testkit import free_ports
 
@@ -221,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                       controller_manager_port=kcm, fake_kubelet=False)
     cp.start(timeout=240)
     try:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                   "crd/remediations.remedy.dev", "crd/remediationpolicies.remedy.dev")
-        admission.install(cp)
+        sys.path.insert(0, str(REPO))
+        from tests.fixtures.operator import install_remedy_api  # CRDs Established + admission policies
+
+        install_remedy_api(cp)
         result = run_shards(cp, args.remediations, args.namespaces, tmp, lease_seconds=args.lease_seconds,
                             seed=args.seed, timeout=1800)
     finally:

@@ -119,9 +119,10 @@ def build(results: Path = RESULTS) -> dict[str, Any]:
         ratio = d.get("takeoverRatioVsLease")
         reasons["shard_takeover_s"] = (
             f"{d.get('remediations')} Remediations over {d.get('namespaces')} namespaces, lease "
-            f"{d.get('leaseSeconds')} s: takeover = {ratio}x the lease, measured from the SIGKILL; the survivor "
-            "counts the lease from when it first saw the dead replica's last renewal, so up to one lease "
-            "round (a tenth of the lease) more than the lease itself")
+            f"{d.get('leaseSeconds')} s: takeover = {ratio}x the lease, from the SIGKILL to the survivor's "
+            "acquireTime on the Lease. The survivor counts the lease from when it first saw the dead replica's "
+            "last renewal: up to one lease round (a tenth of the lease) longer than the lease, and shorter when "
+            "the dead replica's renewals were already late under load before the kill")
         if d.get("lost") or d.get("possibleDuplicates"):
             reasons["shard_duplicates"] = (f"lost {d.get('lost')}, possible duplicates (an ambiguous 5xx write of the "
                                            f"killed replica plus a re-send) {d.get('possibleDuplicates')}")
