@@ -236,6 +236,13 @@ def test_deployment_shape_and_security_context(tools: dict[str, Path], helm_env:
     # No Prometheus URL: the variable is not set at all (the operator treats unset as "none").
     c2 = one(docs(render(tools, helm_env)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert "REMEDY_PROMETHEUS_URL" not in {e["name"] for e in c2["env"]}
+    assert "REMEDY_ESCALATION_WEBHOOK" not in {e["name"] for e in c2["env"]}
+    # The escalation webhook URL (it embeds a token) comes from a Secret, never a plain value.
+    c3 = one(docs(render(tools, helm_env, "escalation.webhookSecretRef.name=oncall-hook")),
+             "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    hook = next(e for e in c3["env"] if e["name"] == "REMEDY_ESCALATION_WEBHOOK")
+    assert hook == {"name": "REMEDY_ESCALATION_WEBHOOK",
+                    "valueFrom": {"secretKeyRef": {"name": "oncall-hook", "key": "url"}}}, hook
 
 
 def test_rbac_is_least_privilege_and_follows_action_toggles(control_plane: ControlPlane, tools: dict[str, Path], helm_env: dict[str, str]) -> None:
