@@ -21,6 +21,7 @@ Prints a JSON summary and writes it to bench/results/alert_latency-<date>.json
 
     .venv/bin/python bench/alert_latency.py                 # full: 1,000 alerts, 10,000 storm
     .venv/bin/python bench/alert_latency.py --quick         # smoke: 100 alerts, 1,000 storm
+    .venv/bin/python bench/alert_latency.py --profile       # + where the time goes (Events, py-spy)
     .venv/bin/python bench/alert_latency.py --kubeconfig ~/.cache/remedy/run/cluster/admin.kubeconfig
 
 Bounded: every wait has a timeout and the whole run is killed by --max-seconds (default 900).
@@ -311,8 +312,9 @@ class Env:
 
 
 def alert(fp: str, alertname: str, starts: str, instance: str) -> dict[str, Any]:
-    return testkit.alert(fp, starts=starts, alertname=alertname, annotations={"summary": "bench"},
-                         instance=instance, severity="page")
+    body: dict[str, Any] = testkit.alert(fp, starts=starts, alertname=alertname, annotations={"summary": "bench"},
+                                         instance=instance, severity="page")
+    return body
 
 
 payload = testkit.alert_payload
@@ -363,8 +365,10 @@ async def remedy_latency(env: Env, api: Api, webhook: str, token: str, n: int, r
         rtts.clear()
         outcomes.clear()
         t_begin = time.monotonic()
+        profiler = start_profile(env, n / rate + 2) if env.args.profile else None
         await paced(n, rate, lambda i: send_one(f"lat{i:05d}", i))
         send_seconds = time.monotonic() - t_begin
+        profile = finish_profile(profiler) if profiler is not None else None
 
     # Collect: each child's heartbeatAt (intent record = action start), matched by fingerprint.
     deadline = time.monotonic() + timeout
@@ -387,10 +391,85 @@ async def remedy_latency(env: Env, api: Api, webhook: str, token: str, n: int, r
             break
         await asyncio.sleep(2)
     order = sorted(latencies, key=lambda fp: sent[fp])
+    breakdown = await latency_breakdown(api, env.ns, items, sent)
     return {"sent": len(sent), "send_seconds": round(send_seconds, 2), "outcomes": outcomes,
             "started": len(latencies), "phases": phases, "latency_s": percentiles(list(latencies.values())),
             "p50_by_decile_s": by_decile([latencies[fp] for fp in order]),
-            "webhook_rtt_s": percentiles(rtts)}
+            "webhook_rtt_s": percentiles(rtts), "breakdown": breakdown, "profile": profile}
+
+
+async def latency_breakdown(api: Api, ns: str, items: list[dict[str, Any]], sent: dict[str, float]) -> dict[str, Any]:
+    """Where the alert-to-action time goes, per child, from the operator's own Events
+    (events.k8s.io/v1, microsecond eventTime): ``Accepted`` is posted once the first status
+    write (Pending) returned, ``heartbeatAt`` is stamped by the intent write. So
+    sent -> Accepted = webhook, guards, create, watch delivery, kopf dispatch, the engine's GET
+    and the Pending PATCH; Accepted -> intent = approval gate, SubjectAccessReview of the
+    requester, plan and the intent PATCH."""
+    events = await api.request("GET", f"{api.host}/apis/events.k8s.io/v1/namespaces/{ns}/events")
+    accepted: dict[str, float] = {}
+    for e in events.get("items", []):
+        if e.get("reason") == "Accepted" and e.get("eventTime"):
+            accepted[(e.get("regarding") or {}).get("name", "")] = parse_ts(e["eventTime"])
+    to_accepted: list[float] = []
+    to_intent: list[float] = []
+    for c in items:
+        fp = (c["metadata"].get("annotations") or {}).get("remedy.dev/fingerprint", "")
+        name, beat = c["metadata"]["name"], (c.get("status") or {}).get("heartbeatAt")
+        if fp in sent and name in accepted and beat:
+            to_accepted.append(accepted[name] - sent[fp])
+            to_intent.append(parse_ts(beat) - accepted[name])
+    return {"children": len(to_accepted), "sent_to_accepted_s": percentiles(to_accepted),
+            "accepted_to_intent_s": percentiles(to_intent)}
+
+
+def start_profile(env: Env, seconds: float) -> tuple[subprocess.Popen[bytes], Path] | None:
+    """py-spy (sampling, 250 Hz, all threads, CPU only) on the operator during the measured sends."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if env.op is None or env.op.proc is None or not Path(spy).exists():
+        log("profile: py-spy not found (pip install py-spy); no profile")
+        return None
+    out = env.tmp / "profile.txt"
+    proc = subprocess.Popen([spy, "record", "--pid", str(env.op.proc.pid), "--rate", "250", "--format", "raw",
+                             "--duration", str(int(seconds) + 1), "--output", str(out), "--threads"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, out
+
+
+def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path]) -> dict[str, Any] | None:
+    """Collapsed stacks -> share of CPU samples by code area (inclusive) and the top self frames."""
+    proc, out = profiler
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return None
+    if not out.exists():
+        return None
+    areas = {"kubernetes client (models, urllib3, json)": ("kubernetes/", "urllib3/"),
+             "kopf (watch, dispatch, bookkeeping)": ("kopf/",), "remedy engine": ("remedy/engine/",),
+             "remedy webhook and guards": ("remedy/triggers/", "remedy/engine/policy.py"),
+             "aiohttp": ("aiohttp/",), "asyncio and threads": ("asyncio/", "concurrent/", "threading.py"),
+             "ssl": ("ssl.py",), "pydantic": ("pydantic",), "logging": ("logging/",)}
+    total = 0
+    by_area = dict.fromkeys(areas, 0)
+    self_frames: dict[str, int] = {}
+    for line in out.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        for area, marks in areas.items():
+            if any(m in stack for m in marks):
+                by_area[area] += n
+        leaf = stack.split(";")[-1]
+        self_frames[leaf] = self_frames.get(leaf, 0) + n
+    if not total:
+        return None
+    top = sorted(self_frames.items(), key=lambda kv: -kv[1])[:12]
+    return {"samples": total, "rate_hz": 250,
+            "share_by_area": {a: round(n / total, 3) for a, n in sorted(by_area.items(), key=lambda kv: -kv[1])},
+            "top_self_frames": [[f[:120], round(n / total, 3)] for f, n in top]}
 
 
 # --- phase 1 baseline: create -> watch event -> status patch -------------------------------
@@ -576,6 +655,7 @@ async def run(env: Env, args: argparse.Namespace, summary: dict[str, Any]) -> No
             "remedy_webhook_rtt": rem["webhook_rtt_s"],
             "remedy_p50_by_decile": rem["p50_by_decile_s"], "baseline_p50_by_decile": base["p50_by_decile_s"],
             "remedy_detail": {k: rem[k] for k in ("sent", "send_seconds", "outcomes", "started", "phases")},
+            "remedy_breakdown": rem["breakdown"], "remedy_profile": rem["profile"],
             "baseline_detail": {k: base[k] for k in ("sent", "acted", "patched")},
         },
         "storm": {"remedy": st_rem, "noop": st_noop, "ratio": ratio(st_rem["alerts_per_s"], st_noop["alerts_per_s"]),
@@ -607,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the JSON here (default bench/results/alert_latency[-quick]-<date>.json)")
     p.add_argument("--phase-timeout", type=float, default=180.0, help="max wait for stragglers per phase (s)")
     p.add_argument("--max-seconds", type=int, default=900, help="hard limit for the whole run")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy CPU profile of the operator during the latency phase (needs py-spy and ptrace)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (operator log, cluster logs)")
     p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

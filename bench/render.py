@@ -139,7 +139,21 @@ def alert_latency(results: Path) -> str:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(storm["remedy"].get("outcomes", {}).items()))
         rows.append(["storm: webhook outcomes", outcomes, "", ""])
     rtt = lat.get("remedy_webhook_rtt", {})
+    brk = lat.get("remedy_breakdown") or {}
+    if brk.get("children"):
+        for key, what in (("sent_to_accepted_s", "alert sent -> Accepted (webhook, create, watch, kopf, GET, Pending PATCH)"),
+                          ("accepted_to_intent_s", "Accepted -> intent (approval gate, SubjectAccessReview, plan, intent PATCH)")):
+            q = brk[key]
+            rows.append([f"breakdown: {what}", f"p50 {q['p50'] * 1000:.1f} / p99 {q['p99'] * 1000:.1f} ms", "", ""])
     out = table(["figure", "remedy", "baseline (same run)", "ratio (remedy / baseline)"], rows)
+    prof = lat.get("remedy_profile") or {}
+    if prof:
+        out += ("\nCPU profile of the operator during the latency phase (py-spy, " + f"{prof['rate_hz']} Hz, "
+                f"{prof['samples']:,} samples; areas overlap: a frame counts for each area on its stack):" + "\n\n")
+        out += table(["code area (inclusive)", "share of CPU samples"],
+                     [[a, f"{v * 100:.1f} %"] for a, v in prof["share_by_area"].items()])
+        out += "\n" + table(["hottest frames (self)", "share"],
+                            [[f, f"{v * 100:.1f} %"] for f, v in prof["top_self_frames"]])
     out += (f"\nRun {d.get('date')}: `{d.get('command')}`; load average {fmt(d['machine'].get('loadavg_start'))} at "
             f"start, {fmt(d['machine'].get('loadavg_end'))} at end. Webhook round trip p50 "
             f"{rtt.get('p50', 0) * 1000:.0f} ms, p99 {rtt.get('p99', 0) * 1000:.0f} ms. Checks: "
