@@ -162,7 +162,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                                           lambda shard: _take_over(memo, shard, logger))
     if memo.shards is not None:
         try:
-            await memo.shards.tick()
+            await memo.shards.tick(sweep=False)  # kopf's resume handlers cover what this round takes
         except Exception as exc:  # noqa: BLE001 - the loop keeps trying
             logger.warning("first shard lease round failed: %s", exc)
         memo.background.append(asyncio.create_task(memo.shards.run()))

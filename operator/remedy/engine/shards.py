@@ -100,6 +100,7 @@ class ShardKeeper:
     _renewed: dict[int, float] = field(default_factory=dict)
     _started: float | None = None
     _sweeps: set[asyncio.Task[None]] = field(default_factory=set)
+    _sweep_now: bool = True
 
     # --- what the handlers and the webhook ask ------------------------------------------
     def owns(self, namespace: str | None) -> bool:
@@ -126,9 +127,12 @@ class ShardKeeper:
             with contextlib.suppress(Exception):
                 await self._release(shard, await self.store.read_lease(self.namespace, self._name(shard)))
 
-    async def tick(self) -> None:
+    async def tick(self, *, sweep: bool = True) -> None:
+        """One lease round. ``sweep=False`` for the round before kopf starts watching: kopf's
+        own resume handlers then see every object of the shards taken in it."""
         if self._started is None:
             self._started = self.clock()
+        self._sweep_now = sweep
         order = sorted(range(self.shards), key=lambda i: (i != self.preferred, i))
         for shard in order:
             try:
@@ -202,7 +206,7 @@ class ShardKeeper:
         self.acquired_at[shard] = self.clock()
         self.owners[shard] = (self.identity, self.webhook_url)
         log.info("shard %s/%s acquired%s", shard, self.shards, f" from {previous}" if previous else "")
-        if self.on_acquired is not None:
+        if self.on_acquired is not None and self._sweep_now:
             task = asyncio.get_running_loop().create_task(self._sweep(shard))
             self._sweeps.add(task)
             task.add_done_callback(self._sweeps.discard)
@@ -231,7 +235,7 @@ class ShardKeeper:
             if shard not in self.owned:  # held by this identity but not known: a restart with the same name
                 self.owned.add(shard)
                 self.acquired_at[shard] = self.clock()
-                if self.on_acquired is not None:
+                if self.on_acquired is not None and self._sweep_now:
                     task = asyncio.get_running_loop().create_task(self._sweep(shard))
                     self._sweeps.add(task)
                     task.add_done_callback(self._sweeps.discard)
