@@ -4,8 +4,9 @@ within the lease time and finishes its work. Witness: the API server's audit log
 Deployment written by the operator exactly once) and the Deployments themselves.
 
 This is bench/shards.py at smoke size; the full run (2,000 Remediations) is its documented
-command (docs/benchmarks.md). The second test sends an alert group to one replica for
-policies in both shards: the other shard's alerts are forwarded to its holder."""
+command (docs/benchmarks.md). The second test starts one replica alone (it takes both shards),
+then the other (it asks for its shard back and gets it), then sends an alert group to the first
+replica for policies in both shards: the other shard's alerts are forwarded to its holder."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def _namespace_in(shard: int, prefix: str) -> str:
     return next(f"{prefix}-{i}" for i in range(100) if shard_of(f"{prefix}-{i}", 2) == shard)
 
 
-def test_an_alert_for_another_shard_is_forwarded_to_its_holder(control_plane: ControlPlane, crds: None,
+def test_a_shard_is_handed_back_and_its_alerts_are_forwarded_to_its_holder(control_plane: ControlPlane, crds: None,
                                                                kube_admin: client.ApiClient, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:6]
     prefix = f"fw{run}"
@@ -83,21 +84,30 @@ def test_an_alert_for_another_shard_is_forwarded_to_its_holder(control_plane: Co
         "REMEDY_NAMESPACE": lease_ns, "REMEDY_METRICS_PORT": "0", "REMEDY_WEBHOOK_PORT": str(ports[i]),
         "REMEDY_WEBHOOK_ADVERTISE_URL": f"http://127.0.0.1:{ports[i]}/alertmanager"}, args=["-n", f"{prefix}-*"])
         for i in (0, 1)]
+    coord = client.CoordinationV1Api(kube_admin)
+
+    def holder(shard: int) -> str:
+        try:
+            return str(coord.read_namespaced_lease(f"{SHARD_LEASE_PREFIX}{shard}", lease_ns).spec.holder_identity)
+        except client.ApiException:
+            return ""
+
     try:
-        for op in replicas:
-            op.start()
-        for op in replicas:
-            op.wait_ready(60)
-        coord = client.CoordinationV1Api(kube_admin)
+        # Replica 0 alone takes its shard at once and shard 1 after one lease of grace; replica 1
+        # then asks for its shard back, and replica 0 hands it over.
+        replicas[0].start()
+        replicas[0].wait_ready(60)
+        pid0 = str(replicas[0].proc.pid)  # type: ignore[union-attr]
+        wait_for(lambda: all(pid0 in holder(s).split("-") for s in (0, 1)), 60, "replica 0 holds both shards")
+        replicas[1].start()
+        replicas[1].wait_ready(60)
 
         def leases_held() -> bool:
-            try:
-                return all(coord.read_namespaced_lease(f"{SHARD_LEASE_PREFIX}{s}", lease_ns).spec.holder_identity
-                           for s in (0, 1))
-            except client.ApiException:
-                return False
+            holders = [holder(s) for s in (0, 1)]
+            return all(str(op.proc.pid) in h.split("-") for op, h in zip(replicas, holders, strict=True))  # type: ignore[union-attr]
 
-        wait_for(leases_held, 60, "both shard Leases held")
+        wait_for(leases_held, 3 * LEASE, "shard 1 handed back: each replica holds its own shard")
+        time.sleep(LEASE / 10 * 2)  # two lease rounds: each replica has read the other's Lease
         wait_for(lambda: all(json.load(urllib.request.urlopen(f"http://127.0.0.1:{p}/healthz", timeout=5))["policies"] == 2
                              for p in ports), 60, "both replicas index both policies")
         body = {"version": "4", "status": "firing", "receiver": "remedy", "groupKey": f"fw{run}", "groupLabels": {},
