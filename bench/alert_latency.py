@@ -436,7 +436,12 @@ def start_profile(env: Env, seconds: float) -> tuple[subprocess.Popen[bytes], Pa
 
 
 def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path]) -> dict[str, Any] | None:
-    """Collapsed stacks -> share of CPU samples by code area (inclusive) and the top self frames."""
+    """Collapsed stacks -> where the operator's busy CPU samples go.
+
+    A sample whose innermost frame is a wait (an idle pool thread on its queue, the event loop
+    in select, a socket read or poll) is idle time, not work: py-spy still reports some of
+    those, so they are counted apart. Each busy sample is charged to one code area: the
+    innermost frame on its stack that belongs to a known area (so the shares add up to 1)."""
     proc, out = profiler
     try:
         proc.wait(timeout=120)
@@ -445,31 +450,39 @@ def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path]) -> dict[str, 
         return None
     if not out.exists():
         return None
-    areas = {"kubernetes client (models, urllib3, json)": ("kubernetes/", "urllib3/"),
-             "kopf (watch, dispatch, bookkeeping)": ("kopf/",), "remedy engine": ("remedy/engine/",),
-             "remedy webhook and guards": ("remedy/triggers/", "remedy/engine/policy.py"),
-             "aiohttp": ("aiohttp/",), "asyncio and threads": ("asyncio/", "concurrent/", "threading.py"),
-             "ssl": ("ssl.py",), "pydantic": ("pydantic",), "logging": ("logging/",)}
-    total = 0
-    by_area = dict.fromkeys(areas, 0)
+    idle_leaves = ("_worker (concurrent/futures/thread.py", "select (selectors.py", "SSLSocket.read (ssl.py",
+                   "do_poll (urllib3/util/wait.py", "wait (threading.py", "SSLObject.read (ssl.py")
+    areas = (("kubernetes client (models, REST, urllib3)", ("kubernetes/", "urllib3/")),
+             ("pydantic (validation, serialisation)", ("pydantic",)),
+             ("json", ("json/",)), ("ssl (TLS to the API server)", ("ssl.py",)),
+             ("logging", ("logging/",)), ("aiohttp (webhook server, kopf's watch)", ("aiohttp/",)),
+             ("kopf (watch, dispatch, bookkeeping)", ("kopf/",)),
+             ("remedy webhook and guards", ("remedy/triggers/", "remedy/engine/policy.py")),
+             ("remedy engine and actions", ("remedy/",)),
+             ("asyncio and threads", ("asyncio/", "concurrent/", "threading.py")))
+    total = idle = 0
+    by_area: dict[str, int] = {}
     self_frames: dict[str, int] = {}
     for line in out.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         n = int(count)
+        frames = stack.split(";")
         total += n
-        for area, marks in areas.items():
-            if any(m in stack for m in marks):
-                by_area[area] += n
-        leaf = stack.split(";")[-1]
-        self_frames[leaf] = self_frames.get(leaf, 0) + n
-    if not total:
+        if any(frames[-1].startswith(m) or m in frames[-1] for m in idle_leaves):
+            idle += n
+            continue
+        area = next((name for f in reversed(frames) for name, marks in areas if any(m in f for m in marks)), "other")
+        by_area[area] = by_area.get(area, 0) + n
+        self_frames[frames[-1]] = self_frames.get(frames[-1], 0) + n
+    busy = total - idle
+    if not busy:
         return None
     top = sorted(self_frames.items(), key=lambda kv: -kv[1])[:12]
-    return {"samples": total, "rate_hz": 250,
-            "share_by_area": {a: round(n / total, 3) for a, n in sorted(by_area.items(), key=lambda kv: -kv[1])},
-            "top_self_frames": [[f[:120], round(n / total, 3)] for f, n in top]}
+    return {"samples": total, "busy_samples": busy, "rate_hz": 250,
+            "share_by_area": {a: round(n / busy, 3) for a, n in sorted(by_area.items(), key=lambda kv: -kv[1])},
+            "top_self_frames": [[f[:120], round(n / busy, 3)] for f, n in top]}
 
 
 # --- phase 1 baseline: create -> watch event -> status patch -------------------------------

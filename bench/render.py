@@ -149,10 +149,11 @@ def alert_latency(results: Path) -> str:
     prof = lat.get("remedy_profile") or {}
     if prof:
         out += ("\nCPU profile of the operator during the latency phase (py-spy, " + f"{prof['rate_hz']} Hz, "
-                f"{prof['samples']:,} samples; areas overlap: a frame counts for each area on its stack):" + "\n\n")
-        out += table(["code area (inclusive)", "share of CPU samples"],
+                f"{prof.get('busy_samples', prof['samples']):,} busy of {prof['samples']:,} samples; each busy "
+                "sample is charged to the innermost frame of a known area):" + "\n\n")
+        out += table(["code area", "share of busy CPU samples"],
                      [[a, f"{v * 100:.1f} %"] for a, v in prof["share_by_area"].items()])
-        out += "\n" + table(["hottest frames (self)", "share"],
+        out += "\n" + table(["hottest frames (self)", "share of busy samples"],
                             [[f, f"{v * 100:.1f} %"] for f, v in prof["top_self_frames"]])
     out += (f"\nRun {d.get('date')}: `{d.get('command')}`; load average {fmt(d['machine'].get('loadavg_start'))} at "
             f"start, {fmt(d['machine'].get('loadavg_end'))} at end. Webhook round trip p50 "

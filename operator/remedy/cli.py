@@ -6,6 +6,7 @@ The local demo is not part of the shipped operator; it lives in the development 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     from .observability import configure_logging
 
     configure_logging(args.log_format)
+    # Before any worker thread exists: arenas are per thread (remedy/malloc.py says why).
+    from . import malloc
+
+    malloc.limit_arenas(int(os.environ.get("REMEDY_MALLOC_ARENAS", "2")))
     handlers.WATCHED_NAMESPACES = None if args.all_namespaces or not args.namespace else list(args.namespace)
     kopf.run(
         standalone=args.peering is None,

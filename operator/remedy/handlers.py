@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 
+from . import malloc
 from .actions.base import ActionContext
 from .actions.registry import REGISTRY
 from .api.remediation import FINAL_PHASES
@@ -150,6 +151,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.index = PolicyIndex()
     memo.expiry = history.ExpiryTimers(memo.kube, float(os.environ.get("REMEDY_TTL_SECONDS", "10")))
     memo.background = [asyncio.create_task(_refresh_loop(memo.policies, logger, memo))]
+    trim_every = float(os.environ.get("REMEDY_MALLOC_TRIM_SECONDS", "30"))
+    if trim_every > 0:
+        memo.background.append(asyncio.create_task(_trim_loop(trim_every)))
     memo.silences = None
     if cfg.alertmanager_url:  # spec.silence and spec.holdWhile talk to Alertmanager's API v2
         am = AlertmanagerClient(cfg.alertmanager_url)
@@ -166,6 +170,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         except Exception as exc:  # noqa: BLE001 - the loop keeps trying
             logger.warning("first shard lease round failed: %s", exc)
         memo.background.append(asyncio.create_task(memo.shards.run()))
+    # Policy housekeeping as process-wide loops, not kopf timers or daemons per policy: kopf keeps
+    # every object's full body once a resource has any timer or daemon (the reason Remediations
+    # have none either; tests/unit/test_kopf_per_object_memory.py).
+    memo.background.append(asyncio.create_task(_history_loop(
+        memo, logger, float(os.environ.get("REMEDY_HISTORY_SECONDS", "60")))))
+    memo.background.append(asyncio.create_task(_prometheus_loop(memo, logger)))
     if cfg.webhook_port:
         app = alertmanager.make_app(memo.policies, memo.index, alertmanager.TokenSource(cfg.webhook_token_file),
                                     cfg.webhook_max_body, require_token=cfg.webhook_token_file is not None,
@@ -272,13 +282,27 @@ async def _silence_sweeper(keeper: SilenceKeeper, logger: logging.Logger) -> Non
         await asyncio.sleep(interval)
 
 
+async def _trim_loop(interval: float) -> None:
+    """Hand memory freed after a burst back to the kernel (remedy/malloc.py)."""
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(malloc.trim)
+
+
 async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger, policies_memo: kopf.Memo) -> None:
-    """Serialises policy refreshes requested by child outcomes, escalation timers and counters."""
+    """Serialises policy refreshes requested by child outcomes, escalation timers and counters,
+    and refreshes every policy every REMEDY_POLICY_REFRESH_SECONDS (status from children, due
+    escalations), one at a time instead of a kopf timer per policy."""
     queue = policies.refresh_requested
     assert queue is not None
+    every = float(os.environ.get("REMEDY_POLICY_REFRESH_SECONDS", "30"))
+    next_all = time.monotonic() + min(5.0, every)
     while True:
         await asyncio.sleep(1.0)
         keys = set(policies.has_pending())
+        if time.monotonic() >= next_all:
+            next_all = time.monotonic() + every
+            keys |= {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies.known_policies()}
         while not queue.empty():
             keys.add(queue.get_nowait())
         for ns, name in keys:
@@ -311,25 +335,25 @@ async def forget_policy(namespace: str, name: str, memo: kopf.Memo, **_: Any) ->
     memo.index.remove(namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, "remediationpolicies", interval=30.0, initial_delay=5.0)
-async def refresh_policy(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    if not _owned(namespace, memo):
-        return
-    await memo.policies.refresh_requested.put((namespace, name))
-
-
-def _keeps_history(spec: kopf.Spec, **_: Any) -> bool:
+def _keeps_history(spec: dict[str, Any], **_: Any) -> bool:
     return spec.get("successfulHistoryLimit") is not None or spec.get("failedHistoryLimit") is not None
 
 
-@kopf.timer(GROUP, VERSION, "remediationpolicies", interval=float(os.environ.get("REMEDY_HISTORY_SECONDS", "60")),
-            initial_delay=10.0, when=_keeps_history)
-async def collect_policy_history(spec: kopf.Spec, namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    """History limits (engine.history): delete finished children beyond them that no guard needs."""
-    if not _owned(namespace, memo):
-        return
-    for d in await history.collect_policy(memo.kube, namespace, name, dict(spec), time.time()):
-        logger.info("deleted Remediation %s/%s: %s", d.namespace, d.name, d.why)
+async def _history_loop(memo: kopf.Memo, logger: logging.Logger, interval: float) -> None:
+    """History limits (engine.history): delete finished children beyond them that no guard
+    needs, for every owned policy that sets a limit, every REMEDY_HISTORY_SECONDS."""
+    await asyncio.sleep(min(10.0, interval))
+    while True:
+        for policy in memo.policies.known_policies():
+            meta, spec = policy["metadata"], policy.get("spec") or {}
+            if not _keeps_history(spec) or not _owned(meta["namespace"], memo):
+                continue
+            try:
+                for d in await history.collect_policy(memo.kube, meta["namespace"], meta["name"], dict(spec), time.time()):
+                    logger.info("deleted Remediation %s/%s: %s", d.namespace, d.name, d.why)
+            except Exception as exc:  # noqa: BLE001 - one policy's failure must not stop the others
+                logger.warning("history of policy %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+        await asyncio.sleep(interval)
 
 
 # An event handler, not a kopf timer: any timer or daemon on "remediations" makes kopf keep each
@@ -341,25 +365,44 @@ async def schedule_expiry(body: kopf.Body, memo: kopf.Memo, type: str | None = N
         memo.expiry.observe(dict(body), type)
 
 
-@kopf.daemon(GROUP, VERSION, "remediationpolicies", when=lambda spec, **_: bool((spec.get("trigger") or {}).get("prometheus")))
-async def poll_prometheus(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any) -> None:
+async def _prometheus_loop(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """The Prometheus trigger of every owned policy that has one, each at its own interval, at
+    most 8 queries at a time; a slow query delays only its own policy."""
     from .api.common import parse_duration
 
-    while not stopped:
-        policy = await memo.kube.get_object("remediationpolicies", namespace, name)
-        if policy is None:
-            return
-        trig = ((policy.get("spec") or {}).get("trigger") or {}).get("prometheus")
-        if not trig:
-            return
-        if not _owned(namespace, memo):  # another shard's replica polls it; check again next round
-            await stopped.wait(parse_duration(str(trig.get("interval") or "15s")))
-            continue
-        try:
-            await prometheus.poll_once(memo.policies, policy, memo.settings.prometheus_url)
-        except Exception as exc:  # noqa: BLE001 - keep polling; the condition says what failed
-            logger.warning("prometheus poll failed: %s", exc)
-        await stopped.wait(parse_duration(str(trig.get("interval") or "15s")))
+    due: dict[tuple[str, str], float] = {}
+    running: dict[tuple[str, str], asyncio.Task[None]] = {}
+    slots = asyncio.Semaphore(8)
+
+    async def poll(key: tuple[str, str]) -> None:
+        async with slots:
+            policy = await memo.kube.get_object("remediationpolicies", *key)
+            if policy is None or not ((policy.get("spec") or {}).get("trigger") or {}).get("prometheus"):
+                return
+            try:
+                await prometheus.poll_once(memo.policies, policy, memo.settings.prometheus_url)
+            except Exception as exc:  # noqa: BLE001 - keep polling; the condition says what failed
+                logger.warning("prometheus poll of %s/%s failed: %s", *key, exc)
+
+    while True:
+        now = time.monotonic()
+        live = set()
+        for policy in memo.policies.known_policies():
+            meta = policy["metadata"]
+            trig = ((policy.get("spec") or {}).get("trigger") or {}).get("prometheus")
+            key = (meta["namespace"], meta["name"])
+            if not trig or not _owned(key[0], memo):
+                continue
+            live.add(key)
+            if key in running and not running[key].done():
+                continue
+            if now >= due.get(key, 0.0):
+                due[key] = now + parse_duration(str(trig.get("interval") or "15s"))
+                running[key] = asyncio.create_task(poll(key))
+        for key in [k for k in due if k not in live]:  # deleted, trigger removed, or shard lost
+            due.pop(key, None)
+            running.pop(key, None)
+        await asyncio.sleep(0.5)
 
 
 @kopf.on.event(GROUP, VERSION, "remediationpolicies")

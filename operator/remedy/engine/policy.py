@@ -227,6 +227,10 @@ class PolicyEngine:
         else:
             self._note_policy(body)
 
+    def known_policies(self) -> list[dict[str, Any]]:
+        """Every policy the watch has shown (newest version each; read-only for the caller)."""
+        return list(self._policy_seen.values())
+
     def _note_policy(self, body: dict[str, Any]) -> None:
         """Keep the newest version seen (watch event, GET or our own status write)."""
         meta = body.get("metadata") or {}
