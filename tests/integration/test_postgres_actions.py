@@ -172,6 +172,35 @@ async def test_terminate_without_cancel_and_query_pattern(postgres_server: Postg
     assert await other.outcome() == "running"
 
 
+async def test_signals_go_in_batches_of_identities(postgres_server: PostgresServer, sessions: Sessions,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One statement per batch of planned identities (unnest), not one per backend: five
+    backends in batches of two are each terminated once, and a sixth of the same app that
+    started after the plan is left alone (not in any batch)."""
+    from remedy.actions import postgres as pg_action
+
+    monkeypatch.setattr(pg_action, "BATCH", 2)
+    victims = [await sessions.open("batch-app") for _ in range(5)]
+    for v in victims:
+        await v.run("SELECT pg_sleep(60)")
+    for v in victims:
+        await wait_for(postgres_server.dsn, v.pid, sleeping(1.2))
+    ctx, params = ctx_for(postgres_server.dsn), terminate_params(applicationName="batch-app", cancelFirst=False)
+    spec = TERMINATE_POSTGRES_QUERIES.params.model_validate(params)
+    plan = await TERMINATE_POSTGRES_QUERIES.plan(ctx, spec)
+    late = await sessions.open("batch-app")
+    await late.run("SELECT pg_sleep(60)")
+    await wait_for(postgres_server.dsn, late.pid, sleeping(1.2))
+    result = await TERMINATE_POSTGRES_QUERIES.execute(ctx, spec, plan)
+
+    assert sorted(b["pid"] for b in plan["backends"]) == sorted(v.pid for v in victims)
+    assert result["terminated"] == 5 and {b["outcome"] for b in result["backends"]} == {"terminated"}
+    for v in victims:
+        await v.settle()
+        assert await v.outcome() == "terminated"
+    assert await late.outcome() == "running"
+
+
 async def test_invalid_query_pattern_is_refused(postgres_server: PostgresServer) -> None:
     with pytest.raises(InvalidSpecError, match="queryPattern"):
         await run_action(TERMINATE_POSTGRES_QUERIES, ctx_for(postgres_server.dsn), terminate_params(queryPattern="(unclosed"))

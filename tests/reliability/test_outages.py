@@ -231,10 +231,17 @@ def test_apiserver_outage_operator_survives_and_loses_nothing(tmp_path: Path) ->
                                      "phases": dict(phases), "reasons": dict(reasons), "operatorAlive": op.alive,
                                      "operatorStarts": op.starts, "scaleWritesAudit": sum(scale_writes),
                                      "duplicates_audit": sum(1 for n in scale_writes if n > 1),
+                                     "auditMissedInFlight": sum(1 for n in scale_writes if n == 0),
                                      "lost": 30 - len(items)})
         assert op.alive and op.starts == 1
         assert len(items) == 30, phases
-        assert all(n == 1 for n in scale_writes), scale_writes
+        # Never twice. Zero is possible: a write in flight when the API server is SIGKILLed can be
+        # committed to etcd while its ResponseComplete audit event is never written (the server
+        # died first); the Deployment's own spec then shows that the one write happened.
+        assert all(n <= 1 for n in scale_writes), scale_writes
+        apps = client.AppsV1Api(api)
+        replicas = [apps.read_namespaced_deployment(f"d{i}", ns).spec.replicas for i in range(10)]
+        assert replicas == [2] * 10, (replicas, scale_writes)
         assert all(phase(o) == "Succeeded" for o in items if o["metadata"]["name"].startswith(("scale-", "after-"))), \
             [(o["metadata"]["name"], o["status"]) for o in items if phase(o) != "Succeeded"][:3]
         api.close()  # type: ignore[no-untyped-call]

@@ -121,17 +121,22 @@ LIMIT %(limit)s
 """
 
 # The same backend still doing the same thing: a recycled pid has another backend_start, a
-# backend that moved on has another query_start or state. Used to guard every signal.
-_SAME_BACKEND = """
-pid = %(pid)s AND backend_start = %(backend_start)s::timestamptz
-AND query_start IS NOT DISTINCT FROM %(query_start)s::timestamptz AND state = %(state)s
-AND backend_type = 'client backend' AND application_name IS DISTINCT FROM %(own_app)s
+# backend that moved on has another query_start or state. Used to guard every signal. One
+# statement per batch of planned identities (unnest of parallel arrays), not one per backend.
+_SAME_BACKENDS = """
+FROM pg_stat_activity a
+JOIN unnest(%(pids)s::int[], %(backend_starts)s::text[], %(query_starts)s::text[], %(states)s::text[])
+     AS p(pid, backend_start, query_start, state)
+  ON a.pid = p.pid AND a.backend_start = p.backend_start::timestamptz
+ AND a.query_start IS NOT DISTINCT FROM p.query_start::timestamptz AND a.state = p.state
+WHERE a.backend_type = 'client backend' AND a.application_name IS DISTINCT FROM %(own_app)s
 """
 _SIGNAL_SQL = {
-    "cancel": f"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE {_SAME_BACKEND}",
-    "terminate": f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {_SAME_BACKEND}",
+    "cancel": f"SELECT a.pid, pg_cancel_backend(a.pid) {_SAME_BACKENDS}",
+    "terminate": f"SELECT a.pid, pg_terminate_backend(a.pid) {_SAME_BACKENDS}",
 }
-_STILL_THERE_SQL = f"SELECT 1 FROM pg_stat_activity WHERE {_SAME_BACKEND}"
+_STILL_THERE_SQL = f"SELECT a.pid {_SAME_BACKENDS}"
+BATCH = 500  # identities per statement
 
 
 def _terminate_target(p: TerminatePostgresQueries) -> str:
@@ -189,22 +194,33 @@ async def terminate_plan(ctx: ActionContext, p: TerminatePostgresQueries) -> Evi
     }
 
 
-def _identity(b: Evidence) -> dict[str, Any]:
+def _identities(batch: list[Evidence]) -> dict[str, Any]:
     return {
-        "pid": b["pid"], "backend_start": b["backendStart"], "query_start": b["queryStart"],
-        "state": b["state"], "own_app": OPERATOR_APP,
+        "pids": [b["pid"] for b in batch], "backend_starts": [b["backendStart"] for b in batch],
+        "query_starts": [b["queryStart"] for b in batch], "states": [b["state"] for b in batch],
+        "own_app": OPERATOR_APP,
     }
 
 
-async def _signal(conn: Any, kind: str, b: Evidence) -> bool:
-    cur = await conn.execute(_SIGNAL_SQL[kind], _identity(b))
-    row = await cur.fetchone()
-    return bool(row and row[0])
+def _batches(backends: list[Evidence]) -> list[list[Evidence]]:
+    return [backends[i:i + BATCH] for i in range(0, len(backends), BATCH)]
 
 
-async def _still_there(conn: Any, b: Evidence) -> bool:
-    cur = await conn.execute(_STILL_THERE_SQL, _identity(b))
-    return await cur.fetchone() is not None
+async def _signal(conn: Any, kind: str, backends: list[Evidence]) -> list[Evidence]:
+    """Signal every backend still at its planned identity; returns those the server signalled."""
+    done: set[int] = set()
+    for batch in _batches(backends):
+        cur = await conn.execute(_SIGNAL_SQL[kind], _identities(batch))
+        done |= {int(pid) for pid, ok in await cur.fetchall() if ok}
+    return [b for b in backends if b["pid"] in done]
+
+
+async def _still_there(conn: Any, backends: list[Evidence]) -> list[Evidence]:
+    left: set[int] = set()
+    for batch in _batches(backends):
+        cur = await conn.execute(_STILL_THERE_SQL, _identities(batch))
+        left |= {int(row[0]) for row in await cur.fetchall()}
+    return [b for b in backends if b["pid"] in left]
 
 
 async def _wait_until_gone(conn: Any, backends: list[Evidence], seconds: float) -> list[Evidence]:
@@ -213,7 +229,7 @@ async def _wait_until_gone(conn: Any, backends: list[Evidence], seconds: float) 
     end = loop.time() + seconds
     remaining = list(backends)
     while True:
-        remaining = [b for b in remaining if await _still_there(conn, b)]
+        remaining = await _still_there(conn, remaining) if remaining else []
         if not remaining or loop.time() >= end:
             return remaining
         await asyncio.sleep(min(POLL_SECONDS, max(0.0, end - loop.time())))
@@ -226,12 +242,12 @@ async def terminate_execute(ctx: ActionContext, p: TerminatePostgresQueries, pla
         try:
             pending = backends
             if p.cancel_first:
-                signalled = [b for b in backends if await _signal(conn, "cancel", b)]
+                signalled = await _signal(conn, "cancel", backends)
                 for b in signalled:
                     outcome[b["pid"]] = "cancelled"
                 # Backends not signalled were already gone (or moved on): leave them alone.
                 pending = await _wait_until_gone(conn, signalled, parse_duration(p.grace))
-            terminated = [b for b in pending if await _signal(conn, "terminate", b)]
+            terminated = await _signal(conn, "terminate", pending) if pending else []
             for b in terminated:
                 outcome[b["pid"]] = "terminated"
             stuck = await _wait_until_gone(conn, terminated, TERMINATE_CONFIRM_SECONDS)
@@ -262,7 +278,7 @@ async def terminate_observe(ctx: ActionContext, p: TerminatePostgresQueries, pla
     recorded plan is safe to apply again: each signal is conditional on that same identity."""
     try:
         async with _connect(ctx, p.connection) as conn:
-            left = [b for b in plan["backends"] if await _still_there(conn, b)]
+            left = await _still_there(conn, plan["backends"])
     except psycopg.Error as exc:
         raise RetryableError(f"PostgreSQL unreachable while observing: {type(exc).__name__}",
                              reason="ObserveUnavailable") from None
