@@ -376,10 +376,10 @@ async def _prometheus_loop(memo: kopf.Memo, logger: logging.Logger) -> None:
 
     async def poll(key: tuple[str, str]) -> None:
         async with slots:
-            policy = await memo.kube.get_object("remediationpolicies", *key)
-            if policy is None or not ((policy.get("spec") or {}).get("trigger") or {}).get("prometheus"):
-                return
             try:
+                policy = await memo.kube.get_object("remediationpolicies", *key)
+                if policy is None or not ((policy.get("spec") or {}).get("trigger") or {}).get("prometheus"):
+                    return
                 await prometheus.poll_once(memo.policies, policy, memo.settings.prometheus_url)
             except Exception as exc:  # noqa: BLE001 - keep polling; the condition says what failed
                 logger.warning("prometheus poll of %s/%s failed: %s", *key, exc)
