@@ -150,7 +150,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.policies.refresh_requested = asyncio.Queue()
     memo.index = PolicyIndex()
     memo.expiry = history.ExpiryTimers(memo.kube, float(os.environ.get("REMEDY_TTL_SECONDS", "10")))
-    memo.background = [asyncio.create_task(_refresh_loop(memo.policies, logger, memo))]
+    memo.background = [asyncio.create_task(_refresh_loop(memo, logger))]
     trim_every = float(os.environ.get("REMEDY_MALLOC_TRIM_SECONDS", "30"))
     if trim_every > 0:
         memo.background.append(asyncio.create_task(_trim_loop(trim_every)))
@@ -289,10 +289,11 @@ async def _trim_loop(interval: float) -> None:
         await asyncio.to_thread(malloc.trim)
 
 
-async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger, policies_memo: kopf.Memo) -> None:
+async def _refresh_loop(memo: kopf.Memo, logger: logging.Logger) -> None:
     """Serialises policy refreshes requested by child outcomes, escalation timers and counters,
     and refreshes every policy every REMEDY_POLICY_REFRESH_SECONDS (status from children, due
     escalations), one at a time instead of a kopf timer per policy."""
+    policies: PolicyEngine = memo.policies
     queue = policies.refresh_requested
     assert queue is not None
     every = float(os.environ.get("REMEDY_POLICY_REFRESH_SECONDS", "30"))
@@ -306,7 +307,7 @@ async def _refresh_loop(policies: PolicyEngine, logger: logging.Logger, policies
         while not queue.empty():
             keys.add(queue.get_nowait())
         for ns, name in keys:
-            if not _owned(ns, policies_memo):
+            if not _owned(ns, memo):
                 continue
             try:
                 await policies.refresh(ns, name)

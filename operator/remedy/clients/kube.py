@@ -234,17 +234,15 @@ class KubeClient:
         name = body["metadata"]["name"]
         try:
             if create:
-                lease = await asyncio.to_thread(self.coordination.create_namespaced_lease, namespace, body,  # type: ignore[arg-type]
-                                                _request_timeout=self.request_timeout)
+                lease = await self.call(f"lease {namespace}/{name}", self.coordination.create_namespaced_lease,
+                                        namespace, body)
             else:
-                lease = await asyncio.to_thread(self.coordination.replace_namespaced_lease, name, namespace, body,  # type: ignore[arg-type]
-                                                _request_timeout=self.request_timeout)
-        except ApiException as exc:
-            if exc.status == 409:
+                lease = await self.call(f"lease {namespace}/{name}", self.coordination.replace_namespaced_lease,
+                                        name, namespace, body)
+        except RetryableError as exc:
+            if exc.reason == "Conflict":  # translate(): a 409 on a call that is not mutating
                 return None
-            raise translate(exc, f"lease {namespace}/{name}") from None
-        except _TRANSPORT_ERRORS as exc:
-            raise translate_transport(exc, f"lease {namespace}/{name}", mutating=False) from None
+            raise
         doc: dict[str, Any] = self.api_client.sanitize_for_serialization(lease)  # type: ignore[no-untyped-call]
         return doc
 

@@ -95,9 +95,7 @@ class ShardKeeper:
     clock: Callable[[], float] = time.monotonic
     owned: set[int] = field(default_factory=set)
     owners: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)  # shard -> (holder, webhook)
-    acquired_at: dict[int, float] = field(default_factory=dict)
     _seen: dict[int, _Seen] = field(default_factory=dict)
-    _renewed: dict[int, float] = field(default_factory=dict)
     _started: float | None = None
     _sweeps: set[asyncio.Task[None]] = field(default_factory=set)
     _sweep_now: bool = True
@@ -116,7 +114,7 @@ class ShardKeeper:
         while True:
             try:
                 await self.tick()
-            except Exception as exc:  # noqa: BLE001 - keep trying; owns() lapses by itself
+            except Exception as exc:  # noqa: BLE001 - keep trying; another holder shows on the Lease
                 log.warning("shard lease round failed: %s", exc)
             # Ten rounds per lease: a dead holder is seen expired at most a tenth of a lease late.
             await asyncio.sleep(self.lease_seconds / 10)
@@ -160,8 +158,8 @@ class ShardKeeper:
         seen = self._seen.get(shard)
         if seen is None or (seen.holder, seen.renew) != (holder, renew):
             seen = self._seen[shard] = _Seen(holder, renew, now)
+        wanted = ann.get(ANN_SHARD_WANTED_BY)
         if holder == self.identity:
-            wanted = ann.get(ANN_SHARD_WANTED_BY)
             if shard != self.preferred and wanted and wanted != self.identity:
                 await self._release(shard, lease)
                 return
@@ -169,7 +167,6 @@ class ShardKeeper:
             return
         self._lose(shard, f"held by {holder}")
         duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
-        wanted = ann.get(ANN_SHARD_WANTED_BY)
         # A shard handed back keeps its wanted-by: the replica that asked gets it first.
         expired = now - seen.since >= duration or (not holder and wanted in (None, self.identity))
         if expired:
@@ -201,11 +198,13 @@ class ShardKeeper:
         if written is None:
             return  # another replica won the race
         previous = ((lease or {}).get("spec") or {}).get("holderIdentity")
-        self._renewed[shard] = self.clock()
-        self.owned.add(shard)
-        self.acquired_at[shard] = self.clock()
         self.owners[shard] = (self.identity, self.webhook_url)
         log.info("shard %s/%s acquired%s", shard, self.shards, f" from {previous}" if previous else "")
+        self._own(shard)
+
+    def _own(self, shard: int) -> None:
+        """Act on the shard from now on; sweep it unless kopf's resume handlers will."""
+        self.owned.add(shard)
         if self.on_acquired is not None and self._sweep_now:
             task = asyncio.get_running_loop().create_task(self._sweep(shard))
             self._sweeps.add(task)
@@ -230,15 +229,9 @@ class ShardKeeper:
         body["spec"]["renewTime"] = _now_micro()
         if self.webhook_url:
             body["metadata"].setdefault("annotations", {})[ANN_SHARD_WEBHOOK] = self.webhook_url
-        if await self.store.write_lease(self.namespace, body, create=False) is not None:
-            self._renewed[shard] = self.clock()
-            if shard not in self.owned:  # held by this identity but not known: a restart with the same name
-                self.owned.add(shard)
-                self.acquired_at[shard] = self.clock()
-                if self.on_acquired is not None and self._sweep_now:
-                    task = asyncio.get_running_loop().create_task(self._sweep(shard))
-                    self._sweeps.add(task)
-                    task.add_done_callback(self._sweeps.discard)
+        written = await self.store.write_lease(self.namespace, body, create=False)
+        if written is not None and shard not in self.owned:  # held by this identity but not known to us
+            self._own(shard)
 
     async def _release(self, shard: int, lease: dict[str, Any] | None) -> None:
         self._lose(shard, "handed back")
@@ -253,7 +246,6 @@ class ShardKeeper:
     def _lose(self, shard: int, why: str) -> None:
         if shard in self.owned:
             self.owned.discard(shard)
-            self._renewed.pop(shard, None)
             log.info("shard %s/%s no longer owned: %s", shard, self.shards, why)
 
 

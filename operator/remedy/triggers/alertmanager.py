@@ -149,7 +149,7 @@ async def _forward(url: str, token: bytes | None, data: dict[str, Any], namespac
             if resp.status == 200:
                 return "forwarded"
             log.warning("webhook: forwarding %d alert(s) to %s answered %s; handling them here",
-                            len(fallback), url, resp.status)
+                        len(fallback), url, resp.status)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         log.warning("webhook: forwarding %d alert(s) to %s failed (%s); handling them here",
                     len(fallback), url, type(exc).__name__)
