@@ -22,7 +22,6 @@ it is the straight-line estimate idle + 10 x per-1,000 + 10 x per-100 and says s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -38,14 +37,6 @@ OUT = REPO / "bench" / "results" / "memory.json"
 FINAL = {"Succeeded", "Failed", "Skipped"}
 
 
-def _load_helpers() -> Any:
-    spec = importlib.util.spec_from_file_location("remedy_bench_load", REPO / "bench" / "load.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def rss_mib(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process, MiB."""
     vals = {}
@@ -59,8 +50,9 @@ def measure(kubeconfig: Path, n: int, p: int, step: int, settle: float, log_dir:
     from kubernetes import client
 
     from remedy_devenv.operator import OperatorProcess
+    from remedy_devenv.testkit import bench_module
 
-    load = _load_helpers()
+    load: Any = bench_module("load")
     api = load._api(kubeconfig)
     co = client.CustomObjectsApi(api)
     ns = load._namespace(api, "mem")

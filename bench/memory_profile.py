@@ -14,7 +14,6 @@ docs/benchmarks.md, "Operator memory per object").
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -48,12 +47,9 @@ def main() -> int:
 
     from remedy_devenv import admission
     from remedy_devenv.cluster import ControlPlane, locate_binaries
-    from remedy_devenv.testkit import free_ports
+    from remedy_devenv.testkit import bench_module, free_ports
 
-    spec = importlib.util.spec_from_file_location("remedy_bench_load", REPO / "bench" / "load.py")
-    assert spec and spec.loader
-    load: Any = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(load)
+    load: Any = bench_module("load")
     out = Path(tempfile.mkdtemp(prefix="remedy-memprof-"))
     wrapper = out / "opwrap.py"
     wrapper.write_text(WRAPPER.replace("{out}", str(out)))

@@ -37,13 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 FINAL = {"Succeeded", "Failed", "Skipped"}
 
 
-def _executor_pid(executor: str | None) -> int | None:
-    try:
-        return int(str(executor).split("-")[-2])
-    except (IndexError, ValueError):
-        return None
-
-
 def run_shards(cp: Any, n: int, namespaces: int, log_dir: Path, *, lease_seconds: float = 8.0,
                kill_at: float = 0.3, timeout: float = 600.0, seed: int | None = None) -> dict[str, Any]:
     """Run on ControlPlane ``cp`` (audit log on); returns the figures (asserts nothing)."""
@@ -54,7 +47,7 @@ def run_shards(cp: Any, n: int, namespaces: int, log_dir: Path, *, lease_seconds
     from remedy_devenv.audit import AuditCounter
     from remedy_devenv.cluster import OPERATOR_USER
     from remedy_devenv.operator import OperatorProcess
-    from remedy_devenv.testkit import deployment, free_ports
+    from remedy_devenv.testkit import deployment, executor_pid, free_ports
 
     seed = random.randrange(1 << 30) if seed is None else seed
     rng = random.Random(seed)
@@ -102,9 +95,9 @@ def run_shards(cp: Any, n: int, namespaces: int, log_dir: Path, *, lease_seconds
             op.wait_ready(60)
         pids = [op.proc.pid for op in replicas]  # type: ignore[union-attr]
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and [_executor_pid(holder(s)) for s in (0, 1)] != pids:
+        while time.monotonic() < deadline and [executor_pid(holder(s)) for s in (0, 1)] != pids:
             time.sleep(0.2)
-        result["leasesAtStart"] = [_executor_pid(holder(s)) == pids[s] for s in (0, 1)]
+        result["leasesAtStart"] = [executor_pid(holder(s)) == pids[s] for s in (0, 1)]
 
         t0 = time.monotonic()
         # Created from a background pool while the loop below watches, so the kill lands while
@@ -128,12 +121,12 @@ def run_shards(cp: Any, n: int, namespaces: int, log_dir: Path, *, lease_seconds
             items = finals()
             done = [i for i in items if (i.get("status") or {}).get("phase") in FINAL]
             if killed_at is None and len(done) >= kill_at * n:
-                before_kill = Counter(_executor_pid((i.get("status") or {}).get("executor")) for i in done)
+                before_kill = Counter(executor_pid((i.get("status") or {}).get("executor")) for i in done)
                 replicas[1].kill()
                 killed_at = time.monotonic()
                 killed_wall = time.time()
                 result["finalAtKill"] = len(done)
-            if killed_at is not None and takeover is None and _executor_pid(holder(1)) == pids[0]:
+            if killed_at is not None and takeover is None and executor_pid(holder(1)) == pids[0]:
                 takeover = time.monotonic() - killed_at
             if len(done) >= n and (killed_at is None or takeover is not None):
                 break
@@ -153,12 +146,12 @@ def run_shards(cp: Any, n: int, namespaces: int, log_dir: Path, *, lease_seconds
         by_shard = Counter(shard_of(ns, 2) for ns, _ in work)
         result["perShard"] = {"namespaces": [sum(1 for ns in names if shard_of(ns, 2) == s) for s in (0, 1)],
                               "remediations": [by_shard[s] for s in (0, 1)]}
-        executors = Counter(_executor_pid((i.get("status") or {}).get("executor")) for i in done)
+        executors = Counter(executor_pid((i.get("status") or {}).get("executor")) for i in done)
         result["finishedBy"] = {"replica0": executors[pids[0]], "replica1": executors[pids[1]]}
         result["finishedBeforeKill"] = {"replica0": before_kill[pids[0]], "replica1": before_kill[pids[1]]}
         # Which replica finished what, against which shard owned its namespace at the start.
         wrong_shard_before_kill = sum(
-            1 for i in done if _executor_pid((i.get("status") or {}).get("executor")) == pids[1]
+            1 for i in done if executor_pid((i.get("status") or {}).get("executor")) == pids[1]
             and shard_of(i["metadata"]["namespace"], 2) != 1)
         result["finishedOutsideOwnShardByReplica1"] = wrong_shard_before_kill
 

@@ -1,6 +1,6 @@
 """Helpers the tests, the benchmarks and the demo share, so each exists once: free loopback
-ports, polling with a deadline, JSON over HTTP, a minimal Deployment, and Alertmanager
-webhook payloads.
+ports, polling with a deadline, JSON over HTTP, a minimal Deployment, Alertmanager webhook
+payloads, which operator process an executor identity names, and a bench/ script as a module.
 
 Part of the development distribution (remedy_devenv), which tests/ and bench/ both import;
 the operator never does.
@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -107,6 +108,15 @@ def make_deployment(api: Any, ns: str, name: str, replicas: int = 2, memory: str
     return body
 
 
+def executor_pid(executor: str | None) -> int | None:
+    """The process id in an operator identity ``<host>-<pid>-<start>`` (a Remediation's
+    ``status.executor``, a shard Lease's holderIdentity); None when it has no such shape."""
+    try:
+        return int(str(executor).split("-")[-2])
+    except (IndexError, ValueError):
+        return None
+
+
 # --- Alertmanager webhook payloads ---------------------------------------------------------------
 
 
@@ -123,3 +133,20 @@ def alert_payload(alerts: list[dict[str, Any]], status: str = "firing") -> dict[
     return {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": status, "receiver": "remedy",
             "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager",
             "alerts": alerts}
+
+
+# --- benchmarks ----------------------------------------------------------------------------------
+
+
+def bench_module(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module: bench/ holds scripts, not a package, and the tests run
+    each benchmark's smoke (and benchmarks reuse each other's helpers) through this."""
+    import importlib.util
+
+    from .cluster import REPO
+
+    spec = importlib.util.spec_from_file_location(f"remedy_bench_{name}", REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

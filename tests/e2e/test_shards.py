@@ -10,7 +10,6 @@ replica for policies in both shards: the other shard's alerts are forwarded to i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import urllib.request
@@ -25,9 +24,8 @@ from remedy.constants import GROUP, SHARD_LEASE_PREFIX, VERSION
 from remedy.engine.shards import shard_of
 from remedy_devenv.cluster import OPERATOR_USER, ControlPlane
 from remedy_devenv.operator import OperatorProcess
-from remedy_devenv.testkit import alert, free_ports, wait_for
+from remedy_devenv.testkit import alert, bench_module, executor_pid, free_ports, wait_for
 from tests.fixtures.helpers import results_dir
-from tests.fixtures.operator import REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -37,16 +35,8 @@ N, NAMESPACES, LEASE = 200, 20, 6.0
 TAKEOVER_BOUND = LEASE + 2 * LEASE / 10 + 0.5
 
 
-def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("remedy_bench_shards", REPO / "bench" / "shards.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_two_shards_split_the_work_and_survive_a_sigkill(control_plane: ControlPlane, crds: None, tmp_path: Path) -> None:
-    result = _bench().run_shards(control_plane, N, NAMESPACES, tmp_path, lease_seconds=LEASE, timeout=300)
+    result = bench_module("shards").run_shards(control_plane, N, NAMESPACES, tmp_path, lease_seconds=LEASE, timeout=300)
     (results_dir() / "shards-smoke.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     assert result["leasesAtStart"] == [True, True], result
     assert result["lost"] == 0 and result["phases"] == {"Succeeded": N}, result
@@ -97,14 +87,14 @@ def test_a_shard_is_handed_back_and_its_alerts_are_forwarded_to_its_holder(contr
         # then asks for its shard back, and replica 0 hands it over.
         replicas[0].start()
         replicas[0].wait_ready(60)
-        pid0 = str(replicas[0].proc.pid)  # type: ignore[union-attr]
-        wait_for(lambda: all(pid0 in holder(s).split("-") for s in (0, 1)), 60, "replica 0 holds both shards")
+        pid0 = replicas[0].proc.pid  # type: ignore[union-attr]
+        wait_for(lambda: all(executor_pid(holder(s)) == pid0 for s in (0, 1)), 60, "replica 0 holds both shards")
         replicas[1].start()
         replicas[1].wait_ready(60)
 
         def leases_held() -> bool:
             holders = [holder(s) for s in (0, 1)]
-            return all(str(op.proc.pid) in h.split("-") for op, h in zip(replicas, holders, strict=True))  # type: ignore[union-attr]
+            return all(executor_pid(h) == op.proc.pid for op, h in zip(replicas, holders, strict=True))  # type: ignore[union-attr]
 
         wait_for(leases_held, 3 * LEASE, "shard 1 handed back: each replica holds its own shard")
         time.sleep(LEASE / 10 * 2)  # two lease rounds: each replica has read the other's Lease
@@ -135,7 +125,7 @@ def test_a_shard_is_handed_back_and_its_alerts_are_forwarded_to_its_holder(contr
                  == "Succeeded", 60, "shard 1's child Succeeded")
         executor = co.get_namespaced_custom_object(GROUP, VERSION, spaces[1], "remediations",
                                                    child1["metadata"]["name"])["status"]["executor"]
-        assert str(replicas[1].proc.pid) in executor.split("-"), executor  # type: ignore[union-attr]
+        assert executor_pid(executor) == replicas[1].proc.pid, executor  # type: ignore[union-attr]
     finally:
         for op in replicas:
             op.stop()

@@ -22,6 +22,7 @@ from kubernetes import client
 from remedy_devenv.audit import AuditCounter
 from remedy_devenv.cluster import OPERATOR_USER
 from remedy_devenv.demoapp import DemoProcess
+from remedy_devenv.testkit import executor_pid
 from tests.fixtures.operator import REPO, create_rem, get_rem, make_namespace, wait_phase
 
 from ._util import FINAL, cond, create_secret, make_deployment, record, wait_for
@@ -30,13 +31,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.reliability, pytest.mark.slow, py
 
 TAKEOVER_BOUND = 90.0  # kopf peering lifetime 60s + keep-alive jitter + handler time
 TOKEN = "ha-cron-token-91c2"
-
-
-def _pid_of(executor: str | None) -> int | None:
-    try:
-        return int(str(executor).split("-")[-2])
-    except (IndexError, ValueError):
-        return None
 
 
 def test_standby_takes_over_after_sigkill_without_double_execution(control_plane: Any, kube_admin: client.ApiClient,
@@ -66,7 +60,7 @@ def test_standby_takes_over_after_sigkill_without_double_execution(control_plane
 
         create_rem(kube_admin, ns, "before", {"action": {"notify": {"message": "who runs me?"}}})
         obj = wait_phase(kube_admin, ns, "before", {"Succeeded", "Failed"}, timeout=60)
-        assert _pid_of(obj["status"].get("executor")) == active.proc.pid, obj["status"].get("executor")
+        assert executor_pid(obj["status"].get("executor")) == active.proc.pid, obj["status"].get("executor")
 
         # Two attempts in flight on the active replica, both past their side effect.
         create_rem(kube_admin, ns, "restart", {"action": {"restartWorkload": {"target": {"name": "web"}}}},
@@ -96,7 +90,7 @@ def test_standby_takes_over_after_sigkill_without_double_execution(control_plane
         resumed = time.monotonic() - killed_at
         obj = wait_phase(kube_admin, ns, "after", {"Succeeded", "Failed"}, timeout=60)
         takeover = time.monotonic() - killed_at
-        assert _pid_of(obj["status"].get("executor")) == standby.proc.pid
+        assert executor_pid(obj["status"].get("executor")) == standby.proc.pid
 
         created = ["before", "restart", "cron", "after"]
         # Bounded wait, then count: "lost" is what is not final by then (it can be non-zero).
@@ -124,7 +118,7 @@ def test_standby_takes_over_after_sigkill_without_double_execution(control_plane
         assert lost == 0, {n: o.get("status") for n, o in finals.items()}
         assert takeover < TAKEOVER_BOUND
         assert restart["status"]["phase"] == "Succeeded", restart["status"]
-        assert _pid_of(restart["status"]["executor"]) == standby.proc.pid != active_pid
+        assert executor_pid(restart["status"]["executor"]) == standby.proc.pid != active_pid
         # The orphaned non-idempotent POST carries an Idempotency-Key derived from the uid, so
         # the standby may repeat it: it ends Succeeded and the service ran it exactly once.
         assert cron["status"]["phase"] == "Succeeded", cron["status"]

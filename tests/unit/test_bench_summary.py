@@ -4,18 +4,16 @@ give a reason for every figure that is null."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from remedy_devenv.testkit import bench_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_summary_is_generated_and_complete() -> None:
-    spec = importlib.util.spec_from_file_location("remedy_bench_summary", REPO / "bench" / "summary.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = bench_module("summary")
     built = mod.build()
     committed = json.loads((REPO / "bench" / "results" / "summary.json").read_text())
     assert committed == json.loads(json.dumps(built)), "stale: run .venv/bin/python bench/summary.py"

@@ -3,20 +3,17 @@ generates from the committed bench/results/*.json: a hand-edited or stale figure
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
+
+from remedy_devenv.testkit import bench_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _render() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_render", REPO / "bench" / "render.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("render")
 
 
 def test_committed_docs_match_committed_results() -> None:
