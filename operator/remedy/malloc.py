@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
-
-log = logging.getLogger("remedy.malloc")
+import functools
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """Looked up once: find_library runs ``ldconfig -p`` in a subprocess on every call, and
+    ``trim`` runs every 30 s."""
     name = ctypes.util.find_library("c")
     if not name:
         return None
