@@ -338,8 +338,9 @@ async def test_runbook_002_disables_one_provider(providers: str) -> None:
     params = {"connection": CONN, "sql": RUNBOOK_002, "params": ["bad_provider"], "maxRows": 1}
 
     plan, _ = await run_action(POSTGRES_STATEMENT, ctx_for(providers), params, dry_run=True)
-    assert plan["dryRunRows"] == 1 and "rolled back" in plan["note"]
-    assert await active(providers, "bad_provider") == [True]  # the dry count changed nothing
+    assert plan["nodeType"] == "ModifyTable" and plan["operation"] == "Update" and plan["relation"] == "providers"
+    assert plan["estimatedRows"] >= 0 and "EXPLAIN" in plan["note"]
+    assert await active(providers, "bad_provider") == [True]  # planning changed nothing
 
     plan, result = await run_action(POSTGRES_STATEMENT, ctx_for(providers), params)
     assert result is not None
@@ -348,16 +349,41 @@ async def test_runbook_002_disables_one_provider(providers: str) -> None:
     assert await active(providers, "good_provider") == [True]
 
 
-async def test_over_max_rows_refused_at_plan_and_rolled_back_at_execute(providers: str) -> None:
+async def test_over_max_rows_is_rolled_back_at_execute(providers: str) -> None:
+    """The plan only estimates (EXPLAIN); the real count is capped inside the transaction."""
     params = {"connection": CONN, "sql": RUNBOOK_002, "params": ["dup"], "maxRows": 1}
-    with pytest.raises(OverCapError, match="5 rows, more than maxRows 1"):
+    with pytest.raises(OverCapError, match="5 rows, more than maxRows 1; rolled back"):
         await run_action(POSTGRES_STATEMENT, ctx_for(providers), params)
     assert await active(providers, "dup") == [True] * 5
 
-    # the world changed after an approved plan: execute caps again and rolls back
-    p = POSTGRES_STATEMENT.params.model_validate(params)
-    with pytest.raises(OverCapError, match="rolled back"):
-        await POSTGRES_STATEMENT.execute(ctx_for(providers), p, {"dryRunRows": 1})
+
+async def test_plan_never_executes_the_statement(postgres_server: PostgresServer, sessions: Sessions) -> None:
+    """Functions with effects outside the transaction are not called at plan time: the
+    victim session survives, the sequence does not advance, no advisory lock is taken."""
+    dsn = postgres_server.dsn
+    victim = await sessions.open("plan-victim")
+    await admin(dsn, "DROP SEQUENCE IF EXISTS plan_seq")
+    await admin(dsn, "CREATE SEQUENCE plan_seq")
+    for sql, params in [
+        ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", ["plan-victim"]),
+        ("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %s", ["plan-victim"]),
+        ("SELECT nextval('plan_seq')", []),
+        ("SELECT pg_advisory_lock(4242)", []),
+    ]:
+        plan, _ = await run_action(POSTGRES_STATEMENT, ctx_for(dsn), {"connection": CONN, "sql": sql, "params": params},
+                                   dry_run=True)
+        assert plan["estimatedRows"] >= 1
+    assert (await (await victim.conn.execute("SELECT 1")).fetchone()) == (1,)
+    assert await admin(dsn, "SELECT last_value, is_called FROM plan_seq") == [(1, False)]
+    assert await admin(dsn, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242") == []
+
+
+async def test_sql_cannot_turn_the_plan_into_explain_analyze(providers: str) -> None:
+    for sql in ['ANALYZE UPDATE "providers" SET "is_active" = false', 'EXPLAIN ANALYZE UPDATE "providers" SET "is_active" = false',
+                'VACUUM "providers"']:
+        with pytest.raises(InvalidSpecError, match="plans with EXPLAIN"):
+            await run_action(POSTGRES_STATEMENT, ctx_for(providers), {"connection": CONN, "sql": sql, "maxRows": 100},
+                             dry_run=True)
     assert await active(providers, "dup") == [True] * 5
 
 

@@ -9,7 +9,15 @@ with credentials from a Secret, and the rules for it live here once:
   spec cannot smuggle in a second statement;
 - errors map to remedy's tree: a bad password is ForbiddenError naming only the Secret, an
   unreachable server is RetryableError only while nothing has been sent, and a failed
-  statement is PermanentError carrying its SQLSTATE.
+  statement is PermanentError carrying its SQLSTATE;
+- a plan never changes anything (dry runs and shadow policies only plan): postgresStatement
+  plans with ``EXPLAIN`` (no ``ANALYZE``) in a READ ONLY transaction, so the statement is never
+  executed before the approved attempt. Executing it in a transaction that is rolled back would
+  not do: functions with effects outside the transaction (pg_terminate_backend, nextval,
+  dblink, advisory locks) take effect anyway;
+- a connection lost once a change may have reached the server (a signal sent, COMMIT sent) is
+  an AmbiguousOutcomeError: the engine observes (terminatePostgresQueries) or ends
+  OutcomeUnknown with an escalation (postgresStatement), never Failed as if nothing happened.
 """
 
 from __future__ import annotations
@@ -63,6 +71,16 @@ def _sqlstate_error(exc: psycopg.Error, doing: str) -> PermanentError:
     if state == "42501":
         return ForbiddenError(f"{doing}: permission denied (SQLSTATE {state}): {primary}")
     return PermanentError(f"{doing} failed (SQLSTATE {state}): {primary}", reason="StatementFailed")
+
+
+# Errors that say the connection (not the statement) failed: no SQLSTATE at all (the socket
+# broke), class 08 (connection exception) or 57P01-57P03 (the server shut down or is starting).
+_CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _connection_lost(exc: psycopg.Error) -> bool:
+    state = exc.sqlstate
+    return state is None or state.startswith(_CONNECTION_SQLSTATES)
 
 
 @asynccontextmanager
@@ -254,7 +272,7 @@ async def terminate_execute(ctx: ActionContext, p: TerminatePostgresQueries, pla
             for b in stuck:
                 outcome[b["pid"]] = "terminateSignalled"
         except psycopg.OperationalError as exc:
-            if exc.sqlstate is None:
+            if _connection_lost(exc):
                 # Connection lost mid-way: signals may have been sent. Observe, never re-plan.
                 raise AmbiguousOutcomeError("PostgreSQL connection lost while signalling backends") from None
             raise _sqlstate_error(exc, "signalling backends") from None
@@ -301,52 +319,101 @@ def _statement_target(p: PostgresStatement) -> str:
     return first[:60] + ("..." if len(first) > 60 else "")
 
 
-async def _run_in_transaction(conn: Any, p: PostgresStatement, *, commit_up_to: int | None) -> tuple[int, str]:
-    """Run the statement in a transaction; commit only if ``commit_up_to`` rows or fewer changed.
+async def _explain(conn: Any, p: PostgresStatement) -> dict[str, Any]:
+    """The planner's view of the statement, which is never executed.
+
+    ``EXPLAIN`` without ``ANALYZE`` parses, plans and initialises the executor (permission checks
+    included) but runs nothing: no volatile function (pg_terminate_backend, pg_cancel_backend,
+    nextval, dblink, advisory locks, ...) is called, no row is written, no trigger fires. The
+    planner may pre-evaluate functions declared IMMUTABLE or STABLE, which by PostgreSQL's
+    contract have no side effects. As a second fence it runs in a READ ONLY transaction that is
+    rolled back. The options are ours and come first, so ``sql`` cannot add ``ANALYZE``
+    (``EXPLAIN (FORMAT JSON) ANALYZE ...`` is a syntax error), and the extended protocol still
+    refuses a second statement.
+    """
+    try:
+        async with conn.transaction(force_rollback=True):
+            await conn.execute("SET TRANSACTION READ ONLY")
+            cur = conn.cursor()
+            await cur.execute("EXPLAIN (FORMAT JSON) " + p.sql, list(p.params), prepare=True)
+            row = await cur.fetchone()
+    except psycopg.errors.SyntaxError as exc:
+        raise InvalidSpecError(
+            "postgresStatement plans with EXPLAIN, so sql must be one SELECT, INSERT, UPDATE, DELETE, MERGE "
+            f"or VALUES statement (SQLSTATE {exc.sqlstate}: {exc.diag.message_primary})") from None
+    except psycopg.OperationalError as exc:
+        if _connection_lost(exc):
+            raise RetryableError("PostgreSQL connection lost while planning (EXPLAIN)") from None
+        raise _sqlstate_error(exc, "EXPLAIN of the statement") from None
+    except psycopg.Error as exc:
+        raise _sqlstate_error(exc, "EXPLAIN of the statement") from None
+    top: dict[str, Any] = row[0][0]["Plan"] if row else {}
+    # A ModifyTable node estimates 0 output rows without RETURNING: the rows it changes are
+    # those its input produces.
+    counted = top["Plans"][0] if top.get("Node Type") == "ModifyTable" and top.get("Plans") else top
+    return {"nodeType": top.get("Node Type"), "operation": top.get("Operation"),
+            "relation": top.get("Relation Name"), "estimatedRows": int(counted.get("Plan Rows") or 0)}
+
+
+async def _run_in_transaction(conn: Any, p: PostgresStatement, max_rows: int) -> tuple[int, str]:
+    """Run the statement in a transaction; commit only if ``max_rows`` rows or fewer changed.
 
     Returns (rowcount, status). ``prepare=True`` forces the extended protocol, which rejects
-    a second statement hidden in ``sql``.
+    a second statement hidden in ``sql``. Once COMMIT is sent, a lost connection leaves the
+    outcome unknown (the server may have committed before the answer was lost): that is an
+    AmbiguousOutcomeError, never a failure. The transaction id is named so a person can ask the
+    server (``SELECT pg_xact_status('<xid>')``).
     """
-    rowcount, status = -1, ""
+    rowcount, status, xid, committing = -1, "", None, False
     try:
-        async with conn.transaction(force_rollback=commit_up_to is None):
+        async with conn.transaction():
             cur = conn.cursor()
             await cur.execute(p.sql, list(p.params), prepare=True)
             rowcount, status = cur.rowcount, cur.statusmessage or ""
             if rowcount < 0:
                 raise InvalidSpecError(f"statement reports no row count ({status or 'no status'}); "
                                        "only statements with a row count can be capped")
-            if commit_up_to is not None and rowcount > commit_up_to:
+            if rowcount > max_rows:
                 # Raising leaves the block, which rolls back.
-                raise OverCapError(f"statement affected {rowcount} rows, more than maxRows {commit_up_to}; rolled back")
+                raise OverCapError(f"statement affected {rowcount} rows, more than maxRows {max_rows}; rolled back")
+            xid = (await (await conn.execute("SELECT pg_current_xact_id()::text")).fetchone())[0]
+            committing = True  # leaving the block sends COMMIT
     except psycopg.Error as exc:
+        if committing and _connection_lost(exc):
+            raise AmbiguousOutcomeError(
+                f"PostgreSQL connection lost during COMMIT of transaction {xid} ({rowcount} row(s) changed "
+                f"inside it): it may or may not have committed; ask the server with "
+                f"SELECT pg_xact_status('{xid}')") from None
+        if _connection_lost(exc):
+            # Before COMMIT the server rolls the open transaction back when its connection ends: a
+            # known outcome. Not retried: the statement may have called a function whose effect
+            # lies outside the transaction.
+            raise PermanentError("PostgreSQL connection lost before COMMIT: the transaction was rolled back; "
+                                 "not run again", reason="ConnectionLost") from None
         raise _sqlstate_error(exc, "statement") from None
     return rowcount, status
 
 
 async def statement_plan(ctx: ActionContext, p: PostgresStatement) -> Evidence:
     async with _connect(ctx, p.connection) as conn:
-        rows, status = await _run_in_transaction(conn, p, commit_up_to=None)
-    if rows > p.max_rows:
-        raise OverCapError(f"statement would affect {rows} rows, more than maxRows {p.max_rows}; refused")
+        explained = await _explain(conn, p)
     return {
         "sql": p.sql,
         "paramCount": len(p.params),
-        "dryRunRows": rows,
-        "dryRunStatus": status,
+        **explained,
         "maxRows": p.max_rows,
         "change": f"run the statement in a transaction; commit if it affects at most {p.max_rows} row(s), "
         "else roll back",
-        "note": "dryRunRows was counted by running the statement inside a transaction that was "
-        "rolled back (it took the same locks and fired the same triggers, then undid them); "
-        "the count at execute time may differ and is capped again",
+        "note": "planned with EXPLAIN (not executed: nothing ran, no function with effects outside the "
+        "transaction was called); estimatedRows is the planner's estimate, the real count is capped "
+        "at execute time",
     }
 
 
 async def statement_execute(ctx: ActionContext, p: PostgresStatement, plan: Evidence) -> Evidence:
     async with _connect(ctx, p.connection) as conn:
-        rows, status = await _run_in_transaction(conn, p, commit_up_to=p.max_rows)
-    return {"rowsAffected": rows, "status": status, "committed": True, "dryRunRows": plan.get("dryRunRows")}
+        rows, status = await _run_in_transaction(conn, p, p.max_rows)
+    return {"rowsAffected": rows, "status": status, "committed": True, "estimatedRows": plan.get("estimatedRows")}
 
 
 POSTGRES_STATEMENT = ActionDef(
