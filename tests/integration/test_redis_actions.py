@@ -124,6 +124,48 @@ async def test_drift_is_reported_by_count_and_digest(r: redis.Redis, ns: str, ct
     assert count(r, f"lock:{ns}:*") == 0
 
 
+def fill_aged(url: str, names: list[str], idle_seconds: int) -> None:
+    """Keys last written ``idle_seconds`` ago as far as Redis knows (RESTORE ... IDLETIME sets the
+    LRU clock of a key), so time between a plan and its resume needs no sleeping."""
+    raw = redis.Redis.from_url(url)
+    try:
+        raw.set("__template__", VALUE)
+        dump = raw.execute_command("DUMP", "__template__")
+        raw.delete("__template__")
+        for name in names:
+            raw.execute_command("RESTORE", name, 0, dump, "IDLETIME", idle_seconds)
+    finally:
+        raw.close()
+
+
+async def test_resumed_run_deletes_only_keys_written_before_its_plan(r: redis.Redis, ns: str, ctx: DictSecretsContext,
+                                                                     redis_server: RedisServer) -> None:
+    """Issue 21: an interrupted run resumed later re-derives the pattern, but keys created after
+    its plan are not the plan's: they are left alone (counted as sparedNewer), and observe calls
+    the plan applied once only those remain."""
+    old = [f"lock:{ns}:purchase:{i}" for i in range(6)]
+    fill_aged(redis_server.url, old, idle_seconds=600)  # written ten minutes ago
+    p = DELETE_REDIS_KEYS.params.model_validate(params(f"lock:{ns}:*", maxKeys=100, batchSize=4))
+    plan = await DELETE_REDIS_KEYS.plan(ctx, p)
+    assert plan["matched"] == 6 and isinstance(plan["plannedAtServerTime"], int)
+    # The operator was interrupted; it resumes five minutes after the plan (by Redis's clock).
+    # Meanwhile a checkout took a new lock (written now, i.e. after the plan).
+    plan = {**plan, "plannedAtServerTime": plan["plannedAtServerTime"] - 300}
+    fill(r, [f"lock:{ns}:purchase:new"])
+    observed = await DELETE_REDIS_KEYS.observe(ctx, p, plan)  # type: ignore[misc]
+    assert type(observed).__name__ == "NotApplied"
+    result = await DELETE_REDIS_KEYS.execute(ctx, p, plan)
+    assert result["deleted"] == 6 and result["sparedNewer"] == 1
+    assert r.exists(f"lock:{ns}:purchase:new") == 1 and all(r.exists(k) == 0 for k in old)
+    assert result["drift"]["sameSet"] is True  # exactly the planned set was deleted
+    observed = await DELETE_REDIS_KEYS.observe(ctx, p, plan)  # type: ignore[misc]
+    assert type(observed).__name__ == "Applied" and "1 written after the plan" in observed.detail
+    # A key untouched since the plan (written 600 s ago, 300 s before the plan) is the plan's.
+    fill_aged(redis_server.url, [f"lock:{ns}:purchase:late-old"], idle_seconds=400)
+    again = await DELETE_REDIS_KEYS.execute(ctx, p, plan)
+    assert again["deleted"] == 1 and again["sparedNewer"] == 1
+
+
 @pytest.mark.parametrize("pattern", ["*", "lock:*", "lock:p*", "a:b:*", "*:purchase:*", "[l]ock:purchase:*", "lock\\:*"])
 async def test_wide_patterns_are_refused(pattern: str, ctx: DictSecretsContext) -> None:
     with pytest.raises(InvalidSpecError, match="too wide"):

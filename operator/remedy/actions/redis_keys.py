@@ -175,6 +175,7 @@ class MatchRun:
     deleted: int = 0
     calls: int = 0
     capped: int = 0
+    spared: int = 0  # matched but written after the plan (the fence): left alone
     sent: bool = False  # an unlinking call was sent (its reply may have been lost)
 
 
@@ -189,10 +190,12 @@ async def eval_script(client: Any, script: str, sha: str | None, *args: Any) -> 
     return sha, await client.evalsha(sha, 0, *args)
 
 
-async def match_pass(session: RedisSession, p: DeleteRedisKeys, run: MatchRun, *, unlink: bool, budget: int) -> None:
+async def match_pass(session: RedisSession, p: DeleteRedisKeys, run: MatchRun, *, unlink: bool, budget: int,
+                     fence: int | None = None) -> None:
     """One server-side SCAN pass over the pattern (``redis_lua.MATCH_LUA``), a few thousand keys
     per call: tallies names (count, digest, first ``sampleSize``) and, with ``unlink``, deletes
-    them. Never tallies or deletes more than ``budget`` names; ``run.capped`` counts the excess."""
+    them. Never tallies or deletes more than ``budget`` names; ``run.capped`` counts the excess.
+    ``fence`` (the server's clock at plan time, seconds) spares keys written since then."""
     sha: str | None = None
     cursor = "0"
     while True:
@@ -200,8 +203,10 @@ async def match_pass(session: RedisSession, p: DeleteRedisKeys, run: MatchRun, *
         if unlink:
             run.sent = True
         sha, reply = await eval_script(session.client, MATCH_LUA, sha, cursor, p.pattern, p.batch_size,
-                                       MAX_SCAN_STEPS, room, budget - run.tally.count, "unlink" if unlink else "count")
-        cursor, matched, unlinked, capped, sample, digest = reply
+                                       MAX_SCAN_STEPS, room, budget - run.tally.count, "unlink" if unlink else "count",
+                                       "" if fence is None else fence)
+        cursor, matched, unlinked, capped, sample, digest, spared = reply
+        run.spared += int(spared)
         run.tally.merge(int(matched), fold_digest(digest), [key_name(k) for k in sample])
         run.deleted += int(unlinked)
         run.capped += int(capped)
@@ -218,6 +223,7 @@ async def delete_plan(ctx: ActionContext, p: DeleteRedisKeys) -> Evidence:
         try:
             await match_pass(session, p, run, unlink=False, budget=p.max_keys)
             db_size = int(await session.client.dbsize())
+            server_time = int((await session.client.time())[0])
         except rexc.RedisError as exc:
             raise session.error(exc, doing=f"scanning {p.pattern}", changed=False) from None
     if run.capped:
@@ -226,23 +232,28 @@ async def delete_plan(ctx: ActionContext, p: DeleteRedisKeys) -> Evidence:
         "pattern": p.pattern, "literalPrefix": prefix, "wideMatchAllowed": p.allow_wide_match,
         "matched": tally.count, "keySetDigest": tally.digest, "sampleComplete": tally.complete,
         "maxKeys": p.max_keys, "dbSize": db_size, "sample": tally.sample,
-        "change": f"UNLINK {tally.count} key(s) matching {p.pattern} (cap {p.max_keys})",
+        # The fence: Redis's own clock when the plan was made (no other host's clock involved).
+        "plannedAtServerTime": server_time,
+        "change": f"UNLINK {tally.count} key(s) matching {p.pattern} and written before this plan (cap {p.max_keys})",
     }
 
 
 async def delete_execute(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence) -> Evidence:
-    """Re-derive the match and UNLINK it in one pipelined pass; report how it differs from the plan.
+    """Re-derive the match and UNLINK it in one pass, bounded by the plan; report the drift.
 
-    Drift: execute acts on the pattern, not on a list. Keys created since planning that match
-    are deleted too, keys deleted since are counted as gone; ``drift`` compares count and digest
-    with the plan. SCAN may return a key twice while Redis rehashes: the second UNLINK counts it
-    as already gone, and the digest then differs from the plan's (reported, never an error).
+    Bound to the plan: only keys last written before the plan are deleted (``fence``: the
+    server's TIME recorded at plan time against each key's OBJECT IDLETIME), so a run resumed
+    long after its plan (an interruption, an operator restart) never deletes a lock or a chaos
+    key created since; those are counted as ``sparedNewer``. Keys deleted since planning are
+    counted as gone; ``drift`` compares count and digest with the plan. SCAN may return a key
+    twice while Redis rehashes: the second UNLINK counts it as already gone, and the digest then
+    differs from the plan's (reported, never an error).
     """
     check_pattern(p.pattern, p.allow_wide_match)
     run = MatchRun(KeySetTally(sample_size=p.sample_size))
     async with open_redis(ctx, p.connection) as session:
         try:
-            await match_pass(session, p, run, unlink=True, budget=p.max_keys)
+            await match_pass(session, p, run, unlink=True, budget=p.max_keys, fence=plan.get("plannedAtServerTime"))
         except rexc.RedisError as exc:
             raise session.error(exc, doing=f"deleting {p.pattern} ({run.deleted} deleted so far)", changed=run.sent) from None
     if run.capped:
@@ -254,24 +265,27 @@ async def delete_execute(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence)
     return {
         "pattern": p.pattern, "deleted": run.deleted, "matched": run.tally.count, "alreadyGone": gone,
         "keySetDigest": run.tally.digest, "drift": drift(plan.get("matched"), plan.get("keySetDigest"), run.tally),
-        "batches": run.calls, "sample": run.tally.sample,
+        "batches": run.calls, "sample": run.tally.sample, "sparedNewer": run.spared,
         "summary": f"deleted {run.deleted} key(s) matching {p.pattern} in {run.calls} batch(es)"
-        + (f"; {gone} already gone" if gone else ""),
+        + (f"; {gone} already gone" if gone else "")
+        + (f"; {run.spared} written after the plan left alone" if run.spared else ""),
     }
 
 
 async def delete_observe(ctx: ActionContext, p: DeleteRedisKeys, plan: Evidence) -> Observation:
-    """After an interrupted run: Applied when nothing matches the pattern any more, else NotApplied
-    (execute is safe to re-run: it acts on the pattern, up to maxKeys)."""
+    """After an interrupted run: Applied when no key written before the plan matches any more
+    (keys written since are not the plan's), else NotApplied (execute is safe to re-run: it
+    acts on the pattern, fenced by the plan, up to maxKeys)."""
     check_pattern(p.pattern, p.allow_wide_match)
     run = MatchRun(KeySetTally(sample_size=0))
     async with open_redis(ctx, p.connection) as session:
         try:
-            await match_pass(session, p, run, unlink=False, budget=0)
+            await match_pass(session, p, run, unlink=False, budget=0, fence=plan.get("plannedAtServerTime"))
         except rexc.RedisError as exc:
             raise session.error(exc, doing=f"scanning {p.pattern}", changed=False) from None
     if run.capped == 0:
-        return Applied(f"no key matches {p.pattern} any more")
+        newer = f" ({run.spared} written after the plan are not the plan's)" if run.spared else ""
+        return Applied(f"no key written before the plan matches {p.pattern} any more{newer}")
     return NotApplied(f"keys matching {p.pattern} remain; execute re-derives the match and deletes them")
 
 

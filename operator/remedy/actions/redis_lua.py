@@ -32,19 +32,35 @@ local function digest_add(k)
 end
 """
 
-# ARGV: cursor, pattern, batch, max_steps, sample_room, budget, mode ('count' | 'unlink')
-# Returns {cursor, matched, unlinked, capped, sample, digest}. ``budget`` bounds how many
+# ARGV: cursor, pattern, batch, max_steps, sample_room, budget, mode ('count' | 'unlink'), fence
+# Returns {cursor, matched, unlinked, capped, sample, digest, spared}. ``budget`` bounds how many
 # names this call tallies (and, in unlink mode, deletes); ``capped`` counts matches beyond it.
+# ``fence`` ('' for none) is the server's TIME in seconds when the plan was made: a key whose
+# OBJECT IDLETIME says it was written after that (less idle than the time since the plan, with
+# one second of slack for Redis's LRU clock, which ticks in whole seconds from a cached clock)
+# is ``spared``: neither tallied nor deleted. Where idle time is not tracked (an LFU
+# maxmemory-policy) a fenced key cannot be told apart and is spared too. OBJECT IDLETIME does
+# not touch the key.
 MATCH_LUA = PROLOGUE_LUA + r"""
 local cursor, pattern = ARGV[1], ARGV[2]
 local batch, max_steps, room, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local unlink = ARGV[7] == 'unlink'
-local n, unlinked, capped, steps, sample = 0, 0, 0, 0, {}
+local fence = tonumber(ARGV[8])
+local min_idle = 0
+if fence then min_idle = tonumber(redis.call('TIME')[1]) - fence - 1 end
+local n, unlinked, capped, steps, spared, sample = 0, 0, 0, 0, 0, {}
 repeat
   local r = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', batch)
   cursor, steps = r[1], steps + 1
   for _, k in ipairs(r[2]) do
-    if n >= budget then
+    local old = true
+    if min_idle > 0 then
+      local idle = redis.pcall('OBJECT', 'IDLETIME', k)
+      old = type(idle) == 'number' and idle >= min_idle
+    end
+    if not old then
+      spared = spared + 1
+    elseif n >= budget then
       capped = capped + 1
     else
       n = n + 1
@@ -54,7 +70,7 @@ repeat
     end
   end
 until cursor == '0' or n >= batch or steps >= max_steps or capped > 0
-return {cursor, n, unlinked, capped, sample, string.format('%.0f', dig)}
+return {cursor, n, unlinked, capped, sample, string.format('%.0f', dig), spared}
 """
 
 
