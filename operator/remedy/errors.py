@@ -6,7 +6,9 @@ it never contains a secret value (only a Secret's name and key).
 
     RemedyError
     ├── RetryableError          transient: API 5xx, timeouts, conflicts, unreachable server;
-    │                           carries ``delay`` seconds; the engine retries with backoff
+    │   │                       carries ``delay`` seconds; the engine retries with backoff
+    │   └── TargetChangedError  a write's precondition failed: the target moved since the
+    │                           plan (nothing was changed); carries what moved and who moved it
     └── PermanentError          retrying cannot help; the Remediation ends Failed
         ├── InvalidSpecError    the object is invalid beyond what the CRD schema can reject
         ├── TargetNotFoundError the workload / key / breaker named does not exist
@@ -46,6 +48,18 @@ class RetryableError(RemedyError):
     def __init__(self, message: str, *, delay: float = 5.0, reason: str | None = None) -> None:
         super().__init__(message, reason=reason)
         self.delay = delay
+
+
+class TargetChangedError(RetryableError):
+    """A precondition on the target failed: nothing was written. ``changes`` lists each field
+    that moved (field, was, now, and the field manager that wrote it). The engine ends the
+    Remediation Skipped (a person's edit wins) unless its spec asks to re-plan."""
+
+    reason = "TargetChanged"
+
+    def __init__(self, message: str, *, changes: list[dict[str, object]] | None = None, delay: float = 0.5) -> None:
+        super().__init__(message, delay=delay, reason="TargetChanged")
+        self.changes = changes or []
 
 
 class PermanentError(RemedyError):

@@ -23,6 +23,7 @@ from remedy.errors import (
     PermanentError,
     RetryableError,
     SkipError,
+    TargetChangedError,
 )
 from tests.fixtures.fakes import FakeRecorder, FakeStore
 
@@ -316,13 +317,32 @@ async def test_transient_plan_error_is_retried_then_gives_up() -> None:
 async def test_retryable_execute_error_goes_back_to_pending_and_plans_again() -> None:
     s = Script(execute_errors=[RetryableError("replicaset changed under us", reason="TargetChanged")])
     w = World(scripted_action(s))
-    w.create()
+    w.create(onTargetChanged="Replan")
     with pytest.raises(RetryableError):
         await w.reconcile()
     assert w.status()["phase"] == "Pending" and "TargetChanged" in w.recorder.reasons("r")
     assert await w.reconcile() == "Succeeded"
     assert [p["planNo"] for p in s.executed] == [1, 2]  # a fresh plan, because nothing changed
     assert w.status()["attempts"] == 2
+
+
+async def test_target_changed_ends_skipped_naming_field_manager_and_value_by_default() -> None:
+    """Issue 21: a person's edit wins. Nothing was written (the precondition failed); the
+    Remediation stands down instead of planning again over the person's change."""
+    changes = [{"field": "spec.replicas", "was": 2, "now": 5, "manager": "kubectl-scale", "operation": "Update",
+                "subresource": "scale", "time": "2026-12-05T11:00:00Z"}]
+    s = Script(execute_errors=[TargetChangedError(
+        "Deployment/web changed since the plan: spec.replicas was 2 at plan time, now 5, changed by 'kubectl-scale'",
+        changes=changes)])
+    w = World(scripted_action(s))
+    w.create()
+    assert await w.reconcile() == "Skipped"
+    st = w.status()
+    assert w.condition("Completed") == ("True", "TargetChanged")
+    assert "spec.replicas" in st["message"] and "kubectl-scale" in st["message"] and "now 5" in st["message"]
+    assert st["result"] == {"targetChanged": changes}
+    assert s.plans == 1 and len(s.executed) == 1  # never planned again
+    assert await w.reconcile() == "Skipped" and s.plans == 1
 
 
 async def test_a_concurrent_writer_loses_the_intent_race_and_nothing_runs() -> None:

@@ -40,9 +40,11 @@ from ..errors import (
     RemedyError,
     RetryableError,
     SkipError,
+    TargetChangedError,
     TargetNotFoundError,
 )
 from .base import ActionContext, ActionDef, Applied, CannotTell, Evidence, NotApplied, Observation
+from .target_changes import target_changed, what_changed
 
 RESTART_ANNOTATION = ANN_RESTARTED_BY
 
@@ -87,32 +89,16 @@ async def _patch(ctx: ActionContext, kind: str, name: str, ops: list[dict[str, A
     except RetryableError as exc:
         if exc.reason != "TargetChanged":
             raise
-        diffs = await _what_changed(ctx, kind, name, read)
-        if diffs is not None and not diffs:
+        try:
+            now = ctx.kube.api_client.sanitize_for_serialization(await _read(ctx, kind, name))  # type: ignore[no-untyped-call]
+        except RetryableError:
+            raise TargetChangedError(f"{kind}/{name} changed since the plan (could not re-read it)") from None
+        changes = what_changed(now, read)
+        if not changes:
             # Every tested field still holds what the plan read: the patch itself was rejected.
             raise PermanentError(f"patch {kind} {ctx.namespace}/{name} rejected by the API server: {exc.message}",
                                  reason="Invalid") from None
-        what = "; ".join(diffs) if diffs else "could not re-read it"
-        raise RetryableError(f"{kind}/{name} changed since the plan: {what}", delay=0.5, reason="TargetChanged") from None
-
-
-async def _what_changed(ctx: ActionContext, kind: str, name: str, read: dict[str, Any]) -> list[str] | None:
-    """Which tested fields differ now from what the plan read (None: cannot re-read)."""
-    try:
-        now = ctx.kube.api_client.sanitize_for_serialization(await _read(ctx, kind, name))  # type: ignore[no-untyped-call]
-    except RetryableError:
-        return None
-    diffs = []
-    for path, was in read.items():
-        cur: Any = now
-        for part in path.strip("/").split("/"):
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        if cur != was:
-            field_name = path.strip("/").replace("/", ".")
-            diffs.append(f"{field_name} was {was!r} at plan time, now {cur!r}")
-    if any("generation" in d for d in diffs):
-        diffs.append("someone edited its spec in between")
-    return diffs
+        raise target_changed(kind, name, changes) from None
 
 
 def _selector(workload: Any) -> str:
@@ -177,9 +163,10 @@ async def restart_execute(ctx: ActionContext, p: RestartWorkload, plan: Evidence
     if meta is None or meta.annotations is None:
         ops.append({"op": "add", "path": "/spec/template/metadata/annotations", "value": {}})
     ops.append({"op": "add", "path": f"/spec/template/metadata/annotations/{_pointer(RESTART_ANNOTATION)}", "value": ctx.uid})
-    # The generation just read: a restart adds one annotation, so it only needs the spec not
-    # to move between this read and the write (a stale plan cannot hide here).
-    patched = await _patch(ctx, p.target.kind, p.target.name, ops, {"/metadata/generation": workload.metadata.generation})
+    # The generation the plan read: a person's edit of the spec since then wins (it rolled the
+    # pods already); with spec.onTargetChanged: Replan the engine plans again from it.
+    generation = plan.get("generationBefore", workload.metadata.generation)
+    patched = await _patch(ctx, p.target.kind, p.target.name, ops, {"/metadata/generation": generation})
     return {"workload": _target(p.target), "generation": patched.metadata.generation, "stamp": ctx.uid}
 
 

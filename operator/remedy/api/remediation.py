@@ -134,6 +134,11 @@ class RemediationSpec(ApiModel):
     timeout: Duration = Field(default="5m", description="Limit on execution plus verification.")
     reason: str | None = Field(default=None, max_length=1024, description="Free text: incident id, why.")
     verify: PromQLVerify | None = None
+    on_target_changed: Literal["Skip", "Replan"] = Field(
+        default="Skip",
+        description="When the target changed between plan and write (a precondition failed, nothing was written): "
+                    "Skip ends Skipped/TargetChanged naming the field, its value and the manager that changed it "
+                    "(a person's edit wins); Replan plans again from the changed target.")
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=31_536_000,
         description="Delete this Remediation this long after it finished (like a Job's). A policy's child is "

@@ -434,6 +434,8 @@ class _Run:
             return await self._recover(spec, action, params, ctx, plan, f"attempt {attempt_id}: {exc.message}")
         except RetryableError as exc:
             # Contract: RetryableError from execute means nothing changed; plan again.
+            if exc.reason == "TargetChanged" and spec.on_target_changed == "Skip":
+                return await self._target_changed(exc, attempt_id)
             if exc.reason == "TargetChanged":
                 self.event("Warning", "TargetChanged", f"attempt {attempt_id} not applied: {exc.message}; planning again")
             await self._count_retry(exc, "executing", back_to_pending=True)
@@ -442,6 +444,14 @@ class _Run:
             return await self._timed_out(spec, action, params, ctx, plan)
         await self._hook("after_action")
         return await self._after_execute(spec, action, params, ctx, plan, result, deadline)
+
+    async def _target_changed(self, exc: RetryableError, attempt_id: Any) -> str:
+        """A person's edit wins: the precondition failed, nothing was written; stand down and
+        say what moved, to what, and who moved it (spec.onTargetChanged: Replan plans again)."""
+        msg = f"attempt {attempt_id} not applied: {exc.message}; not overriding that change (spec.onTargetChanged: Skip)"
+        changes = getattr(exc, "changes", None) or []
+        return await self.finish("Skipped", "TargetChanged", msg, executed=("False", "TargetChanged", msg),
+                                 result={"targetChanged": changes} if changes else None)
 
     async def _timed_out(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
                          plan: dict[str, Any]) -> str:

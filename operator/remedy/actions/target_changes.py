@@ -1,0 +1,85 @@
+"""What changed on a workload since the plan read it, and who changed it.
+
+Why a module of its own: a failed precondition (a JSON-patch ``test`` op) only says *that*
+something moved. A person's edit wins (issue 21): the Remediation then ends Skipped, and it must
+say which field moved, to what value, and which field manager wrote it (from the target's
+``managedFields``, stamped by the API server), so the person whose change won can be found and
+nobody has to guess why remedy stood down. The workload actions' writer (``workload._patch``)
+calls ``what_changed`` after a TargetChanged answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import TargetChangedError
+
+
+def _walk(obj: Any, pointer: str) -> Any:
+    cur = obj
+    for part in pointer.strip("/").split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(cur, dict):
+            cur = cur.get(part)
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return None
+    return cur
+
+
+def _owns(fields: Any, parts: list[str]) -> bool:
+    """Whether a managedFields ``fieldsV1`` tree names the field at ``parts`` (maps only;
+    list items are keyed by content, e.g. k:{"name":"app"}, and are not walked)."""
+    cur = fields
+    for part in parts:
+        if not isinstance(cur, dict) or f"f:{part}" not in cur:
+            return False
+        cur = cur[f"f:{part}"]
+    return True
+
+
+def manager_of(managed_fields: list[dict[str, Any]], pointer: str) -> dict[str, Any] | None:
+    """The entry of the manager that owns the field, else the latest writer of the object.
+
+    ``metadata.generation`` (and list items) have no owner: any spec write moves them, so the
+    most recent entry that is not a status write is the best witness of who edited it.
+    """
+    parts = [p for p in pointer.strip("/").split("/") if p]
+    entries = [m for m in managed_fields if m.get("subresource") != "status"]
+    owners = [m for m in entries if _owns(m.get("fieldsV1") or {}, parts)]
+    pool = owners or entries
+    return max(pool, key=lambda m: str(m.get("time") or "")) if pool else None
+
+
+def what_changed(now: dict[str, Any], read: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every tested field whose value differs from what the plan read: field, was, now and the
+    manager (with its operation and time) that wrote it."""
+    managed = (now.get("metadata") or {}).get("managedFields") or []
+    out = []
+    for pointer, was in read.items():
+        cur = _walk(now, pointer)
+        if cur == was:
+            continue
+        m = manager_of(managed, pointer) or {}
+        out.append({"field": pointer.strip("/").replace("/", "."), "was": was, "now": cur,
+                    "manager": m.get("manager"), "operation": m.get("operation"),
+                    "subresource": m.get("subresource"), "time": m.get("time")})
+    return out
+
+
+def describe(change: dict[str, Any]) -> str:
+    who = change.get("manager")
+    by = f" by {who!r}" if who else " (writer unknown)"
+    if who and change.get("subresource"):
+        by += f" via {change['subresource']}"
+    if who and change.get("time"):
+        by += f" at {change['time']}"
+    return f"{change['field']} was {change['was']!r} at plan time, now {change['now']!r}, changed{by}"
+
+
+def target_changed(kind: str, name: str, changes: list[dict[str, Any]]) -> TargetChangedError:
+    what = "; ".join(describe(c) for c in changes)
+    if any(c["field"] == "metadata.generation" for c in changes):
+        what += " (someone edited its spec in between)"
+    return TargetChangedError(f"{kind}/{name} changed since the plan: {what}", changes=changes)
