@@ -407,9 +407,15 @@ async def crash_at(w: World, point: str) -> None:
     await asyncio.sleep(0.01)  # older than the successor's 3 x heartbeat_interval
 
 
-def successor(w: World) -> Engine:
-    """The next operator process; the dead one's heartbeat is already stale for it."""
-    return w.new_engine(executor_id="successor", heartbeat_interval=0.001)
+def successor(w: World, name: str = "r") -> Engine:
+    """The next operator process, which has watched the dead one's heartbeat stay silent for a
+    second by its own (monotonic) clock: first sight at t=0, now t=1."""
+    engine = w.new_engine(executor_id="successor", heartbeat_interval=0.001)
+    now = [0.0]
+    engine.liveness.clock = lambda: now[0]
+    assert engine.liveness.silent_for(("ns", name), w.status(name)) == 0.0
+    now[0] = 1.0
+    return engine
 
 
 @pytest.mark.parametrize("point", ["after_intent", "after_action"])

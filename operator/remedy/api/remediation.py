@@ -158,6 +158,8 @@ class RemediationStatus(ApiModel):
                                "and budgeted apart from attempts.")
     executor: str | None = Field(default=None, description="Operator instance running the attempt.")
     heartbeat_at: str | None = Field(default=None, description="Refreshed while running; a stale one means the executor died.")
+    epoch: int = Field(default=0, description="Fencing token: raised by each claim of an attempt (intent or takeover); every "
+                                              "status write of that attempt is a compare-and-swap on it.")
     started_at: str | None = None
     completed_at: str | None = None
     approved_by: str | None = None

@@ -42,6 +42,7 @@ from ..rfc3339 import age_seconds
 from .approval import run_gate
 from .authz import Guard, requester_of
 from .conditions import get_condition, initial_conditions, set_condition
+from .fencing import FencedOutError, Liveness, fenced_patch
 from .gitops import REASON as REVERTED_BY_GITOPS
 from .gitops import verify_unless_reverted
 from .verify import verify_promql
@@ -95,6 +96,8 @@ class Engine:
     observe_timeout: float = 30.0
     # Called when an outcome stays unknown (CannotTell): a human must look. Default: Event + log.
     escalate: Any = None  # async (obj, message) -> None
+    # When another executor's heartbeat went silent, by this process's monotonic clock (fencing.py).
+    liveness: Liveness = field(default_factory=Liveness)
 
     # One pass at a time per object in this process: kopf serialises its own handler calls, but
     # a shard takeover sweep (engine/shards.py) may drive the same object meanwhile.
@@ -132,6 +135,9 @@ class _Run:
         self.ns = self.meta["namespace"]
         self.name = self.meta["name"]
         self.gen = self.meta.get("generation")
+        # The fencing token this run holds once it recorded intent or took an attempt over;
+        # from then on every status write is a compare-and-swap on it (engine/fencing.py).
+        self.epoch: int | None = None
 
     @property
     def status(self) -> dict[str, Any]:
@@ -145,9 +151,20 @@ class _Run:
     async def patch(self, changes: dict[str, Any], *, lock: bool = True) -> None:
         changes = dict(changes)
         changes.setdefault("observedGeneration", self.gen)
-        rv = self.meta.get("resourceVersion") if lock else None
-        self.obj = await self.e.store.patch_status(PLURAL, self.ns, self.name, changes, rv)
+        if self.epoch is not None:
+            self.obj = await fenced_patch(self.e.store, PLURAL, self.obj, changes, self.e.executor_id, self.epoch)
+        else:
+            rv = self.meta.get("resourceVersion") if lock else None
+            self.obj = await self.e.store.patch_status(PLURAL, self.ns, self.name, changes, rv)
         self.meta = self.obj["metadata"]
+
+    async def claim(self, changes: dict[str, Any]) -> None:
+        """Take the attempt: one resourceVersion-locked write of a new epoch naming this executor."""
+        epoch = int(self.status.get("epoch") or 0) + 1
+        self.epoch = None
+        await self.patch({**changes, "executor": self.e.executor_id, "epoch": epoch, "heartbeatAt": now_rfc3339_ms()})
+        self.epoch = epoch
+        self.e.liveness.forget((self.ns, self.name))
 
     def conds(self, **updates: tuple[str, str, str]) -> list[dict[str, Any]]:
         conds = list(self.status.get("conditions") or [])
@@ -180,6 +197,15 @@ class _Run:
         return phase
 
     async def advance(self) -> str | None:
+        try:
+            return await self._advance_any()
+        except FencedOutError as exc:
+            # A woken stale executor: another one owns the attempt. Never write over it.
+            log.warning("fenced out, stopping without writing: %s", exc.message,
+                        extra={"remediation": f"{self.ns}/{self.name}", "uid": self.meta.get("uid")})
+            return None
+
+    async def _advance_any(self) -> str | None:
         phase = self.status.get("phase")
         if phase in FINAL_PHASES:
             # Finished objects are never run again, but a spec edit (e.g. spec.reason) must still
@@ -197,6 +223,8 @@ class _Run:
             return await self._invalid(f"action {exc} is not supported by this operator version")
         try:
             return await self._advance(phase, spec, action, params)
+        except FencedOutError:
+            raise
         except RetryableError:
             raise
         except SkipError as exc:
@@ -238,7 +266,7 @@ class _Run:
             return await self._resume_running(spec, action, params, ctx)
         if phase == "Verifying":
             self._check_not_live_elsewhere()
-            await self.patch({"executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms()})
+            await self.claim({})
             beat = asyncio.create_task(self._heartbeat())
             try:
                 return await self._verify(spec, action, params, ctx, dict(self.status.get("plan") or {}),
@@ -278,8 +306,8 @@ class _Run:
         attempts = int(self.status.get("attempts") or 0) + 1
         attempt_id = f"{self.meta['uid'][:8]}-{attempts}"
         # Intent first: if we die after this, the next operator sees Running and does not act blindly.
-        await self.patch({
-            "phase": "Running", "attemptId": attempt_id, "executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms(), "attempts": attempts, "plan": plan,
+        await self.claim({
+            "phase": "Running", "attemptId": attempt_id, "attempts": attempts, "plan": plan,
             "evidence": evidence, "startedAt": self.status.get("startedAt") or now_rfc3339_ms(),
             "approvedBy": approved_by, "message": f"running: {plan.get('change') or action.name}",
             "conditions": self.conds(Approved=approved, Executed=("Unknown", "InProgress", f"attempt {attempt_id} started")),
@@ -306,7 +334,7 @@ class _Run:
                      + (f" (last heartbeat {age:.0f}s ago)" if age is not None else ""))
         else:
             cause = f"attempt {attempt_id} was interrupted in this operator process before its outcome was recorded"
-        await self.patch({"executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms()})
+        await self.claim({})
         beat = asyncio.create_task(self._heartbeat())
         try:
             return await self._recover(spec, action, params, ctx, plan, cause, interrupted=True)
@@ -394,24 +422,28 @@ class _Run:
         return phase
 
     def _check_not_live_elsewhere(self) -> None:
-        """Running/Verifying with a fresh heartbeat from another executor: it is alive, not crashed."""
+        """Running/Verifying with a heartbeat from another executor that this process saw change
+        within 3 intervals (its own monotonic clock): it is alive, not crashed."""
         st = self.status
         if st.get("executor") in (None, self.e.executor_id):
             return
-        age = age_seconds(st.get("heartbeatAt"))
+        silent = self.e.liveness.silent_for((self.ns, self.name), st)
         stale_after = 3 * self.e.heartbeat_interval
-        if age is not None and age < stale_after:
+        if silent < stale_after:
             raise RetryableError(
-                f"attempt {st.get('attemptId')} is in progress on {st.get('executor')} (heartbeat {age:.0f}s ago)",
-                delay=stale_after - age + 0.5, reason="InProgressElsewhere",
+                f"attempt {st.get('attemptId')} is in progress on {st.get('executor')} "
+                f"(its heartbeat last changed {silent:.1f}s ago by this operator's clock)",
+                delay=stale_after - silent + 0.5, reason="InProgressElsewhere",
             )
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.e.heartbeat_interval)
             try:
-                self.obj = await self.e.store.patch_status(PLURAL, self.ns, self.name, {"heartbeatAt": now_rfc3339_ms()})
-                self.meta = self.obj["metadata"]
+                await self.patch({"heartbeatAt": now_rfc3339_ms()})
+            except FencedOutError as exc:
+                log.warning("heartbeat stopped: %s", exc.message)
+                return
             except RemedyError as exc:
                 log.warning("heartbeat for %s/%s failed: %s", self.ns, self.name, exc.message)
 
@@ -428,6 +460,9 @@ class _Run:
         timeout = parse_duration(spec.timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         attempt_id = self.status.get("attemptId")
+        # Confirm the epoch is still ours (compare-and-swap) right before the mutating step.
+        await self.patch({"heartbeatAt": now_rfc3339_ms()})
+        await self._hook("after_fence")
         try:
             result = await asyncio.wait_for(action.execute(ctx, params, plan), timeout=timeout)
         except AmbiguousOutcomeError as exc:
