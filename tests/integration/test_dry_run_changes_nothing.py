@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+import pytest_asyncio
 import redis.asyncio as aioredis
 from aiohttp import web
 from kubernetes import client
@@ -199,7 +200,7 @@ async def _sink(hits: list[str]) -> web.AppRunner:
     return runner
 
 
-@pytest.fixture(scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(control_plane: Any, kube_admin: client.ApiClient, postgres_server: PostgresServer,
               redis_server: RedisServer) -> AsyncIterator[Env]:
     ns = "dry-run"
@@ -295,7 +296,8 @@ def remediation(name: str, action: dict[str, Any], how: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "dry-run", "annotations": annotations}, "spec": spec}
 
 
-def test_every_action_has_a_case() -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_every_action_has_a_case() -> None:
     urls = dict.fromkeys(("gateway", "payments", "reconcile", "sink"), "http://x")
     blank = Env("x", None, None, None, None, None, urls, [])  # type: ignore[arg-type]
     members = {k for action in cases(blank).values() for k in action}
