@@ -10,6 +10,7 @@ calls ``what_changed`` after a TargetChanged answer.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..errors import TargetChangedError
@@ -28,28 +29,56 @@ def _walk(obj: Any, pointer: str) -> Any:
     return cur
 
 
-def _owns(fields: Any, parts: list[str]) -> bool:
-    """Whether a managedFields ``fieldsV1`` tree names the field at ``parts`` (maps only;
-    list items are keyed by content, e.g. k:{"name":"app"}, and are not walked)."""
-    cur = fields
+def _item_key(fields: dict[str, Any], item: Any) -> str | None:
+    """The fieldsV1 key of a list item: k:{"name":"app"} names the item whose fields match."""
+    for key in fields:
+        if key.startswith("k:") and isinstance(item, dict):
+            try:
+                ident = json.loads(key[2:])
+            except ValueError:
+                continue
+            if isinstance(ident, dict) and all(item.get(k) == v for k, v in ident.items()):
+                return key
+    return None
+
+
+def _owns(fields: Any, parts: list[str], obj: Any) -> bool:
+    """Whether a managedFields ``fieldsV1`` tree names the field at ``parts``; list items are
+    keyed by content (k:{"name":"app"}), so the object itself is walked alongside."""
+    cur, node = fields, obj
     for part in parts:
-        if not isinstance(cur, dict) or f"f:{part}" not in cur:
+        if not isinstance(cur, dict):
             return False
-        cur = cur[f"f:{part}"]
+        if isinstance(node, list) and part.isdigit():
+            node = node[int(part)] if int(part) < len(node) else None
+            key = _item_key(cur, node)
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+            key = f"f:{part}"
+        if key is None or key not in cur:
+            return False
+        cur = cur[key]
     return True
 
 
-def manager_of(managed_fields: list[dict[str, Any]], pointer: str) -> dict[str, Any] | None:
+def manager_of(managed_fields: list[dict[str, Any]], pointer: str, obj: Any = None) -> dict[str, Any] | None:
     """The entry of the manager that owns the field, else the latest writer of the object.
 
-    ``metadata.generation`` (and list items) have no owner: any spec write moves them, so the
-    most recent entry that is not a status write is the best witness of who edited it.
+    ``metadata.generation`` has no owner: any spec write moves it, so the most recent entry
+    that is not a status write is the best witness of who edited the spec.
     """
     parts = [p for p in pointer.strip("/").split("/") if p]
     entries = [m for m in managed_fields if m.get("subresource") != "status"]
-    owners = [m for m in entries if _owns(m.get("fieldsV1") or {}, parts)]
+    owners = [m for m in entries if _owns(m.get("fieldsV1") or {}, parts, obj)]
     pool = owners or entries
-    return max(pool, key=lambda m: str(m.get("time") or "")) if pool else None
+    if not pool:
+        return None
+    latest = max(str(m.get("time") or "") for m in pool)
+    tied = [m for m in pool if str(m.get("time") or "") == latest]
+    if len(tied) == 1:
+        return tied[0]
+    # managedFields times have one-second resolution: name every writer of that second.
+    return {**tied[0], "manager": " or ".join(sorted(str(m.get("manager")) for m in tied)), "subresource": None}
 
 
 def what_changed(now: dict[str, Any], read: dict[str, Any]) -> list[dict[str, Any]]:
@@ -57,11 +86,12 @@ def what_changed(now: dict[str, Any], read: dict[str, Any]) -> list[dict[str, An
     manager (with its operation and time) that wrote it."""
     managed = (now.get("metadata") or {}).get("managedFields") or []
     out = []
-    for pointer, was in read.items():
+    # The named fields first; metadata.generation only says that *some* spec field moved.
+    for pointer, was in sorted(read.items(), key=lambda kv: kv[0] == "/metadata/generation"):
         cur = _walk(now, pointer)
         if cur == was:
             continue
-        m = manager_of(managed, pointer) or {}
+        m = manager_of(managed, pointer, now) or {}
         out.append({"field": pointer.strip("/").replace("/", "."), "was": was, "now": cur,
                     "manager": m.get("manager"), "operation": m.get("operation"),
                     "subresource": m.get("subresource"), "time": m.get("time")})

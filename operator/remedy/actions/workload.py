@@ -308,6 +308,7 @@ async def rollback_plan(ctx: ActionContext, p: RollbackWorkload) -> Evidence:
     return {
         "workload": _target(p.target), "fromRevision": current, "toRevision": target_rev,
         "images": images, "template": template, "generation": dep.metadata.generation, "fromTemplateHash": from_hash,
+        "imagesBefore": [c.image for c in dep.spec.template.spec.containers],
         "change": f"restore pod template of revision {target_rev} (currently {current})",
     }
 
@@ -319,7 +320,9 @@ def _generation_test(plan: Evidence) -> dict[str, Any]:
 
 async def rollback_execute(ctx: ActionContext, p: RollbackWorkload, plan: Evidence) -> Evidence:
     ops = [{"op": "replace", "path": "/spec/template", "value": plan["template"]}]
-    dep = await _patch(ctx, "Deployment", p.target.name, ops, _generation_test(plan))
+    # The images the plan read, by position, name the field a person changed (a new release).
+    read = {f"/spec/template/spec/containers/{i}/image": image for i, image in enumerate(plan.get("imagesBefore") or [])}
+    dep = await _patch(ctx, "Deployment", p.target.name, ops, {**read, **_generation_test(plan)})
     return {"workload": _target(p.target), "fromRevision": plan["fromRevision"], "toRevision": plan["toRevision"],
             "generation": dep.metadata.generation, "images": plan["images"]}
 
@@ -413,6 +416,7 @@ async def memory_execute(ctx: ActionContext, p: RaiseMemoryOnOOM, plan: Evidence
             break
         base = f"/spec/template/spec/containers/{c['index']}"
         read[f"{base}/name"] = c["container"]
+        read[f"{base}/resources/limits/memory"] = c["oldLimit"]  # a person's new limit wins, by name
         ops.append({"op": "replace", "path": f"{base}/resources/limits/memory", "value": c["newLimit"]})
         if "newRequest" in c:
             ops.append({"op": "replace", "path": f"{base}/resources/requests/memory", "value": c["newRequest"]})
