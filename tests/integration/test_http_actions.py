@@ -20,7 +20,7 @@ from aiohttp import web
 
 from remedy.actions.base import CannotTell, NotApplied
 from remedy.actions.http import HTTP_REQUEST, NOTIFY, RESET_CIRCUIT_BREAKER, normalize_state, state_of
-from remedy.errors import (
+from remedy.base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,

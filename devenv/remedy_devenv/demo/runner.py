@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from remedy.constants import ANN_APPROVED_BY, GROUP, POLICIES, VERSION
+from remedy.base.constants import ANN_APPROVED_BY, GROUP, POLICIES, VERSION
 
 from ..scenarios import BY_NAME, SCENARIOS, Scenario
 from .ports import choose_ports

@@ -49,8 +49,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from .. import redaction
 from ..api.common import ApiModel, SecretKeyRef
+from ..base import redaction
 from ..clients.connectors import Connectors
 from ..clients.kube import KubeClient
 

@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .. import redaction
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.http import HealthCheck, HttpCall, HttpRequest, Notify, ResetCircuitBreaker
-from ..errors import (
+from ..base import redaction
+from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,

@@ -40,10 +40,10 @@ import aiohttp
 from redis import exceptions as rexc
 from yarl import URL
 
-from .. import rfc3339
 from ..api.common import parse_duration
 from ..api.idempotency import IdempotencyHttpBackend, IdempotencyRedisBackend, PurgeIdempotencyKeys
-from ..errors import (
+from ..base import rfc3339
+from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,

@@ -27,7 +27,7 @@ from redis import exceptions as rexc
 
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.redis import DeleteRedisKeys, RedisConnection
-from ..errors import (
+from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,

@@ -31,8 +31,8 @@ from kubernetes.utils import parse_quantity as _parse_quantity
 
 from ..api.common import parse_duration
 from ..api.workload import DeploymentRef, RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload, WorkloadRef
-from ..constants import ANN_RESTARTED_BY, FIELD_MANAGER
-from ..errors import (
+from ..base.constants import ANN_RESTARTED_BY, FIELD_MANAGER
+from ..base.errors import (
     AmbiguousOutcomeError,
     InvalidSpecError,
     OverCapError,

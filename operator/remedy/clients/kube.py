@@ -28,8 +28,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from ..api.common import SecretKeyRef
-from ..constants import API_VERSION, EVENT_REPORTING_COMPONENT, GROUP, REMEDIATION_KIND, VERSION
-from ..errors import (
+from ..base.constants import API_VERSION, EVENT_REPORTING_COMPONENT, GROUP, REMEDIATION_KIND, VERSION
+from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     PermanentError,
@@ -219,7 +219,7 @@ class KubeClient:
             out += await self.list_objects(plural, ns)
         return out
 
-    # --- leases (engine/shards.py) ------------------------------------------------------
+    # --- leases (runtime/shards.py) ------------------------------------------------------
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             lease = await self.call(f"lease {namespace}/{name}", self.coordination.read_namespaced_lease, name, namespace)

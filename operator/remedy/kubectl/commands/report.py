@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from ...constants import LABEL_POLICY, REMEDIATIONS
+from ...base.constants import LABEL_POLICY, REMEDIATIONS
 from ..client import Kube
 from ..command import Command, namespace, output
 from ..render import conditions, duration_text, fmt_stamp, fmt_time, meta, phase_of, reason_of, timeline, yaml_text

@@ -26,10 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import rfc3339
 from ..api.common import parse_duration
+from ..base import rfc3339
+from ..base.constants import LABEL_POLICY
 from ..clients.kube import KubeClient
-from ..constants import LABEL_POLICY
 
 FINAL = {"Succeeded", "Failed", "Skipped"}
 HOUR = 3600.0

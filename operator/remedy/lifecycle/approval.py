@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from .. import rfc3339
 from ..api.common import now_rfc3339, parse_duration
 from ..api.remediation import Approval
+from ..base import rfc3339
+from ..base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS
+from ..base.errors import RetryableError, SkipError
 from ..clients.access_review import Requester
-from ..constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS
-from ..errors import RetryableError, SkipError
 from .authz import requester_of, split_groups
 
 log = logging.getLogger("remedy.engine")

@@ -1,7 +1,7 @@
 """Earned autonomy: what a policy's mode does to its children, the track record computed from
 the children's final states, and the promotion / demotion decision taken from that record.
 
-Why here and not in policy.py: the policy engine decides *whether* a firing creates a child;
+Why here and not in fire.py: the fire path decides *whether* a firing creates a child;
 this module decides *how much* the child may do and keeps score. Everything is computed from
 observed objects (the children cache and their annotations), so a restart loses nothing:
 
@@ -21,11 +21,11 @@ import statistics
 import time
 from typing import Any
 
-from .. import rfc3339
 from ..api.autonomy import MODE_ORDER
 from ..api.common import parse_duration
 from ..api.policy import RemediationPolicySpec
-from ..constants import (
+from ..base import rfc3339
+from ..base.constants import (
     ANN_CLEARED_AT,
     ANN_FINGERPRINT,
     ANN_MODE,
@@ -38,9 +38,9 @@ from ..constants import (
     REMEDIATIONS,
     VERSION,
 )
-from ..observability import MODE_CHANGES, POLICY_MODE
-from . import authz
-from .conditions import get_condition
+from ..base.observability import MODE_CHANGES, POLICY_MODE
+from ..lifecycle import authz
+from ..lifecycle.conditions import get_condition
 
 LAST_OUTCOMES = 10
 CONDITION = "Autonomous"
@@ -291,7 +291,7 @@ async def announce(kube: Any, recorder: Any, policy: dict[str, Any], spec: Remed
     body = {
         "apiVersion": API_VERSION, "kind": REMEDIATION_KIND,
         "metadata": {"name": f"{meta['name'][:40].rstrip('-.')}-demoted-{digest}",
-                     # on behalf of the policy's author, like every child (engine/authz.py)
+                     # on behalf of the policy's author, like every child (lifecycle/authz.py)
                      "annotations": authz.on_behalf_of(policy),
                      "ownerReferences": [{"apiVersion": API_VERSION, "kind": POLICY_KIND, "name": meta["name"],
                                           "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}]},

@@ -24,9 +24,9 @@ from collections import defaultdict
 from typing import Any
 
 from ..api.remediation import FINAL_PHASES
+from ..base.constants import ANN_SILENCE, ANN_SILENCE_ID, GROUP, REMEDIATIONS, VERSION
+from ..base.errors import RemedyError, RetryableError
 from ..clients.alertmanager import CREATED_BY, Alertmanager
-from ..constants import ANN_SILENCE, ANN_SILENCE_ID, GROUP, REMEDIATIONS, VERSION
-from ..errors import RemedyError, RetryableError
 
 log = logging.getLogger("remedy.silences")
 _TAG = re.compile(r"\[remedy-child ([^/\s]+)/([^\s]+) uid=([^\]\s]+)\]")

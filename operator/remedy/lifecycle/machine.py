@@ -36,9 +36,9 @@ from pydantic import ValidationError
 from ..actions.base import ActionContext, ActionDef, Applied, CannotTell, NotApplied, Observation
 from ..api.common import now_rfc3339_ms, parse_duration
 from ..api.remediation import CONDITION_TYPES, FINAL_PHASES, RemediationSpec
-from ..constants import ANN_APPROVED_BY, REMEDIATIONS
-from ..errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
-from ..rfc3339 import age_seconds
+from ..base.constants import ANN_APPROVED_BY, REMEDIATIONS
+from ..base.errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
+from ..base.rfc3339 import age_seconds
 from .approval import run_gate
 from .authz import Guard, requester_of
 from .conditions import get_condition, initial_conditions, set_condition
@@ -76,7 +76,7 @@ class ContextFactory(Protocol):
 
 
 @dataclass
-class Engine:
+class Lifecycle:
     store: Store
     recorder: Recorder
     registry: dict[str, ActionDef[Any]]
@@ -91,13 +91,13 @@ class Engine:
     hooks: dict[str, Any] = field(default_factory=dict)  # test seam: called at named points
     executor_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}")
     heartbeat_interval: float = 5.0
-    guard: Guard | None = None  # requester RBAC + egress allowlist (engine/authz.py); None: unchecked
+    guard: Guard | None = None  # requester RBAC + egress allowlist (lifecycle/authz.py); None: unchecked
     observe_timeout: float = 30.0
     # Called when an outcome stays unknown (CannotTell): a human must look. Default: Event + log.
     escalate: Any = None  # async (obj, message) -> None
 
     # One pass at a time per object in this process: kopf serialises its own handler calls, but
-    # a shard takeover sweep (engine/shards.py) may drive the same object meanwhile.
+    # a shard takeover sweep (runtime/shards.py) may drive the same object meanwhile.
     _passes: dict[tuple[str, str], tuple[asyncio.Lock, int]] = field(default_factory=dict)
 
     async def reconcile(self, namespace: str, name: str) -> str | None:
@@ -125,7 +125,7 @@ class Engine:
 class _Run:
     """One pass over one object; keeps the freshest copy of it between patches."""
 
-    def __init__(self, engine: Engine, obj: dict[str, Any]) -> None:
+    def __init__(self, engine: Lifecycle, obj: dict[str, Any]) -> None:
         self.e = engine
         self.obj = obj
         self.meta = obj["metadata"]
@@ -223,7 +223,7 @@ class _Run:
             phase = "Pending"
         ctx = self.e.context_factory(self.obj)
         if phase in ("Pending", "AwaitingApproval"):
-            # Approval (engine/approval.py) and the requester's own rights (engine/authz.py):
+            # Approval (lifecycle/approval.py) and the requester's own rights (lifecycle/authz.py):
             # both before planning, because planning already reads Secrets.
             gate = await run_gate(self, spec.approval, action.requires_approval)
             if not gate.approved:

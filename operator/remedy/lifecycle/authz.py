@@ -27,10 +27,10 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from ..api.common import SecretKeyRef
+from ..base.constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES, POLICY_KIND
+from ..base.errors import PermanentError
 from ..clients.access_review import Permission, Requester
 from ..clients.egress import DestinationNotAllowedError, EgressPolicy
-from ..constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES, POLICY_KIND
-from ..errors import PermanentError
 
 ACTIONS_RESOURCE = "remediationactions"
 USE_VERB = "use"
