@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..base import rfc3339
-from ..lifecycle.machine import Recorder
+from ..lifecycle.ports import Recorder
 
 
 class BlockEvents:

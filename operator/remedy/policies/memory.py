@@ -40,7 +40,7 @@ from ..base.constants import (
 from ..base.errors import InvalidSpecError, RetryableError
 from ..lifecycle import authz
 from ..lifecycle.conditions import set_condition
-from ..lifecycle.machine import Recorder
+from ..lifecycle.ports import Recorder
 from . import autonomy
 from .blocks import BlockEvents
 from .firing import Firing, variables
