@@ -7,11 +7,11 @@ it must be applied identically everywhere:
 - Retry intent follows what the server may have seen. Only a failure before any byte was
   sent (connection refused, DNS, connect timeout) is a RetryableError; a timeout, a dropped
   connection or a 5xx after sending may have run the side effect, so it is an
-  AmbiguousOutcomeError (reason OutcomeUnknown / UpstreamError) and the engine asks ``observe``.
+  AmbiguousOutcomeError (reason OutcomeUnknown / UpstreamError) and the lifecycle asks ``observe``.
 - Effectively once: every request carries ``Idempotency-Key: remedy-<Remediation uid>``, the
   same on every attempt and after operator restarts, unless the call says
   ``idempotencyKey: false``. ``observe`` answers NotApplied for keyed calls (a re-send with the
-  same key cannot act twice at a service that honours the header, so the engine re-sends the
+  same key cannot act twice at a service that honours the header, so the lifecycle re-sends the
   recorded request) and CannotTell for unkeyed ones (the Remediation ends OutcomeUnknown with
   an escalation; it is never sent twice).
 - Bearer tokens come from a Secret and never reach plan, evidence or messages: response
@@ -274,7 +274,7 @@ async def notify_plan(ctx: ActionContext, p: Notify) -> Evidence:
 
 
 async def notify_execute(ctx: ActionContext, p: Notify, plan: Evidence) -> Evidence:
-    # The engine's completion Event carries "summary", so the message reaches
+    # The lifecycle's completion Event carries "summary", so the message reaches
     # `kubectl get events` whether or not a webhook is configured.
     out: Evidence = {"message": p.message, "severity": p.severity,
                      "summary": f"[{p.severity}] {p.message}"[:500]}

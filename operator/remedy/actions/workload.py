@@ -8,7 +8,7 @@ computed once, at plan time, and stored in status.plan.
 Every write is a JSON patch (field manager ``remedy``, so managedFields name remedy) whose
 ``test`` ops are the preconditions: the fields the plan read must still hold what it read
 (``metadata.generation`` for template writes, ``spec.replicas`` for scale). A person's edit in
-between fails the test, nothing is applied, and the engine plans again with a TargetChanged
+between fails the test, nothing is applied, and the lifecycle plans again with a TargetChanged
 Event that says what changed. (A resourceVersion precondition would also fail on every status
 write of the workload controllers, which happen all the time during a rollout.)
 

@@ -56,7 +56,7 @@ ANN_EPISODE: Final = f"{GROUP}/episode"
 ANN_RESOLVED_AT: Final = f"{GROUP}/alert-resolved-at"
 
 # Stamped by the admission policies (deploy/admission) as the API server authenticated the
-# requester / approver; the engine checks the requester's rights with a SubjectAccessReview.
+# requester / approver; the lifecycle checks the requester's rights with a SubjectAccessReview.
 ANN_REQUESTED_BY: Final = f"{GROUP}/requested-by"
 ANN_REQUESTED_BY_GROUPS: Final = f"{GROUP}/requested-by-groups"
 ANN_APPROVED_BY_GROUPS: Final = f"{GROUP}/approved-by-groups"

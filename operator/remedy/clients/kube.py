@@ -10,7 +10,7 @@ by itself within that bound. API errors are translated here, once, into remedy's
   are RetryableError (connection refused / connect timeout: no byte sent; 429; 409 conflict of
   a precondition). A read timeout, a reset or a 5xx/504 after sending raise
   AmbiguousOutcomeError: the server may have applied the change and lost only the answer,
-  so the engine observes the target instead of planning again.
+  so the lifecycle observes the target instead of planning again.
 
 urllib3 never retries a request on its own here (read/status retries are 0): a hidden resend
 of a PATCH after a read timeout would be exactly the duplicate this module exists to prevent.

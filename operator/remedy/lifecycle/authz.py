@@ -2,7 +2,7 @@
 
 Why: the operator may patch Deployments, read Secrets and end database sessions. Anyone who
 may create a Remediation would otherwise borrow all of that. So before an action plans
-(planning already reads Secrets) the engine:
+(planning already reads Secrets) the lifecycle:
 
 1. reads the requester the API server recorded at admission (annotations stamped by the
    MutatingAdmissionPolicy in charts/remedy/templates/admission.yaml, unforgeable because

@@ -10,11 +10,11 @@ records the outcome.
 
 Ambiguous outcomes are observed, never re-planned. When a send's outcome is unknown (the
 action raised AmbiguousOutcomeError: timeout, reset or 5xx after sending; ``spec.timeout``
-cancelled it; or the engine finds ``Running`` that no live executor owns because the operator
-died), the engine calls the action's ``observe`` probe against the *recorded* plan:
+cancelled it; or the lifecycle finds ``Running`` that no live executor owns because the operator
+died), the lifecycle calls the action's ``observe`` probe against the *recorded* plan:
 Applied -> verification; NotApplied -> execute the recorded plan again (with its
 precondition; bounded by max attempts); CannotTell -> Failed/OutcomeUnknown plus an
-escalation (Warning Event and the engine's ``escalate`` hook). Only a RetryableError, whose
+escalation (Warning Event and the lifecycle's ``escalate`` hook). Only a RetryableError, whose
 contract is "nothing changed", sends the Remediation back to Pending to plan again; a
 TargetChanged conflict also posts a ``TargetChanged`` Event saying what changed.
 

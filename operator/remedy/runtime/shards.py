@@ -20,7 +20,7 @@ process and Python version), and a replica acts only on namespaces of the shards
   shard nobody acts on is not.
 
 Leases decide who *starts* work; they are not what makes it exactly-once. Two replicas may both
-believe they own a shard for a moment around a handoff; the engine's optimistic lock on the
+believe they own a shard for a moment around a handoff; the lifecycle's optimistic lock on the
 intent write and its executor heartbeat (lifecycle/machine.py) still let only one run an attempt,
 and deterministic child names make the API server the arbiter of alert dedup.
 
