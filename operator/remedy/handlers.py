@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from .base.constants import GROUP, LABEL_POLICY, VERSION
+from .base.constants import FINAL_PHASES, GROUP, LABEL_POLICY, VERSION
 from .base.errors import RetryableError
 from .runtime import loops, process
 
@@ -64,7 +64,7 @@ async def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, type: 
     if memo.silences is not None:
         await memo.silences.on_child(dict(body), type)
     phase = (body.get("status") or {}).get("phase")
-    if phase in ("Succeeded", "Failed", "Skipped"):
+    if phase in FINAL_PHASES:
         await memo.policies.refresh_requested.put((namespace, body["metadata"]["labels"][LABEL_POLICY]))
 
 

@@ -34,7 +34,6 @@ from .redis import DeleteRedisKeys
 from .workload import RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload
 
 Phase = Literal["Pending", "AwaitingApproval", "Running", "Verifying", "Succeeded", "Failed", "Skipped"]
-FINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Skipped"})
 CONDITION_TYPES: tuple[str, ...] = ("Validated", "Approved", "Executed", "Verified", "Completed")
 
 

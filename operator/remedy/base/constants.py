@@ -88,3 +88,8 @@ ANNOTATION_NAMES: Final = (
     ANN_SILENCE, ANN_SILENCE_ID,
     ANN_EPISODE, ANN_RESOLVED_AT, ANN_SHARD_WANTED_BY, ANN_SHARD_WEBHOOK,
 )
+
+# Phases of a Remediation, as sets (each spelled once): a final one never runs again; a not
+# started one may still be cancelled by a resolve, and approval and the requester review come first.
+FINAL_PHASES: Final[frozenset[str]] = frozenset({"Succeeded", "Failed", "Skipped"})
+NOT_STARTED_PHASES: Final[frozenset[str]] = frozenset({"Pending", "AwaitingApproval"})

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 
 from ..actions.base import ActionContext, ActionDef, Applied, CannotTell, NotApplied, Observation
 from ..api.common import now_rfc3339_ms, parse_duration
-from ..api.remediation import CONDITION_TYPES, FINAL_PHASES, RemediationSpec
-from ..base.constants import ANN_APPROVED_BY, REMEDIATIONS
+from ..api.objects import view
+from ..api.remediation import CONDITION_TYPES, RemediationSpec
+from ..base.constants import ANN_APPROVED_BY, FINAL_PHASES, NOT_STARTED_PHASES, REMEDIATIONS
 from ..base.errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
 from ..base.rfc3339 import age_seconds
 from .approval import run_gate
@@ -50,7 +51,7 @@ class Run:
 
     @property
     def status(self) -> dict[str, Any]:
-        return dict(self.obj.get("status") or {})
+        return dict(view(self.obj).status)
 
     async def _hook(self, point: str) -> None:
         fn = self.e.hooks.get(point)
@@ -137,7 +138,7 @@ class Run:
             self.event("Normal", "Accepted", f"{action.name} on {action.target(params)} accepted")
             phase = "Pending"
         ctx = self.e.context_factory(self.obj)
-        if phase in ("Pending", "AwaitingApproval"):
+        if phase in NOT_STARTED_PHASES:
             # Approval (lifecycle/approval.py) and the requester's own rights (lifecycle/authz.py):
             # both before planning, because planning already reads Secrets.
             gate = await run_gate(self, spec.approval, action.requires_approval)

@@ -19,8 +19,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.common import now_rfc3339, now_rfc3339_ms, parse_duration
+from ..api.objects import view
 from ..api.policy import RemediationPolicySpec
-from ..api.remediation import FINAL_PHASES
 from ..base import rfc3339
 from ..base.constants import (
     ANN_EPISODE,
@@ -28,9 +28,11 @@ from ..base.constants import (
     ANN_RESOLVED_AT,
     ANN_RESUMED_AT,
     ANN_STARTS_AT,
+    FINAL_PHASES,
     GROUP,
     LABEL_STEP,
     LABEL_TARGET,
+    NOT_STARTED_PHASES,
     POLICIES,
     REMEDIATIONS,
     VERSION,
@@ -105,13 +107,13 @@ class FirePath(PolicyMemory):
                             fresh = await self.kube.get_object(POLICIES, ns, name) or fresh
                     status = fresh.get("status") or {}
             now = time.time()
-            active = [c for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
+            active = [c for c in children if view(c).phase not in FINAL_PHASES]
             # The refresh loop writes the Paused condition about once a second; within a burst,
             # check the failure streak here too so the pause takes effect at the threshold.
-            finals = sorted((c for c in children if (c.get("status") or {}).get("phase") in FINAL_PHASES),
-                            key=lambda c: (c.get("status") or {}).get("completedAt") or "")
+            finals = sorted((c for c in children if view(c).phase in FINAL_PHASES),
+                            key=lambda c: view(c).status.get("completedAt") or "")
             streak, _ = consecutive_failures(finals, status.get("failuresResetAt"))
-            resumed_at = (fresh["metadata"].get("annotations") or {}).get(ANN_RESUMED_AT)
+            resumed_at = view(fresh).annotations.get(ANN_RESUMED_AT)
             if streak >= spec.guards.pause_after_failures and not (
                     resumed_at and status.get("selfPausedAt") and resumed_at > status["selfPausedAt"]):
                 self._queue_refresh(key)
@@ -123,12 +125,12 @@ class FirePath(PolicyMemory):
             if len(active) >= spec.guards.max_concurrent:
                 return self._block(fresh, "concurrency", f"{len(active)} remediations still active (maxConcurrent {spec.guards.max_concurrent})")
             last_hour = [c for c in children if (rfc3339.epoch(c["metadata"].get("creationTimestamp")) or 0) > now - 3600
-                         and (c["metadata"].get("labels") or {}).get(LABEL_STEP, "0") == "0"]
+                         and view(c).labels.get(LABEL_STEP, "0") == "0"]
             if len(last_hour) >= spec.guards.max_per_hour:
                 return self._block(fresh, "rate", f"{len(last_hour)} remediations in the last hour (maxPerHour {spec.guards.max_per_hour})")
             target_hash = hashlib.sha256(target.encode()).hexdigest()[:16]
             cooldown = parse_duration(spec.guards.cooldown)
-            recent_same = [c for c in children if (c["metadata"].get("labels") or {}).get(LABEL_TARGET) == target_hash
+            recent_same = [c for c in children if view(c).labels.get(LABEL_TARGET) == target_hash
                            and (rfc3339.epoch(c["metadata"].get("creationTimestamp")) or 0) > now - cooldown]
             if cooldown and recent_same:
                 return self._block(fresh, "cooldown", f"{target} was remediated less than {spec.guards.cooldown} ago")
@@ -214,10 +216,10 @@ class FirePath(PolicyMemory):
     @staticmethod
     def _latest_child(children: list[dict[str, Any]], fingerprint: str, starts_at: str) -> dict[str, Any] | None:
         same = [c for c in children
-                if ((c["metadata"].get("annotations") or {}).get(ANN_FINGERPRINT) == fingerprint
-                    and (c["metadata"].get("annotations") or {}).get(ANN_STARTS_AT) == starts_at
-                    and (c["metadata"].get("labels") or {}).get(LABEL_STEP, "0") == "0")]
-        return max(same, key=lambda c: int((c["metadata"].get("annotations") or {}).get(ANN_EPISODE) or 0), default=None)
+                if (view(c).annotations.get(ANN_FINGERPRINT) == fingerprint
+                    and view(c).annotations.get(ANN_STARTS_AT) == starts_at
+                    and view(c).labels.get(LABEL_STEP, "0") == "0")]
+        return max(same, key=lambda c: int(view(c).annotations.get(ANN_EPISODE) or 0), default=None)
 
     async def _mark_resolved(self, ns: str, policy: str, child: dict[str, Any], ep_key: tuple[str, str, str, str]) -> None:
         """Stamp the episode's child: the next firing of the same startsAt is a new episode."""
@@ -231,7 +233,7 @@ class FirePath(PolicyMemory):
             meta["annotations"] = {**(meta.get("annotations") or {}), ANN_RESOLVED_AT: stamp}
             cached = self._children[(ns, policy)].get(meta["name"])
             if cached is not None:  # the next firing may come before the watch event does
-                cached["metadata"]["annotations"] = {**(cached["metadata"].get("annotations") or {}), ANN_RESOLVED_AT: stamp}
+                cached["metadata"]["annotations"] = {**view(cached).annotations, ANN_RESOLVED_AT: stamp}
         self._episodes[ep_key] = (episode, True)
 
     def _dedup(self, key: tuple[str, str], name: str) -> str:
@@ -265,7 +267,7 @@ class FirePath(PolicyMemory):
             if await autonomy.note_cleared(self.kube, child):  # shadow run: the alert cleared without action
                 self._queue_refresh((meta["namespace"], meta["name"]))
             st = child.get("status") or {}
-            if st.get("phase") not in (None, "Pending", "AwaitingApproval"):
+            if st.get("phase") is not None and st["phase"] not in NOT_STARTED_PHASES:
                 await self._mark_resolved(meta["namespace"], meta["name"], child, ep_key)
                 return "started"
             msg = "the alert resolved before the remediation started; not running it"

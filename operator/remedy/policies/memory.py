@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..actions.base import ActionDef
+from ..api.objects import view
 from ..api.policy import RemediationPolicySpec
 from ..api.remediation import ActionSpec
 from ..base.constants import (
@@ -261,7 +262,7 @@ class PolicyMemory:
     async def set_policy_condition(self, policy: dict[str, Any], type_: str, status: str, reason: str, message: str) -> None:
         """One condition, written through ``write_status`` (the Prometheus trigger's path)."""
         def changes(fresh: dict[str, Any]) -> dict[str, Any]:
-            conds = set_condition((fresh.get("status") or {}).get("conditions") or [], type_, status, reason, message,
+            conds = set_condition(view(fresh).conditions, type_, status, reason, message,
                                   fresh["metadata"].get("generation"))
             return {"conditions": conds}
         await self.write_status(policy["metadata"]["namespace"], policy["metadata"]["name"], changes)
@@ -269,7 +270,7 @@ class PolicyMemory:
     async def _degrade(self, policy: dict[str, Any], reason: str, message: str) -> None:
         def changes(fresh: dict[str, Any]) -> dict[str, Any]:
             gen = fresh["metadata"].get("generation")
-            conds = set_condition((fresh.get("status") or {}).get("conditions") or [], "Degraded", "True", reason, message, gen)
+            conds = set_condition(view(fresh).conditions, "Degraded", "True", reason, message, gen)
             if reason in ("InvalidSpec", "TemplateError"):
                 conds = set_condition(conds, "Ready", "False", reason, message, gen)
             return {"conditions": conds}

@@ -12,14 +12,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.common import now_rfc3339, parse_duration
+from ..api.objects import view
 from ..api.policy import RemediationPolicySpec
-from ..api.remediation import FINAL_PHASES
 from ..base import rfc3339
 from ..base.constants import (
     ANN_FINGERPRINT,
     ANN_LABELS,
     ANN_RESUMED_AT,
     ANN_STARTS_AT,
+    FINAL_PHASES,
     LABEL_FIRING,
     LABEL_STEP,
     POLICIES,
@@ -60,7 +61,7 @@ class RefreshPath(PolicyMemory):
     async def _refresh(self, policy: dict[str, Any], key: tuple[str, str]) -> dict[str, Any]:
         meta = policy["metadata"]
         gen = meta.get("generation")
-        st = dict(policy.get("status") or {})
+        st = dict(view(policy).status)
         conds = list(st.get("conditions") or [])
         try:
             spec = RemediationPolicySpec.model_validate(policy.get("spec") or {})
@@ -72,9 +73,9 @@ class RefreshPath(PolicyMemory):
             return await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"],  # type: ignore[no-any-return]
                                                 {"conditions": conds, "observedGeneration": gen}, meta.get("resourceVersion"))
         children = await self.children(meta["namespace"], meta["name"])
-        finals = sorted((c for c in children if (c.get("status") or {}).get("phase") in FINAL_PHASES),
-                        key=lambda c: (c.get("status") or {}).get("completedAt") or "")
-        active = [c["metadata"]["name"] for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
+        finals = sorted((c for c in children if view(c).phase in FINAL_PHASES),
+                        key=lambda c: view(c).status.get("completedAt") or "")
+        active = [c["metadata"]["name"] for c in children if view(c).phase not in FINAL_PHASES]
         reset_at = st.get("failuresResetAt")
         resumed_at = (meta.get("annotations") or {}).get(ANN_RESUMED_AT)
         changes: dict[str, Any] = {}
@@ -90,7 +91,7 @@ class RefreshPath(PolicyMemory):
         if spec.paused:
             conds = set_condition(conds, "Paused", "True", "PausedBySpec", "spec.paused is true", gen)
         elif reverted is not None:
-            rc = get_condition((reverted.get("status") or {}).get("conditions") or [], "Completed") or {}
+            rc = get_condition(view(reverted).conditions, "Completed") or {}
             msg = (f"paused itself: {reverted['metadata']['name']} was reverted by GitOps ({rc.get('message', '')}); "
                    f"resume with `kubectl remedy resume {meta['name']}`")[:1024]
             conds = set_condition(conds, "Paused", "True", gitops.REASON, msg, gen)
@@ -98,7 +99,7 @@ class RefreshPath(PolicyMemory):
                 changes["selfPausedAt"] = now_rfc3339()
         elif self_paused:
             lf = last_failed or {}
-            reason = ((get_condition((lf.get("status") or {}).get("conditions") or [], "Completed") or {}).get("reason")) or "Failed"
+            reason = ((get_condition(view(lf).conditions, "Completed") or {}).get("reason")) or "Failed"
             msg = (f"paused itself after {consecutive} consecutive failed remediations (last: "
                    f"{lf.get('metadata', {}).get('name')}: {reason}); resume with `kubectl remedy resume {meta['name']}`")
             conds = set_condition(conds, "Paused", "True", "TooManyFailures", msg, gen)
@@ -115,7 +116,7 @@ class RefreshPath(PolicyMemory):
             self._paused.discard(key)
         POLICIES_PAUSED.set(len(self._paused))
         last = finals[-1] if finals else None
-        if last is not None and (last.get("status") or {}).get("phase") == "Failed":
+        if last is not None and view(last).phase == "Failed":
             lc = get_condition(last["status"].get("conditions") or [], "Completed") or {}
             conds = set_condition(conds, "Degraded", "True", "LastRemediationFailed",
                                   f"{last['metadata']['name']}: {lc.get('reason')}: {lc.get('message', '')}", gen)
@@ -190,10 +191,10 @@ class RefreshPath(PolicyMemory):
     async def _escalate(self, policy: dict[str, Any], spec: RemediationPolicySpec, children: list[dict[str, Any]]) -> None:
         by_firing: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for c in children:
-            by_firing[(c["metadata"].get("labels") or {}).get(LABEL_FIRING, "")].append(c)
+            by_firing[view(c).labels.get(LABEL_FIRING, "")].append(c)
         for base, group in by_firing.items():
-            top = max(group, key=lambda c: int((c["metadata"].get("labels") or {}).get(LABEL_STEP, "0")))
-            step = int((top["metadata"].get("labels") or {}).get(LABEL_STEP, "0"))
+            top = max(group, key=lambda c: int(view(c).labels.get(LABEL_STEP, "0")))
+            step = int(view(top).labels.get(LABEL_STEP, "0"))
             tst = top.get("status") or {}
             if tst.get("phase") != "Failed" or step >= len(spec.escalate):
                 continue

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+from ..api.objects import view
 from ..base.constants import ANN_FAULT_INJECT
 
 log = logging.getLogger("remedy")
@@ -20,7 +21,7 @@ def fault_injection_hooks(spec: str) -> dict[str, Any]:
         point, _, seconds = item.partition(":")
 
         async def sleep(obj: dict[str, Any], _s: float = float(seconds or 30)) -> None:
-            if (obj.get("metadata", {}).get("annotations") or {}).get(ANN_FAULT_INJECT) == "true":
+            if view(obj).annotations.get(ANN_FAULT_INJECT) == "true":
                 log.warning("fault injection: sleeping %ss", _s)
                 await asyncio.sleep(_s)
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..api.objects import view
 from ..base.constants import ANN_SHARD_WANTED_BY, ANN_SHARD_WEBHOOK, SHARD_LEASE_PREFIX
 from ..base.errors import RemedyError
 
@@ -152,7 +153,7 @@ class ShardKeeper:
                 await self._acquire(shard, None)
             return
         spec = lease.get("spec") or {}
-        ann = (lease.get("metadata") or {}).get("annotations") or {}
+        ann = view(lease).annotations
         holder, renew = spec.get("holderIdentity"), spec.get("renewTime")
         self.owners[shard] = (holder, ann.get(ANN_SHARD_WEBHOOK))
         seen = self._seen.get(shard)

@@ -13,8 +13,8 @@ from typing import Any
 
 import kopf
 
-from ..api.remediation import FINAL_PHASES
-from ..base.constants import POLICIES, REMEDIATIONS
+from ..api.objects import view
+from ..base.constants import FINAL_PHASES, POLICIES, REMEDIATIONS
 from ..base.errors import RetryableError
 from . import shards
 
@@ -44,7 +44,7 @@ async def take_over(memo: kopf.Memo, shard: int, logger: logging.Logger) -> None
             await memo.policies.refresh(p["metadata"]["namespace"], p["metadata"]["name"])
     unfinished = [r for r in await listed(REMEDIATIONS)
                   if shards.shard_of(r["metadata"]["namespace"], count) == shard
-                  and (r.get("status") or {}).get("phase") not in FINAL_PHASES]
+                  and view(r).phase not in FINAL_PHASES]
     logger.info("shard %s taken over: %d policies refreshed, %d unfinished Remediations to drive",
                 shard, len(policies), len(unfinished))
     limit = asyncio.Semaphore(16)
