@@ -34,8 +34,8 @@ def test_fields_are_the_bodys_own() -> None:
 
 
 def test_phase_sets() -> None:
-    assert FINAL_PHASES == {"Succeeded", "Failed", "Skipped"}
-    assert NOT_STARTED_PHASES == {"Pending", "AwaitingApproval"}
+    assert {"Succeeded", "Failed", "Skipped"} == FINAL_PHASES
+    assert {"Pending", "AwaitingApproval"} == NOT_STARTED_PHASES
     assert not FINAL_PHASES & NOT_STARTED_PHASES
 
 
