@@ -15,10 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_missing_sections_read_as_empty() -> None:
     v = view({})
-    assert (v.name, v.namespace, v.labels, v.annotations, v.spec, v.status, v.conditions) == ("", "", {}, {}, {}, {}, [])
-    assert v.phase is None and not v.is_final and v.condition("Completed") is None
-    nulls = view({"metadata": {"labels": None, "annotations": None}, "status": None, "spec": None})
-    assert (nulls.labels, nulls.annotations, nulls.status, nulls.spec, nulls.phase) == ({}, {}, {}, {}, None)
+    assert (v.metadata, v.labels, v.annotations, v.status, v.conditions) == ({}, {}, {}, {}, [])
+    assert v.phase is None and not v.is_final()
+    nulls = view({"metadata": {"labels": None, "annotations": None}, "status": {"conditions": None, "phase": None}})
+    assert (nulls.labels, nulls.annotations, nulls.conditions, nulls.phase) == ({}, {}, [], None)
+    assert view({"metadata": None, "status": None}).annotations == {}
 
 
 def test_fields_are_the_bodys_own() -> None:
@@ -26,11 +27,11 @@ def test_fields_are_the_bodys_own() -> None:
             "spec": {"dryRun": True},
             "status": {"phase": "Failed", "conditions": [{"type": "Completed", "status": "True", "reason": "X"}]}}
     v = view(body)
-    assert (v.name, v.namespace, v.labels, v.annotations, v.spec) == ("r", "n", {"a": "1"}, {"b": "2"}, {"dryRun": True})
-    assert v.phase == "Failed" and v.is_final
-    assert v.condition("Completed") == {"type": "Completed", "status": "True", "reason": "X"}
+    assert (v.metadata["name"], v.labels, v.annotations) == ("r", {"a": "1"}, {"b": "2"})
+    assert v.phase == "Failed" and v.is_final()
+    assert v.conditions == [{"type": "Completed", "status": "True", "reason": "X"}]
     assert v.labels is body["metadata"]["labels"] and v.status is body["status"]
-    assert not view({"status": {"phase": "Running"}}).is_final
+    assert not view({"status": {"phase": "Running"}}).is_final()
 
 
 def test_phase_sets() -> None:

@@ -57,13 +57,16 @@ def _target(ref: Any) -> str:
     return f"{ref.kind}/{ref.name}"
 
 
+# The AppsV1Api method name of each workload kind: ``<verb>_namespaced_<suffix>``.
+_APPS_SUFFIX = {"Deployment": "deployment", "StatefulSet": "stateful_set", "DaemonSet": "daemon_set"}
+
+
+def _apps_call(ctx: ActionContext, verb: str, kind: str) -> Any:
+    return getattr(ctx.kube.apps, f"{verb}_namespaced_{_APPS_SUFFIX[kind]}")
+
+
 async def _read(ctx: ActionContext, kind: str, name: str) -> Any:
-    apps = ctx.kube.apps
-    reader = {
-        "Deployment": apps.read_namespaced_deployment,
-        "StatefulSet": apps.read_namespaced_stateful_set,
-        "DaemonSet": apps.read_namespaced_daemon_set,
-    }[kind]
+    reader = _apps_call(ctx, "read", kind)
     try:
         return await ctx.kube.call(f"{kind} {ctx.namespace}/{name}", reader, name, ctx.namespace)
     except TargetNotFoundError:
@@ -73,12 +76,7 @@ async def _read(ctx: ActionContext, kind: str, name: str) -> Any:
 async def _patch(ctx: ActionContext, kind: str, name: str, ops: list[dict[str, Any]], read: dict[str, Any]) -> Any:
     """One JSON patch whose leading ``test`` ops are the preconditions (``read``: JSON pointer ->
     the value the plan read). A failed test is TargetChanged, with what changed in the message."""
-    apps = ctx.kube.apps
-    patcher = {
-        "Deployment": apps.patch_namespaced_deployment,
-        "StatefulSet": apps.patch_namespaced_stateful_set,
-        "DaemonSet": apps.patch_namespaced_daemon_set,
-    }[kind]
+    patcher = _apps_call(ctx, "patch", kind)
     tests = [{"op": "test", "path": path, "value": value} for path, value in read.items()]
     try:
         return await ctx.kube.call(f"patch {kind} {ctx.namespace}/{name}", patcher, name, ctx.namespace, tests + ops,

@@ -27,44 +27,28 @@ class View:
         return self.body.get("metadata") or {}
 
     @property
-    def name(self) -> str:
-        return str(self.metadata.get("name") or "")
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace") or "")
+    def phase(self) -> str | None:
+        phase = self.status.get("phase")
+        return None if phase is None else str(phase)
 
     @property
     def labels(self) -> dict[str, str]:
         return self.metadata.get("labels") or {}
 
     @property
-    def annotations(self) -> dict[str, str]:
-        return self.metadata.get("annotations") or {}
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return self.body.get("spec") or {}
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return self.body.get("status") or {}
-
-    @property
-    def phase(self) -> str | None:
-        phase = self.status.get("phase")
-        return None if phase is None else str(phase)
-
-    @property
     def conditions(self) -> list[dict[str, Any]]:
         return self.status.get("conditions") or []
 
     @property
+    def annotations(self) -> dict[str, str]:
+        return self.metadata.get("annotations") or {}
+
     def is_final(self) -> bool:
         return self.phase in FINAL_PHASES
 
-    def condition(self, type_: str) -> dict[str, Any] | None:
-        return next((c for c in self.conditions if c.get("type") == type_), None)
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.body.get("status") or {}
 
 
 def view(body: Mapping[str, Any]) -> View:
