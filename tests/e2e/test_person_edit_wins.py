@@ -20,9 +20,9 @@ import pytest
 from kubernetes import client
 
 from remedy.actions.registry import REGISTRY
+from remedy.base.constants import REMEDIATIONS
 from remedy.clients.kube import KubeClient
-from remedy.constants import REMEDIATIONS
-from remedy.engine.lifecycle import Engine
+from remedy.lifecycle.machine import Lifecycle as Engine
 from remedy_devenv.audit import AuditCounter
 from remedy_devenv.cluster import OPERATOR_USER
 from remedy_devenv.kubelet import mark_oomkilled, mark_pods_running

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from remedy.actions.registry import REGISTRY
-from remedy.constants import REMEDIATIONS
-from remedy.engine.lifecycle import Engine
-from remedy.errors import AmbiguousOutcomeError
+from remedy.base.constants import REMEDIATIONS
+from remedy.base.errors import AmbiguousOutcomeError
+from remedy.lifecycle.machine import Lifecycle as Engine
 from remedy_devenv.pgfaultproxy import PgFaultProxy
 from remedy_devenv.services import PostgresServer
 from tests.fixtures.actions import make_ctx

@@ -36,10 +36,10 @@ from aiohttp import web
 from kubernetes import client
 
 from remedy.actions.registry import REGISTRY
+from remedy.base.constants import OPERATOR_APP_NAME, REMEDIATIONS
 from remedy.clients.kube import KubeClient
-from remedy.constants import OPERATOR_APP_NAME, REMEDIATIONS
-from remedy.engine.autonomy import apply_mode
-from remedy.engine.lifecycle import Engine
+from remedy.lifecycle.machine import Lifecycle as Engine
+from remedy.policies.autonomy import apply_mode
 from remedy_devenv.demoapp import DEFAULT_ADMIN_TOKEN, runner_port, start_demo_service
 from remedy_devenv.kubelet import mark_oomkilled, mark_pods_running
 from remedy_devenv.mongowire import MongoWireServer

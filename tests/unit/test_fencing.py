@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from remedy.actions.base import NotApplied
-from remedy.constants import REMEDIATIONS
-from remedy.engine.fencing import FencedOutError, Liveness, fenced_patch
-from remedy.errors import RetryableError, TargetChangedError
+from remedy.base.constants import REMEDIATIONS
+from remedy.base.errors import RetryableError, TargetChangedError
+from remedy.lifecycle.fencing import FencedOutError, Liveness, fenced_patch
 from tests.fixtures.fakes import FakeStore
 from tests.unit.test_engine_lifecycle import Script, World, scripted_action, successor
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import TargetChangedError
+from ..base.errors import TargetChangedError
 
 
 def _walk(obj: Any, pointer: str) -> Any:

@@ -19,7 +19,7 @@ wrote ``phase: Pending`` over a Succeeded Remediation. Two rules close that:
   judged from when *this* process first saw that heartbeat value (``Liveness``, monotonic), never
   by comparing the heartbeat's timestamp with this host's wall clock: clocks of two hosts
   differ, and a paused process's timestamps say nothing about now. The shard Leases
-  (engine/shards.py) are judged the same way.
+  (runtime/shards.py) are judged the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import RemedyError, RetryableError
+from ..base.errors import RemedyError, RetryableError
 
 log = logging.getLogger("remedy.engine.fencing")
 CAS_ROUNDS = 10  # 409s in a row are other writers (a heartbeat of ours, kopf); give up after this many
