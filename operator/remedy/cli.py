@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     from .base.observability import configure_logging
 
     configure_logging(args.log_format)
+    # kopf's glob namespace discovery must count the namespaces its watch lists (runtime/namespaces.py).
+    from .runtime import namespaces
+
+    namespaces.install()
     # Before any worker thread exists: arenas are per thread (remedy/base/malloc.py says why).
     from .base import malloc
 
