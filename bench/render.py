@@ -217,10 +217,12 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
 }
 for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiserver", "outages-data-plane",
               "load-smoke", "fuzz-specs", "fuzz-webhook", "security", "chart-security", "safety-flapping",
-              "safety-mass-oom"):
+              "safety-mass-oom", "fencing"):
     BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"reliability-{n}.json", results)), _name)
 BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
 BLOCKS["shards"] = lambda results: figures(newest("shards-[0-9]*.json", results))
+BLOCKS["namespace-pickup"] = lambda results: figures(
+    {k: v for k, v in load("namespace-pickup.json", results).items() if k != "waits"})
 
 
 def render(text: str, results: Path = RESULTS) -> str:
