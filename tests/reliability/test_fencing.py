@@ -123,7 +123,7 @@ def test_a_frozen_executor_woken_after_takeover_changes_nothing(control_plane: A
             line = next(ln for ln in log(frozen).splitlines()[::-1] if FENCED in ln)
             entry: dict[str, Any] = {
                 "phase": done["status"]["phase"], "reason": cond(done, "Completed").get("reason"),
-                "epoch": done["status"]["epoch"], "takeoverSeconds": round(takeover, 1), "fencedLogLine": line[-300:],
+                "epoch": done["status"]["epoch"], "takeoverSeconds": round(takeover, 1), "fencedLogLine": line[line.index(FENCED):][:300],
             }
             if deployment is not None:
                 audit = AuditCounter(control_plane.audit_log, OPERATOR_USER, ns)
