@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -138,22 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="wait this long for the last pickup")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    from remedy_devenv.cluster import ControlPlane
-    from remedy_devenv.testkit import free_ports
+    from remedy_devenv.testkit import throwaway_control_plane
 
-    tmp = Path(tempfile.mkdtemp(prefix="remedy-pickup-"))
-    etcd, peer, apiport, kcm = free_ports(4)
-    cp = ControlPlane(state_dir=tmp / "cluster", etcd_port=etcd, etcd_peer_port=peer, apiserver_port=apiport,
-                      controller_manager_port=kcm, fake_kubelet=False)
-    cp.start(timeout=240)
-    try:
-        sys.path.insert(0, str(REPO))
-        from tests.fixtures.operator import install_remedy_api  # CRDs Established + admission policies
+    sys.path.insert(0, str(REPO))
+    from tests.fixtures.operator import install_remedy_api  # CRDs Established + admission policies
 
-        install_remedy_api(cp)
+    with throwaway_control_plane("remedy-pickup-", install_remedy_api) as (cp, tmp):
         result = run_pickup(cp, args.namespaces, tmp, timeout=args.timeout)
-    finally:
-        cp.stop()
     result["command"] = "bench/namespace_pickup.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = args.out or Path(os.environ.get("REMEDY_RESULTS_DIR") or REPO / "bench" / "results") / "namespace-pickup.json"
     out.parent.mkdir(parents=True, exist_ok=True)

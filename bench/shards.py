@@ -24,7 +24,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -204,23 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lease-seconds", type=float, default=8.0)
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args(argv)
-    from remedy_devenv.cluster import ControlPlane
-    from remedy_devenv.testkit import free_ports
+    from remedy_devenv.testkit import throwaway_control_plane
 
-    tmp = Path(tempfile.mkdtemp(prefix="remedy-shards-"))
-    etcd, peer, apiport, kcm = free_ports(4)
-    cp = ControlPlane(state_dir=tmp / "cluster", etcd_port=etcd, etcd_peer_port=peer, apiserver_port=apiport,
-                      controller_manager_port=kcm, fake_kubelet=False)
-    cp.start(timeout=240)
-    try:
-        sys.path.insert(0, str(REPO))
-        from tests.fixtures.operator import install_remedy_api  # CRDs Established + admission policies
+    sys.path.insert(0, str(REPO))
+    from tests.fixtures.operator import install_remedy_api  # CRDs Established + admission policies
 
-        install_remedy_api(cp)
+    with throwaway_control_plane("remedy-shards-", install_remedy_api) as (cp, tmp):
         result = run_shards(cp, args.remediations, args.namespaces, tmp, lease_seconds=args.lease_seconds,
                             seed=args.seed, timeout=1800)
-    finally:
-        cp.stop()
     result["command"] = "bench/shards.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out_dir = Path(os.environ.get("REMEDY_RESULTS_DIR") or REPO / "bench" / "results")
     out = out_dir / f"shards-{args.remediations}.json"

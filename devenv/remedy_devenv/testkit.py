@@ -14,7 +14,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -164,3 +165,24 @@ def bench_module(name: str) -> ModuleType:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@contextmanager
+def throwaway_control_plane(prefix: str, install: Callable[[Any], None]) -> Iterator[tuple[Any, Path]]:
+    """A control plane of a bench script's own (audit log on, no kubelet) in a fresh temporary
+    folder, with remedy's API installed by ``install`` (tests.fixtures.operator.install_remedy_api);
+    yields (control plane, folder) and stops it on exit."""
+    import tempfile
+
+    from .cluster import ControlPlane
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    etcd, peer, apiport, kcm = free_ports(4)
+    cp = ControlPlane(state_dir=tmp / "cluster", etcd_port=etcd, etcd_peer_port=peer, apiserver_port=apiport,
+                      controller_manager_port=kcm, fake_kubelet=False)
+    cp.start(timeout=240)
+    try:
+        install(cp)
+        yield cp, tmp
+    finally:
+        cp.stop()

@@ -23,15 +23,15 @@ from tests.fixtures.fakes import FakeStore
 from tests.unit.test_engine_lifecycle import Script, World, scripted_action, successor
 
 
-async def freeze_after_fence(w: World) -> tuple[asyncio.Task[str | None], asyncio.Event]:
-    """Start the first executor's pass and hold it just after it confirmed its epoch."""
+async def freeze_at(w: World, point: str) -> tuple[asyncio.Task[str | None], asyncio.Event]:
+    """Start the first executor's pass and hold it at ``point`` (SIGSTOP); set the event to thaw."""
     frozen, thaw = asyncio.Event(), asyncio.Event()
 
     async def stop(obj: dict[str, Any]) -> None:
         frozen.set()
         await thaw.wait()
 
-    w.engine.hooks["after_fence"] = stop
+    w.engine.hooks[point] = stop
     task = asyncio.create_task(w.reconcile())
     await asyncio.wait_for(frozen.wait(), 5)
     return task, thaw
@@ -43,7 +43,7 @@ async def test_a_woken_stale_executor_never_overwrites_the_successors_outcome(
     s = Script(observation=NotApplied("replicas still 2"))
     w = World(scripted_action(s, idempotent=True, observe=True))
     w.create()
-    first, thaw = await freeze_after_fence(w)
+    first, thaw = await freeze_at(w, "after_fence")  # epoch confirmed, write not sent
     assert w.status()["epoch"] == 1 and w.status()["phase"] == "Running"
 
     nxt = successor(w)
@@ -70,15 +70,7 @@ async def test_a_stale_executor_that_wakes_before_acting_stops_at_the_fence() ->
     s = Script(observation=NotApplied("not yet"))
     w = World(scripted_action(s, idempotent=True, observe=True))
     w.create()
-    frozen, thaw = asyncio.Event(), asyncio.Event()
-
-    async def stop(obj: dict[str, Any]) -> None:
-        frozen.set()
-        await thaw.wait()
-
-    w.engine.hooks["after_intent"] = stop
-    first = asyncio.create_task(w.reconcile())
-    await asyncio.wait_for(frozen.wait(), 5)
+    first, thaw = await freeze_at(w, "after_intent")
     assert await w.reconcile(engine=successor(w)) == "Succeeded"
     thaw.set()
     assert await asyncio.wait_for(first, 5) is None
