@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from remedy.actions.base import NotApplied
+from remedy.actions.base import ActionContext, ActionDef, NotApplied
 from remedy.base.constants import REMEDIATIONS
 from remedy.base.errors import RetryableError, TargetChangedError
 from remedy.lifecycle.fencing import FencedOutError, Liveness, fenced_patch
@@ -141,3 +141,37 @@ class _Crash(BaseException):
 
 async def _crash(obj: dict[str, Any]) -> None:
     raise _Crash()
+
+
+async def test_a_later_mutating_step_confirms_the_epoch_first() -> None:
+    """An action with two mutating steps (memory: template then pods; terminate: cancel then
+    terminate) frozen between them: after a takeover its second step never runs."""
+    s = Script(observation=NotApplied("step one only"))
+    base = scripted_action(s, idempotent=True, observe=True)
+    steps: list[str] = []
+    frozen, thaw = asyncio.Event(), asyncio.Event()
+
+    async def two_steps(ctx: ActionContext, p: Any, plan: dict[str, Any]) -> dict[str, Any]:
+        steps.append(f"one:{ctx.name}")
+        if not frozen.is_set():
+            frozen.set()
+            await thaw.wait()
+        await ctx.still_mine()
+        steps.append("two")
+        return {"summary": "both steps"}
+
+    w = World(ActionDef(**{**base.__dict__, "execute": two_steps}))
+    w.create()
+    # Confirmations are rate-limited to one per interval / 5 of the executor's monotonic clock; a
+    # takeover needs 3 silent intervals, so a real freeze always outlasts the limit: so does this one.
+    clock = [0.0]
+    w.engine.liveness.clock = lambda: clock[0]
+    first = asyncio.create_task(w.reconcile())
+    await asyncio.wait_for(frozen.wait(), 5)
+    assert await w.reconcile(engine=successor(w)) == "Succeeded"
+    assert steps == ["one:r", "one:r", "two"]
+    clock[0] += 3 * w.engine.heartbeat_interval  # the freeze, by the frozen process's own clock
+    thaw.set()
+    assert await asyncio.wait_for(first, 5) is None
+    assert steps == ["one:r", "one:r", "two"], "the stale executor ran its second step"
+    assert w.status()["executor"] == "successor" and w.status()["phase"] == "Succeeded"

@@ -98,6 +98,14 @@ class ActionContext:
     # The plan of an earlier attempt whose precondition failed (TargetChanged), if any: a new
     # plan compares against it so it never undoes a change a person made in between.
     previous_plan: Evidence | None = None
+    # Set by the lifecycle while an attempt executes: confirms (compare-and-swap on the
+    # Remediation) that this executor still owns the attempt; raises FencedOutError if not.
+    # Actions with several mutating steps call ``still_mine()`` before each later step.
+    confirm: Callable[[], Awaitable[None]] | None = None
+
+    async def still_mine(self) -> None:
+        if self.confirm is not None:
+            await self.confirm()
 
     async def secret(self, ref: SecretKeyRef) -> str:
         value = await self.kube.read_secret_key(self.namespace, ref)

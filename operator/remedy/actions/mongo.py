@@ -224,6 +224,8 @@ async def kill_execute(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) 
             if current is None:
                 evidence.append({**planned, "outcome": "gone"})
                 continue
+            if killed_any:
+                await ctx.still_mine()  # each later killOp: still this executor's attempt?
             await client.admin.command({"killOp": 1, "op": current["opid"]})
             killed_any = True
             evidence.append({**_summary(current), "outcome": "killed"})

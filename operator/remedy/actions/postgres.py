@@ -265,6 +265,8 @@ async def terminate_execute(ctx: ActionContext, p: TerminatePostgresQueries, pla
                     outcome[b["pid"]] = "cancelled"
                 # Backends not signalled were already gone (or moved on): leave them alone.
                 pending = await _wait_until_gone(conn, signalled, parse_duration(p.grace))
+            if pending:
+                await ctx.still_mine()  # the grace may have been long: still this executor's attempt?
             terminated = await _signal(conn, "terminate", pending) if pending else []
             for b in terminated:
                 outcome[b["pid"]] = "terminated"

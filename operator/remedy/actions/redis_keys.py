@@ -201,6 +201,8 @@ async def match_pass(session: RedisSession, p: DeleteRedisKeys, run: MatchRun, *
     while True:
         room = max(0, p.sample_size - len(run.tally.sample))
         if unlink:
+            if run.calls:
+                await session.ctx.still_mine()  # each later batch (rate-limited): still this executor's attempt?
             run.sent = True
         sha, reply = await eval_script(session.client, MATCH_LUA, sha, cursor, p.pattern, p.batch_size,
                                        MAX_SCAN_STEPS, room, budget - run.tally.count, "unlink" if unlink else "count",

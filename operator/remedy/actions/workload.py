@@ -424,6 +424,7 @@ async def memory_execute(ctx: ActionContext, p: RaiseMemoryOnOOM, plan: Evidence
         await _strategic_patch(ctx, p.target.kind, p.target.name, {"spec": {"template": {"spec": {"containers": containers}}}})
     resized: list[str] = []
     if p.strategy == "inPlace":
+        await ctx.still_mine()  # a second mutating step: still this executor's attempt?
         try:
             resized = await _resize_pods_in_place(ctx, p, containers)
         except (RemedyError, AmbiguousOutcomeError) as exc:

@@ -105,5 +105,18 @@ class Liveness:
             return 0.0
         return now - seen[1]
 
+    def check_silent(self, key: tuple[str, str], status: dict[str, Any], me: str, stale_after: float) -> None:
+        """Raise InProgressElsewhere unless another executor's heartbeat stayed unchanged for
+        ``stale_after`` seconds by this process's clock (its own or no executor: nothing to wait for)."""
+        if status.get("executor") in (None, me):
+            return
+        silent = self.silent_for(key, status)
+        if silent < stale_after:
+            raise RetryableError(
+                f"attempt {status.get('attemptId')} is in progress on {status.get('executor')} "
+                f"(its heartbeat last changed {silent:.1f}s ago by this operator's clock)",
+                delay=stale_after - silent + 0.5, reason="InProgressElsewhere",
+            )
+
     def forget(self, key: tuple[str, str]) -> None:
         self._seen.pop(key, None)

@@ -52,6 +52,7 @@ class Run:
         # The fencing token this run holds once it recorded intent or took an attempt over;
         # from then on every status write is a compare-and-swap on it (engine/fencing.py).
         self.epoch: int | None = None
+        self._confirmed_at = 0.0
 
     @property
     def status(self) -> dict[str, Any]:
@@ -336,19 +337,8 @@ class Run:
         return phase
 
     def _check_not_live_elsewhere(self) -> None:
-        """Running/Verifying with a heartbeat from another executor that this process saw change
-        within 3 intervals (its own monotonic clock): it is alive, not crashed."""
-        st = self.status
-        if st.get("executor") in (None, self.e.executor_id):
-            return
-        silent = self.e.liveness.silent_for((self.ns, self.name), st)
-        stale_after = 3 * self.e.heartbeat_interval
-        if silent < stale_after:
-            raise RetryableError(
-                f"attempt {st.get('attemptId')} is in progress on {st.get('executor')} "
-                f"(its heartbeat last changed {silent:.1f}s ago by this operator's clock)",
-                delay=stale_after - silent + 0.5, reason="InProgressElsewhere",
-            )
+        """Running/Verifying with a heartbeat from another executor: alive unless silent (fencing.py)."""
+        self.e.liveness.check_silent((self.ns, self.name), self.status, self.e.executor_id, 3 * self.e.heartbeat_interval)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -374,8 +364,10 @@ class Run:
         timeout = parse_duration(spec.timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         attempt_id = self.status.get("attemptId")
-        # Confirm the epoch is still ours (compare-and-swap) right before the mutating step.
-        await self.patch({"heartbeatAt": now_rfc3339_ms()})
+        # Confirm the epoch is still ours (compare-and-swap) right before the mutating step, and
+        # let the action confirm again before each later one (at most every interval / 5).
+        await self._confirm_epoch(force=True)
+        ctx.confirm = self._confirm_epoch
         await self._hook("after_fence")
         try:
             result = await asyncio.wait_for(action.execute(ctx, params, plan), timeout=timeout)
@@ -393,6 +385,14 @@ class Run:
             return await self._timed_out(spec, action, params, ctx, plan)
         await self._hook("after_action")
         return await self._after_execute(spec, action, params, ctx, plan, result, deadline)
+
+    async def _confirm_epoch(self, force: bool = False) -> None:
+        # Rate-limited to one write per interval / 5: sound, because a takeover needs the
+        # executor silent for 3 intervals, and a frozen process's monotonic clock runs on.
+        now = self.e.liveness.clock()
+        if force or now - self._confirmed_at >= self.e.heartbeat_interval / 5:
+            await self.patch({"heartbeatAt": now_rfc3339_ms()})
+            self._confirmed_at = now
 
     async def _target_changed(self, exc: RetryableError, attempt_id: Any) -> str:
         """A person's edit wins: the precondition failed, nothing was written; stand down and
