@@ -16,7 +16,9 @@ An action is a params model (its CRD schema, in remedy.api) plus async functions
     * PermanentError: the Remediation ends Failed.
   Every write carries a precondition on what the plan read (resourceVersion, JSON-patch
   ``test`` ops, pid+backend_start, opid...), so re-applying a recorded plan cannot overwrite
-  a change someone made since.
+  a change someone made since. The lifecycle confirms before execute that this executor still
+  owns the attempt (its epoch, lifecycle/fencing.py); an action with several mutating steps
+  calls ``await ctx.still_mine()`` before each later one (FencedOutError stops it).
 - ``observe(ctx, params, plan)`` (optional): the probe for ambiguous outcomes. Called after an
   AmbiguousOutcomeError, after ``spec.timeout`` cancelled execute, and when the lifecycle finds an
   attempt ``Running`` that no live executor owns (operator death). It re-reads the target and
