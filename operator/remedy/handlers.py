@@ -20,8 +20,10 @@ from kubernetes import config as kube_config
 from . import malloc
 from .actions.base import ActionContext
 from .actions.registry import REGISTRY
+from .admission_gate import GatedEngine, GatedSilences
 from .api.remediation import FINAL_PHASES
 from .clients.access_review import AccessReviewer
+from .clients.admission_probe import AdmissionProbe, probe_namespace
 from .clients.alertmanager import Alertmanager as AlertmanagerClient
 from .clients.connectors import Connectors
 from .clients.egress import EgressPolicy
@@ -145,12 +147,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="remedy-api"))
     memo.kube = kube_client(cfg)
-    memo.engine = build_engine(cfg, memo.kube)
+    # Issue 20: nothing runs while remedy's identity checks are not in force (admission_gate.py).
+    memo.admission = AdmissionProbe(memo.kube.api_client, probe_namespace(
+        cfg.admission_probe_namespace, cfg.namespace, WATCHED_NAMESPACES), cfg.admission_probe,
+        cfg.admission_probe_seconds)
+    memo.engine = GatedEngine(build_engine(cfg, memo.kube), memo.admission, memo.kube, ApiRecorder(memo.kube))
     memo.policies = PolicyEngine(memo.kube, ApiRecorder(memo.kube), REGISTRY)
     memo.policies.refresh_requested = asyncio.Queue()
     memo.index = PolicyIndex()
     memo.expiry = history.ExpiryTimers(memo.kube, float(os.environ.get("REMEDY_TTL_SECONDS", "10")))
-    memo.background = [asyncio.create_task(_refresh_loop(memo, logger))]
+    memo.background = [asyncio.create_task(_refresh_loop(memo, logger)), asyncio.create_task(memo.admission.run())]
     trim_every = float(os.environ.get("REMEDY_MALLOC_TRIM_SECONDS", "30"))
     if trim_every > 0:
         memo.background.append(asyncio.create_task(_trim_loop(trim_every)))
@@ -158,7 +164,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if cfg.alertmanager_url:  # spec.silence and spec.holdWhile talk to Alertmanager's API v2
         am = AlertmanagerClient(cfg.alertmanager_url)
         memo.policies.holds = Holds(am)
-        memo.silences = SilenceKeeper(memo.kube, am, ApiRecorder(memo.kube))
+        memo.silences = GatedSilences(SilenceKeeper(memo.kube, am, ApiRecorder(memo.kube)), memo.admission)
         memo.background.append(asyncio.create_task(_silence_sweeper(memo.silences, logger)))
     # Shards (engine/shards.py): with REMEDY_SHARDS > 1 this replica acts only on the namespaces
     # of the shards whose Lease it holds; the preferred one is taken before kopf starts watching.
