@@ -9,7 +9,10 @@ refuses to act rather than trust it:
   nothing is wrong with it) with the condition ``AdmissionChecks=False`` (reason
   ``AdmissionNotInForce``), one Warning Event and a log line, and retried every few seconds;
   ``remedy_admission_held_total`` counts the refusals. Once the probe sees the checks again it
-  proceeds, and the condition turns True.
+  proceeds, and the condition turns True; but a Remediation created, or whose spec or remedy's
+  labels and annotations were written, while the checks may have been missing (from the last
+  probe that saw them to the first that sees them again: managedFields times) ends Failed,
+  reason ``AdmissionNotInForce``: what it claims was never checked.
 - ``GatedSilences`` creates no Alertmanager silence from a child's annotation meanwhile (the
   periodic sweep still expires remedy's silences).
 
@@ -19,12 +22,14 @@ Both are wrappers around the real objects so the wiring changes in one line each
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import Counter
 
+from .api.common import now_rfc3339_ms
 from .api.remediation import FINAL_PHASES
-from .clients.admission_probe import AdmissionProbe
+from .clients.admission_probe import AdmissionProbe, written_in
 from .constants import REMEDIATIONS
 from .engine.conditions import get_condition, set_condition
 from .errors import RetryableError
@@ -49,8 +54,8 @@ class GatedEngine:
 
     async def reconcile(self, namespace: str, name: str) -> str | None:
         if await self.probe.in_force():
-            if self.probe.ever_failed:
-                await self._lift(namespace, name)
+            if self.probe.ever_failed and await self._lift(namespace, name):
+                return "Failed"
             result: str | None = await self.engine.reconcile(namespace, name)
             return result
         return await self._hold(namespace, name)
@@ -74,11 +79,34 @@ class GatedEngine:
         raise RetryableError(f"{namespace}/{name} held: admission checks not in force", delay=self.probe.retry_interval,
                              reason=REASON)
 
-    async def _lift(self, namespace: str, name: str) -> None:
+    async def _lift(self, namespace: str, name: str) -> bool:
+        """After an outage: refuse (True) what was written while the checks may have been
+        missing; otherwise turn the condition back to True."""
         obj = await self.kube.get_object(REMEDIATIONS, namespace, name)
-        current = get_condition(list(((obj or {}).get("status") or {}).get("conditions") or []), CONDITION)
-        if obj is not None and current is not None and current.get("status") == "False":
+        if obj is None or (obj.get("status") or {}).get("phase") in FINAL_PHASES:
+            return False
+        since = written_in(obj, self.probe.windows)
+        if since is not None:
+            await self._refuse(obj, since)
+            return True
+        current = get_condition(list((obj.get("status") or {}).get("conditions") or []), CONDITION)
+        if current is not None and current.get("status") == "False":
             await self._set(obj, "True", "AdmissionInForce", self.probe.reason)
+        return False
+
+    async def _refuse(self, obj: dict[str, Any], since: float) -> None:
+        meta = obj["metadata"]
+        when = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = (f"created or changed while remedy's admission checks were not in force (since {when}): its "
+                   "requester, approvals and labels were never checked, so it is not run; create a new Remediation")
+        conds = set_condition(list((obj.get("status") or {}).get("conditions") or []), CONDITION, "False",
+                              "WrittenWhileNotInForce", message, meta.get("generation"))
+        conds = set_condition(conds, "Completed", "True", REASON, message, meta.get("generation"))
+        await self.kube.patch_status(REMEDIATIONS, meta["namespace"], meta["name"], {
+            "phase": "Failed", "message": message, "completedAt": now_rfc3339_ms(), "conditions": conds,
+            "observedGeneration": meta.get("generation")}, meta.get("resourceVersion"))
+        self.recorder.event(obj, "Warning", REASON, f"Failed: {message}")
+        log.warning("%s: %s", REASON, message, extra={"remediation": f"{meta['namespace']}/{meta['name']}"})
 
     async def _set(self, obj: dict[str, Any], status: str, reason: str, message: str) -> None:
         meta = obj["metadata"]

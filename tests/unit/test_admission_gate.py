@@ -138,3 +138,49 @@ async def test_switched_off_it_never_asks() -> None:
     engine = Engine()
     assert await GatedEngine(engine, probe, FakeKube(rem()), Recorder()).reconcile("n", "r") == "Succeeded"
     assert probe.in_force_now is None
+
+
+def stamped(created: float, writes: list[tuple[float, dict[str, Any], str | None]]) -> dict[str, Any]:
+    from datetime import datetime, timezone
+
+    def ts(t: float) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    obj = rem()
+    obj["metadata"]["creationTimestamp"] = ts(created)
+    obj["metadata"]["managedFields"] = [{"manager": "m", "operation": "Update", "time": ts(t), "fieldsV1": f,
+                                         **({"subresource": sub} if sub else {})} for t, f, sub in writes]
+    return obj
+
+
+async def test_what_was_written_while_the_checks_were_missing_is_refused_not_run() -> None:
+    probe, engine, rec = FakeProbe([True, False, True]), Engine(), Recorder()
+    await probe.check()
+    ok_at = probe.last_ok_wall
+    assert ok_at is not None
+    await probe.check()  # the policies are gone
+    await probe.check()  # back
+    assert len(probe.windows) == 1 and probe.windows[0][0] == ok_at and probe.windows[0][1] is not None
+    probe.windows = [(ok_at, ok_at + 10)]  # an outage of 10 s, without waiting for one
+    inside = ok_at + 5
+    requester = {"f:metadata": {"f:annotations": {"f:remedy.dev/requested-by": {}}}}
+    kopf_only = {"f:metadata": {"f:annotations": {"f:kopf.remedy.dev/last-handled-configuration": {}}}}
+    cases = {
+        "created in the window": (stamped(inside, []), True),
+        "requester rewritten in the window": (stamped(ok_at - 600, [(inside, requester, None)]), True),
+        "spec edited in the window": (stamped(ok_at - 600, [(inside, {"f:spec": {"f:reason": {}}}, None)]), True),
+        "only kopf and status written then": (stamped(ok_at - 600, [(inside, kopf_only, None),
+                                                                    (inside, {"f:status": {}}, "status")]), False),
+        "untouched since before": (stamped(ok_at - 600, [(ok_at - 600, requester, None)]), False),
+    }
+    for what, (obj, refused) in cases.items():
+        kube = FakeKube(obj)
+        engine.calls = 0
+        result = await GatedEngine(engine, probe, kube, rec).reconcile("n", "r")
+        if refused:
+            assert result == "Failed" and engine.calls == 0, what
+            st = kube.obj["status"]
+            assert st["phase"] == "Failed" and "create a new Remediation" in st["message"], what
+            assert next(c for c in st["conditions"] if c["type"] == "Completed")["reason"] == REASON, what
+        else:
+            assert result == "Succeeded" and engine.calls == 1 and kube.patches == [], what

@@ -33,6 +33,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge
 
+from .. import rfc3339
 from ..constants import (
     ANN_APPROVED_BY,
     ANN_REQUESTED_BY,
@@ -97,6 +98,12 @@ class AdmissionProbe:
     reason: str = "not probed yet"
     ever_failed: bool = False
     checked_at: float = 0.0
+    # Wall-clock spans (start, end; end None: still open) in which the checks may have been
+    # missing: from the last probe that saw them (or this process's start) to the first that
+    # sees them again. Whatever was written then carries identities nobody checked.
+    windows: list[tuple[float, float | None]] = field(default_factory=list)
+    started_wall: float = field(default_factory=time.time)
+    last_ok_wall: float | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def probe_once(self) -> tuple[bool, str]:
@@ -116,6 +123,13 @@ class AdmissionProbe:
         async with self._lock:
             ok, why = await self.probe_once()
             changed = ok != self.in_force_now
+            now = time.time()
+            if not ok and self.in_force_now is not False:
+                self.windows.append((self.last_ok_wall or self.started_wall, None))
+            if ok and self.windows and self.windows[-1][1] is None:
+                self.windows[-1] = (self.windows[-1][0], now)
+            if ok:
+                self.last_ok_wall = now
             self.in_force_now, self.reason, self.checked_at = ok, why, time.monotonic()
             self.ever_failed = self.ever_failed or not ok
             IN_FORCE.set(1 if ok else 0)
@@ -147,6 +161,27 @@ class AdmissionProbe:
                 log.warning("admission probe failed: %s", exc)
                 ok = False
             await asyncio.sleep(self.interval if ok else self.retry_interval)
+
+
+def _touches_trusted_fields(fields: dict[str, Any]) -> bool:
+    """A managedFields entry owning spec, a remedy.dev/ label or annotation (identity included)."""
+    meta = fields.get("f:metadata") or {}
+    keys = list(meta.get("f:annotations") or {}) + list(meta.get("f:labels") or {})
+    return "f:spec" in fields or any(k.startswith(f"f:{GROUP}/") for k in keys)
+
+
+def written_in(obj: dict[str, Any], windows: list[tuple[float, float | None]]) -> float | None:
+    """The start of the first window in which ``obj`` was created, or its spec or remedy's
+    labels/annotations were last written (managedFields time, seconds resolution), else None."""
+    meta = obj.get("metadata") or {}
+    times = [rfc3339.epoch(meta.get("creationTimestamp"))]
+    times += [rfc3339.epoch(m.get("time")) for m in meta.get("managedFields") or []
+              if m.get("subresource") != "status" and _touches_trusted_fields(m.get("fieldsV1") or {})]
+    for start, end in windows:
+        # managedFields times are whole seconds: a write in the window's first second counts.
+        if any(t is not None and int(start) <= t and (end is None or t <= end) for t in times):
+            return start
+    return None
 
 
 def probe_namespace(configured: str | None, operator_namespace: str | None, watched: list[str] | None) -> str:
