@@ -164,7 +164,7 @@ class AdmissionProbe:
 
 
 def _touches_trusted_fields(fields: dict[str, Any]) -> bool:
-    """A managedFields entry owning spec, a remedy.dev/ label or annotation (identity included)."""
+    """A managedFields entry owning spec, one of remedy's labels or annotations (identity included)."""
     meta = fields.get("f:metadata") or {}
     keys = list(meta.get("f:annotations") or {}) + list(meta.get("f:labels") or {})
     return "f:spec" in fields or any(k.startswith(f"f:{GROUP}/") for k in keys)
