@@ -221,7 +221,8 @@ def test_a_spec_change_needs_the_changers_own_stamp(stack: Stack, ns: str) -> No
     approve = kubectl_remedy(cp, "alice", "approve", "page", "-n", ns)
     assert approve.returncode == 0, approve.stderr
     obj = wait_phase(api, ns, "page", {"Succeeded", "Failed"})
-    assert obj["status"]["phase"] == "Succeeded" and obj["status"]["requestedBy"] == "bob", obj["status"]
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert obj["metadata"]["annotations"]["remedy.dev/requested-by"] == "bob"
     assert obj["metadata"]["annotations"]["remedy.dev/approved-by-groups"] == "remedy-users,system:authenticated"
     RESULTS["spec_change_keeping_requester_refused"] = True
 

@@ -103,6 +103,8 @@ class Kube:
             GROUP, VERSION, ns, plural, name, body, field_manager=KUBECTL_FIELD_MANAGER, force=True,
             field_validation="Strict", dry_run="All" if dry_run else None,
             _content_type="application/apply-patch+yaml")
+        if not isinstance(obj, dict):  # 201 Created: the generated client maps only 200 to a body
+            return self.get(plural, ns, name)
         return obj
 
     def events_for(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
