@@ -464,11 +464,16 @@ def test_a_policy_edit_makes_the_editor_its_author(control_plane: ControlPlane, 
     alertname = f"WebDown{ns.replace('-', '')}"
     client.CustomObjectsApi(kube_admin).create_namespaced_custom_object(GROUP, VERSION, ns, "remediationpolicies", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy", "metadata": {"name": "restart-web"},
-        "spec": {"trigger": {"alert": {"alertname": alertname}},
+        "spec": {"trigger": {"alert": {"alertname": alertname}}, "guards": {"cooldown": "0s"},
                  "template": {"action": {"restartWorkload": {"target": {"name": "web"}}}}}})
     apps = client.AppsV1Api(kube_admin)
     before = apps.read_namespaced_deployment("web", ns)
 
+    def ready() -> bool:
+        pol = client.CustomObjectsApi(kube_admin).get_namespaced_custom_object(GROUP, VERSION, ns, "remediationpolicies", "restart-web")
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in (pol.get("status") or {}).get("conditions") or [])
+
+    wait_for(ready, timeout=30, what="the policy Ready (indexed by the operator)")
     fire(sec_operator, alertname, "first")
     first = wait_for(lambda: children(kube_admin, ns, "restart-web"), timeout=30, what="the admin's child")[0]
     obj = wait_phase(kube_admin, ns, first["metadata"]["name"], {"Succeeded", "Failed"})
