@@ -151,6 +151,13 @@ def test_the_control_plane_serves_no_mutating_admission_policy(stack: Stack, tmp
     kinds = [d["kind"] for d in yaml.safe_load_all(cp.kubectl("kustomize", str(tmp_path)).stdout) if d]
     assert kinds.count("ValidatingAdmissionPolicy") == 2 and "MutatingAdmissionPolicy" not in kinds
     assert "MutatingAdmissionPolicyBinding" not in kinds and "Deployment" in kinds
+    # The chart: validatingOnly applies here (server-side dry run), the default mode does not.
+    from tests.fixtures.chart import render
+
+    for mode, applies in (("validatingOnly", True), ("mutating", False)):
+        policies = [d for d in render(f"admission.mode={mode}") if "AdmissionPolicy" in d["kind"]]
+        res = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(policies), check=False)
+        assert (res.returncode == 0) == applies, (mode, res.stderr)
     RESULTS["mutating_admission_policy_served"] = False
 
 
