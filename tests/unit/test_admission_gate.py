@@ -184,3 +184,21 @@ async def test_what_was_written_while_the_checks_were_missing_is_refused_not_run
             assert next(c for c in st["conditions"] if c["type"] == "Completed")["reason"] == REASON, what
         else:
             assert result == "Succeeded" and engine.calls == 1 and kube.patches == [], what
+
+
+async def test_an_api_server_that_does_not_answer_changes_no_verdict() -> None:
+    """An outage of the API server is not an outage of the checks: nothing is written past
+    admission while it is down, so no window opens and what was created before is not failed."""
+    assert verdict(503, json.dumps({"message": "etcd leader changed"}))[0] is None
+    assert verdict(429, "{}")[0] is None
+
+    class Flaky(FakeProbe):
+        async def probe_once(self) -> tuple[bool | None, str]:
+            ok = self.answers.pop(0)
+            return ok, "?"
+
+    probe = Flaky([None, True, None, None, True])  # type: ignore[list-item]
+    assert await probe.check() is False and probe.windows == []  # no answer yet: nothing runs
+    assert await probe.check() is True
+    assert await probe.check() is True and await probe.check() is True  # down: still in force
+    assert probe.windows == [] and probe.in_force_now is True

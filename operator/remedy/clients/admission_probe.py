@@ -11,8 +11,9 @@ Remediation tells the operator which case it is in, so it asks the API server di
 
 The checks are in force exactly when that is refused (403) by a ValidatingAdmissionPolicy
 naming one of remedy's identity annotations. A dry run persists nothing and runs every
-admission stage. Anything else (admitted, refused by RBAC, namespace missing, API down) counts
-as not in force: the operator fails closed (remedy.admission_gate holds every Remediation).
+admission stage. Any other answer (admitted, refused by RBAC, namespace missing) counts as not
+in force: the operator fails closed (remedy.admission_gate holds every Remediation). No answer
+at all (API server down or overloaded) keeps the last verdict: nothing passes admission then.
 
 The probe runs at start, then every ``interval`` seconds while the checks are in force and
 every ``retry_interval`` while they are not, so a fresh install starts acting within seconds
@@ -51,7 +52,7 @@ log = logging.getLogger("remedy.admission")
 IN_FORCE = Gauge("remedy_admission_checks_in_force",
                  "1 when the last admission probe saw remedy's identity checks in force; 0 when not (nothing runs).",
                  registry=REGISTRY)
-PROBES = Counter("remedy_admission_probes_total", "Admission probes by result (in_force, not_in_force).",
+PROBES = Counter("remedy_admission_probes_total", "Admission probes by result (in_force, not_in_force, unknown).",
                  ["result"], registry=REGISTRY)
 # Names no person can have: the API server never authenticates a user as system:remedy:*.
 FORGED_REQUESTER = "system:remedy:forged-requester-probe"
@@ -66,8 +67,9 @@ def probe_body(namespace: str) -> dict[str, Any]:
             "spec": {"action": {"notify": {"message": "remedy admission probe (dry run, never stored)"}}}}
 
 
-def verdict(status: int | None, body: str) -> tuple[bool, str]:
-    """(in force, why) from the API server's answer to the probe (status None: admitted)."""
+def verdict(status: int | None, body: str) -> tuple[bool | None, str]:
+    """(in force, why) from the API server's answer to the probe (status None: admitted).
+    In force None: the API server could not answer (429/5xx), which says nothing either way."""
     if status is None:
         return False, ("a dry-run Remediation carrying a forged requester and approver was admitted: "
                        "remedy's ValidatingAdmissionPolicies are not installed, not bound with Deny, or not loaded yet")
@@ -81,6 +83,8 @@ def verdict(status: int | None, body: str) -> tuple[bool, str]:
         return True, "a forged requester and approver are refused by the API server"
     if status == 403:
         return False, f"the probe was refused, but not by remedy's admission policy (RBAC?): {message}"
+    if status == 429 or status >= 500:
+        return None, f"the API server could not answer the probe ({status}): {message}"
     return False, f"the probe got {status} from the API server: {message}"
 
 
@@ -106,7 +110,7 @@ class AdmissionProbe:
     last_ok_wall: float | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
-    async def probe_once(self) -> tuple[bool, str]:
+    async def probe_once(self) -> tuple[bool | None, str]:
         custom = k8s.CustomObjectsApi(self.api_client)
         try:
             await asyncio.to_thread(custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace,
@@ -116,17 +120,26 @@ class AdmissionProbe:
         except ApiException as exc:
             return verdict(exc.status, str(exc.body or exc.reason))
         except (OSError, TimeoutError, urllib3.exceptions.HTTPError) as exc:
-            return False, f"the API server did not answer the probe: {type(exc).__name__}"
+            return None, f"the API server did not answer the probe: {type(exc).__name__}"
 
     async def check(self) -> bool:
-        """Probe now and record the verdict (logged and counted when it changes)."""
+        """Probe now and record the verdict (logged and counted when it changes). An API server
+        that does not answer (down, overloaded) changes nothing: while it is down nobody can
+        write anything past admission either; before any answer, nothing runs."""
         async with self._lock:
             ok, why = await self.probe_once()
+            if ok is None:
+                PROBES.labels(result="unknown").inc()
+                if self.in_force_now is None:
+                    self.in_force_now, self.reason, self.ever_failed = False, why, True
+                    IN_FORCE.set(0)
+                return bool(self.in_force_now)
             changed = ok != self.in_force_now
             now = time.time()
-            if not ok and self.in_force_now is not False:
+            window_open = bool(self.windows) and self.windows[-1][1] is None
+            if not ok and not window_open:
                 self.windows.append((self.last_ok_wall or self.started_wall, None))
-            if ok and self.windows and self.windows[-1][1] is None:
+            if ok and window_open:
                 self.windows[-1] = (self.windows[-1][0], now)
             if ok:
                 self.last_ok_wall = now
