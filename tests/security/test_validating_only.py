@@ -184,7 +184,8 @@ def test_kubectl_remedy_records_the_requester_and_forgeries_are_refused(stack: S
     assert partial.returncode != 0 and "recorded by the API server" in partial.stderr, partial.stderr
     assert client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, ns, "remediations")["items"] == []
 
-    made = kubectl_remedy(cp, "alice", "create", "-n", ns, "-f", "-", stdin=manifest("Remediation", "restart-web", RESTART))
+    # apply (create if absent) with nothing but remedy:requester's create.
+    made = kubectl_remedy(cp, "alice", "apply", "-n", ns, "-f", "-", stdin=manifest("Remediation", "restart-web", RESTART))
     assert made.returncode == 0, made.stderr
     assert "remediation.remedy.dev/restart-web created (requested by alice)" in made.stdout
     obj = wait_phase(api, ns, "restart-web", {"Succeeded", "Failed"})

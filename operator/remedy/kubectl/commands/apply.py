@@ -94,8 +94,8 @@ def _apply_one(kube: Kube, who: identity.Identity, plural: str, ns: str, body: d
         raise PluginError("error: resource name may not be empty (kubectl remedy apply needs metadata.name; "
                           "kubectl remedy create accepts generateName)")
     live = kube.find(plural, ns, body["metadata"]["name"])
-    if live is None:
-        return kube.apply(plural, ns, _with_requester(body, who.requester_annotations())), "created"
+    if live is None:  # a plain create: remedy:requester grants create, not patch
+        return kube.create(plural, ns, _with_requester(body, who.requester_annotations())), "created"
     live_ann = (live.get("metadata") or {}).get("annotations") or {}
     kept = {k: live_ann[k] for k in (ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS) if k in live_ann}
     # Does this apply change the spec? Only the API server can say (defaults, pruning): a dry
