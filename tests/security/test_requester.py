@@ -356,7 +356,8 @@ def test_remedys_own_labels_and_annotations_are_the_operators_alone(control_plan
     assert labelled == []
     cp.kubectl("-n", ns, "label", "remediation/mine", "remedy.dev/policy=scale-web")
     # What people write is untouched: approving and resuming keep working (other tests).
-    write_results("security-forged-labels.json", {"refused": sorted(refused), "messages": refused})
+    write_results("security-forged-labels.json", {"forgeries_refused": sorted(refused), "forgeries_admitted": [],
+                                                  "objects_with_policy_label": len(labelled)})
 
 
 def write_results(name: str, data: dict[str, Any]) -> None:
