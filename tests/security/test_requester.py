@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ from kubernetes import client
 from remedy_devenv.cluster import ControlPlane
 from tests.fixtures.helpers import wait_for
 from tests.fixtures.operator import GROUP, VERSION, condition, create_rem, get_rem, wait_phase
-from tests.security.conftest import Endpoint, SecOperator, bind
+from tests.security.conftest import Endpoint, SecOperator, bind, kubectl_remedy
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "demo-admin-token-Q7"
@@ -124,14 +121,6 @@ def test_alice_cannot_restart_a_deployment_she_cannot_patch(control_plane: Contr
     obj = wait_phase(kube_admin, ns, "restart-web-ok", {"Succeeded", "Failed"})
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert apps.read_namespaced_deployment("web", ns).metadata.generation > before.metadata.generation
-
-
-def kubectl_remedy(cp: ControlPlane, user: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The kubectl plugin, unchanged, run as `user` (via the plugin mechanism of the built kubectl)."""
-    assert cp.bin_dir is not None
-    env = dict(os.environ, KUBECONFIG=str(cp.user_kubeconfig(user)),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), str(cp.bin_dir), os.environ.get("PATH", "")]))
-    return subprocess.run([str(cp.bin_dir / "kubectl"), "remedy", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_four_eyes_and_forged_approvers(control_plane: ControlPlane, kube_admin: client.ApiClient,

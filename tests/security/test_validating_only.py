@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -41,6 +40,7 @@ from remedy_devenv.testkit import free_port
 from tests.fixtures.cluster import api_client_for, start_control_plane
 from tests.fixtures.helpers import make_deployment, results_dir, wait_for
 from tests.fixtures.operator import GROUP, VERSION, condition, get_rem, install_remedy_api, wait_phase
+from tests.security.conftest import bind, kubectl_remedy
 
 pytestmark = pytest.mark.cluster
 
@@ -85,7 +85,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             os.environ.pop("KUBECONFIG", None)
         else:
             os.environ["KUBECONFIG"] = previous
-        (results_dir() / "security-validating-only.json").write_text(json.dumps(RESULTS, indent=2, sort_keys=True) + "\n")
+        # A partial run (-k) updates only the figures it measured.
+        path = results_dir() / "security-validating-only.json"
+        merged = {**(json.loads(path.read_text()) if path.exists() else {}), **RESULTS}
+        path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
 @pytest.fixture
@@ -96,26 +99,11 @@ def ns(stack: Stack) -> Iterator[str]:
     client.CoreV1Api(stack.api).delete_namespace(name)
 
 
-def bind(cp: ControlPlane, ns: str, user: str, *cluster_roles: str) -> None:
-    for role in cluster_roles:
-        cp.kubectl("-n", ns, "create", "rolebinding", f"{user}-{role.replace(':', '-').lower()}"[:63],
-                   f"--clusterrole={role}", f"--user={user}")
-
-
 def grant(cp: ControlPlane, ns: str, user: str, verbs: str, resource: str, name: str | None = None) -> None:
     role = f"{user}-{verbs.replace(',', '-')}-{resource.split('.')[0]}"[:63]
     cp.kubectl("-n", ns, "create", "role", role, f"--verb={verbs}", f"--resource={resource}",
                *([f"--resource-name={name}"] if name else []))
     cp.kubectl("-n", ns, "create", "rolebinding", role, f"--role={role}", f"--user={user}")
-
-
-def kubectl_remedy(cp: ControlPlane, user: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """The kubectl plugin run through the built kubectl's plugin discovery, as `user`."""
-    assert cp.bin_dir is not None
-    env = dict(os.environ, KUBECONFIG=str(cp.user_kubeconfig(user)),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), str(cp.bin_dir), os.environ.get("PATH", "")]))
-    return subprocess.run([str(cp.bin_dir / "kubectl"), "remedy", *args], capture_output=True, text=True, env=env,
-                          timeout=60, input=stdin)
 
 
 def kubectl_as(cp: ControlPlane, user: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -196,7 +184,7 @@ def test_kubectl_remedy_records_the_requester_and_forgeries_are_refused(stack: S
     assert after[0] > before[0] and after[1] != before[1], "the restart reached the stored Deployment"
     audit.settle()
     assert audit.count("deployments", "web") >= 1
-    RESULTS["kubectl_remedy_create_runs"] = obj["status"]["phase"]
+    RESULTS["kubectl_remedy_apply_runs"] = obj["status"]["phase"]
     RESULTS["plain_apply_refused_naming_kubectl_remedy_apply"] = True  # asserted above
 
 
