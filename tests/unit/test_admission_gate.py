@@ -191,6 +191,9 @@ async def test_an_api_server_that_does_not_answer_changes_no_verdict() -> None:
     admission while it is down, so no window opens and what was created before is not failed."""
     assert verdict(503, json.dumps({"message": "etcd leader changed"}))[0] is None
     assert verdict(429, "{}")[0] is None
+    # A restarted API server refuses everything it would check until its policies are loaded.
+    not_ready = json.dumps({"message": 'remediations.remedy.dev "x" is forbidden: not yet ready to handle request'})
+    assert verdict(403, not_ready)[0] is None
 
     class Flaky(FakeProbe):
         async def probe_once(self) -> tuple[bool | None, str]:

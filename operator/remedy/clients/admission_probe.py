@@ -81,6 +81,10 @@ def verdict(status: int | None, body: str) -> tuple[bool | None, str]:
     if status == 403 and "ValidatingAdmissionPolicy" in message and (
             ANN_REQUESTED_BY in message or ANN_APPROVED_BY in message):
         return True, "a forged requester and approver are refused by the API server"
+    if status == 403 and "not yet ready to handle request" in message:
+        # An API server that has not loaded its admission policies yet (just restarted) refuses
+        # every request it would check: nothing gets past it, and it says nothing about ours.
+        return None, f"the API server is not ready to check admission yet: {message}"
     if status == 403:
         return False, f"the probe was refused, but not by remedy's admission policy (RBAC?): {message}"
     if status == 429 or status >= 500:
