@@ -114,10 +114,10 @@ def _apply_one(kube: Kube, who: identity.Identity, plural: str, ns: str, body: d
 def _run(kube: Kube, args: argparse.Namespace, create_only: bool) -> int:
     fmt = output(args, ("json", "yaml", "name"))
     default_ns = namespace(kube, args)
-    who = identity.require(kube)
     prepared = [_prepared(doc, default_ns, getattr(args, "namespace", None)) for doc in _documents(args.filename)]
     if not prepared:
         raise PluginError(f"no objects passed to {'create' if create_only else 'apply'}")
+    who = identity.require(kube)
     results = []
     for plural, ns, body in prepared:
         if create_only:
