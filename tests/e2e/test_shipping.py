@@ -310,7 +310,7 @@ def test_prometheus_rules(tools: dict[str, Path], helm_env: dict[str, str]) -> N
     assert static["spec"] == rule["spec"]
     # Every metric the rules use is one remedy exports.
     import remedy.clients.admission_probe  # noqa: F401 - registers its metrics
-    from remedy.observability import REGISTRY
+    from remedy.base.observability import REGISTRY
     exported = {m.name for m in REGISTRY.collect()} | {s.name for m in REGISTRY.collect() for s in m.samples}
     for name in ("remedy_remediations_total", "remedy_remediations_started_total", "remedy_policies_paused",
                  "remedy_admission_checks_in_force"):

@@ -54,7 +54,7 @@ def test_people_annotations_in_the_policy_are_the_ones_constants_names() -> None
     """The validating policy treats every remedy.dev/ key as the operator's except a list of
     five; that list is PEOPLE_ANNOTATIONS, and every other name in constants.py that lands on a
     Remediation or policy is reserved by the prefix."""
-    from remedy import constants
+    from remedy.base import constants
 
     doc = next(d for d in _kustomize("validating") if d["metadata"]["name"] == "remedy-identity")
     expr = next(v["expression"] for v in doc["spec"]["variables"] if v["name"] == "peopleKeys")

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from remedy.admission_gate import CONDITION, REASON, GatedEngine, GatedSilences
+from remedy.base.errors import RetryableError
 from remedy.clients.admission_probe import AdmissionProbe, probe_body, probe_namespace, verdict
-from remedy.errors import RetryableError
+from remedy.runtime.admission_gate import CONDITION, REASON, GatedLifecycle, GatedSilences
 
 VAP_DENIAL = json.dumps({"kind": "Status", "code": 403, "reason": "Forbidden", "message": (
     'remediations.remedy.dev "remedy-admission-probe-x" is forbidden: ValidatingAdmissionPolicy \'remedy-identity\' '
@@ -93,7 +93,7 @@ def rem(phase: str | None = None) -> dict[str, Any]:
 
 async def test_held_while_not_in_force_then_runs_once_the_checks_are_back() -> None:
     probe, kube, rec, engine = FakeProbe([False]), FakeKube(rem()), Recorder(), Engine()
-    gated = GatedEngine(engine, probe, kube, rec)
+    gated = GatedLifecycle(engine, probe, kube, rec)
     for _ in range(3):
         with pytest.raises(RetryableError) as err:
             await gated.reconcile("n", "r")
@@ -114,7 +114,7 @@ async def test_held_while_not_in_force_then_runs_once_the_checks_are_back() -> N
 async def test_finished_remediations_are_left_alone_and_silences_wait() -> None:
     probe, kube = FakeProbe([False]), FakeKube(rem("Succeeded"))
     engine = Engine()
-    assert await GatedEngine(engine, probe, kube, Recorder()).reconcile("n", "r") == "Succeeded"
+    assert await GatedLifecycle(engine, probe, kube, Recorder()).reconcile("n", "r") == "Succeeded"
     assert engine.calls == 0 and kube.patches == []
 
     class Keeper:
@@ -136,7 +136,7 @@ async def test_switched_off_it_never_asks() -> None:
     probe = FakeProbe([False])
     probe.enabled = False
     engine = Engine()
-    assert await GatedEngine(engine, probe, FakeKube(rem()), Recorder()).reconcile("n", "r") == "Succeeded"
+    assert await GatedLifecycle(engine, probe, FakeKube(rem()), Recorder()).reconcile("n", "r") == "Succeeded"
     assert probe.in_force_now is None
 
 
@@ -176,7 +176,7 @@ async def test_what_was_written_while_the_checks_were_missing_is_refused_not_run
     for what, (obj, refused) in cases.items():
         kube = FakeKube(obj)
         engine.calls = 0
-        result = await GatedEngine(engine, probe, kube, rec).reconcile("n", "r")
+        result = await GatedLifecycle(engine, probe, kube, rec).reconcile("n", "r")
         if refused:
             assert result == "Failed" and engine.calls == 0, what
             st = kube.obj["status"]

@@ -34,8 +34,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge
 
-from .. import rfc3339
-from ..constants import (
+from ..base import rfc3339
+from ..base.constants import (
     ANN_APPROVED_BY,
     ANN_REQUESTED_BY,
     ANN_REQUESTED_BY_GROUPS,
@@ -45,7 +45,7 @@ from ..constants import (
     REMEDIATIONS,
     VERSION,
 )
-from ..observability import REGISTRY
+from ..base.observability import REGISTRY
 
 log = logging.getLogger("remedy.admission")
 

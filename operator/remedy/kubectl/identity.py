@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS
+from ..base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS
 from .client import Kube, PluginError
 
 GROUP_SEPARATOR = ","  # what the admission policies join request.userInfo.groups with

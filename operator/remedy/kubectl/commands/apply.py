@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ...constants import (
+from ...base.constants import (
     ANN_REQUESTED_BY,
     ANN_REQUESTED_BY_GROUPS,
     API_VERSION,

@@ -6,7 +6,7 @@ import argparse
 import getpass
 import os
 
-from ...constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, GROUP, REMEDIATIONS
+from ...base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, GROUP, REMEDIATIONS
 from .. import identity
 from ..client import Kube, PluginError
 from ..command import Command, done, namespace, output

@@ -2,7 +2,7 @@
 
 Why: the operator may patch Deployments, read Secrets and end database sessions. Anyone who
 may create a Remediation would otherwise borrow all of that. So before an action plans
-(planning already reads Secrets) the engine:
+(planning already reads Secrets) the lifecycle:
 
 1. reads the requester the API server recorded at admission (annotations stamped by the
    MutatingAdmissionPolicy in charts/remedy/templates/admission.yaml, unforgeable because
@@ -27,10 +27,11 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from ..api.common import SecretKeyRef
+from ..api.objects import view
+from ..base.constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES, POLICY_KIND
+from ..base.errors import PermanentError
 from ..clients.access_review import Permission, Requester
 from ..clients.egress import DestinationNotAllowedError, EgressPolicy
-from ..constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES, POLICY_KIND
-from ..errors import PermanentError
 
 ACTIONS_RESOURCE = "remediationactions"
 USE_VERB = "use"
@@ -58,7 +59,7 @@ def split_groups(text: str | None) -> tuple[str, ...]:
 
 def requester_of(obj: dict[str, Any]) -> Requester | None:
     """The user the API server saw create (or last change the spec of) this object."""
-    ann = (obj.get("metadata") or {}).get("annotations") or {}
+    ann = view(obj).annotations
     user = ann.get(ANN_REQUESTED_BY)
     if not user:
         return None
@@ -67,7 +68,7 @@ def requester_of(obj: dict[str, Any]) -> Requester | None:
 
 def on_behalf_of(policy: dict[str, Any]) -> dict[str, str]:
     """The requester annotations a policy's child carries: the policy's recorded author."""
-    ann = (policy.get("metadata") or {}).get("annotations") or {}
+    ann = view(policy).annotations
     return {k: ann[k] for k in (ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS) if k in ann}
 
 
@@ -109,7 +110,7 @@ def required_permissions(action: str, params: Any, namespace: str) -> list[Permi
 
 
 def _policy_owner(obj: dict[str, Any]) -> str | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+    for ref in view(obj).metadata.get("ownerReferences") or []:
         if ref.get("kind") == POLICY_KIND and ref.get("controller"):
             return str(ref.get("name"))
     return None

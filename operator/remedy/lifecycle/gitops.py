@@ -18,8 +18,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ..actions.base import ActionContext, ActionDef, NotApplied
-from ..constants import FIELD_MANAGER
-from ..errors import PermanentError, RemedyError, RetryableError
+from ..base.constants import FIELD_MANAGER
+from ..base.errors import PermanentError, RemedyError, RetryableError
 from .conditions import get_condition
 
 REASON = "RevertedByGitOps"

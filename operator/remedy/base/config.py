@@ -22,7 +22,7 @@ class Settings:
     alertmanager_url: str | None = field(default_factory=lambda: os.environ.get("REMEDY_ALERTMANAGER_URL"))
     webhook_host: str = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_HOST", "127.0.0.1"))
     webhook_port: int = field(default_factory=lambda: _int("REMEDY_WEBHOOK_PORT", 18080))
-    # Where other replicas reach this one's webhook (sharding: engine/shards.py), e.g.
+    # Where other replicas reach this one's webhook (sharding: runtime/shards.py), e.g.
     # http://$(POD_IP):8080/alertmanager; unset: alerts for other shards are handled here.
     webhook_advertise_url: str | None = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_ADVERTISE_URL") or None)
     webhook_token_file: str | None = field(default_factory=lambda: os.environ.get("REMEDY_WEBHOOK_TOKEN_FILE"))
@@ -40,10 +40,10 @@ class Settings:
     kube_connect_timeout: float = field(default_factory=lambda: _float("REMEDY_KUBE_CONNECT_TIMEOUT", 5.0))
     prometheus_timeout: float = field(default_factory=lambda: _float("REMEDY_PROMETHEUS_TIMEOUT", 10.0))
     observe_timeout: float = field(default_factory=lambda: _float("REMEDY_OBSERVE_TIMEOUT", 30.0))
-    # Slack-compatible webhook told when an outcome stays unknown (engine/escalation.py).
+    # Slack-compatible webhook told when an outcome stays unknown (lifecycle/escalation.py).
     escalation_webhook: str | None = field(default_factory=lambda: os.environ.get("REMEDY_ESCALATION_WEBHOOK") or None)
     # Security (issue 13): outbound HTTP allowlist (remedy.clients.egress; empty allows nothing)
-    # and whether actions run only with the recorded requester's RBAC (remedy.engine.authz).
+    # and whether actions run only with the recorded requester's RBAC (remedy.lifecycle.authz).
     egress_allow: str = field(default_factory=lambda: os.environ.get("REMEDY_EGRESS_ALLOW", ""))
     requester_checks: bool = field(
         default_factory=lambda: os.environ.get("REMEDY_REQUESTER_CHECKS", "true").lower() not in ("0", "false", "no"))

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 from ..api.holds import WEEKDAYS, Matcher, SilenceSpec, Window
 from ..api.policy import RemediationPolicySpec
+from ..base.errors import InvalidSpecError, RetryableError
 from ..clients.alertmanager import CREATED_BY, Alertmanager, matches
-from ..errors import InvalidSpecError, RetryableError
 from .templating import render
 
 

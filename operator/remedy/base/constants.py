@@ -20,7 +20,7 @@ POLICY_KIND: Final = "RemediationPolicy"
 REMEDIATIONS: Final = "remediations"
 POLICIES: Final = "remediationpolicies"
 
-# Labels on child Remediations (selectable: the policy engine lists a policy's children by them).
+# Labels on child Remediations (selectable: the policy machinery lists a policy's children by them).
 LABEL_POLICY: Final = f"{GROUP}/policy"
 LABEL_FIRING: Final = f"{GROUP}/firing"
 LABEL_STEP: Final = f"{GROUP}/escalation-step"
@@ -38,7 +38,7 @@ ANN_RESUMED_AT: Final = f"{GROUP}/resumed-at"
 ANN_RESTARTED_BY: Final = f"{GROUP}/restarted-by"
 # Test-only: with REMEDY_FAULT_INJECT set, objects carrying this annotation pause at hook points.
 ANN_FAULT_INJECT: Final = f"{GROUP}/fault-inject"
-# Written by the policy engine on child Remediations (earned autonomy, issue 15): the mode the
+# Written by the policy machinery on child Remediations (earned autonomy, issue 15): the mode the
 # child was created in and since when; that its alert fired again after it succeeded
 # (ineffective); that a shadow child's alert resolved without action.
 ANN_MODE: Final = f"{GROUP}/mode"
@@ -56,12 +56,12 @@ ANN_EPISODE: Final = f"{GROUP}/episode"
 ANN_RESOLVED_AT: Final = f"{GROUP}/alert-resolved-at"
 
 # Stamped by the admission policies (deploy/admission) as the API server authenticated the
-# requester / approver; the engine checks the requester's rights with a SubjectAccessReview.
+# requester / approver; the lifecycle checks the requester's rights with a SubjectAccessReview.
 ANN_REQUESTED_BY: Final = f"{GROUP}/requested-by"
 ANN_REQUESTED_BY_GROUPS: Final = f"{GROUP}/requested-by-groups"
 ANN_APPROVED_BY_GROUPS: Final = f"{GROUP}/approved-by-groups"
 
-# On a shard's coordination.k8s.io Lease (engine/shards.py): the replica that prefers this shard
+# On a shard's coordination.k8s.io Lease (runtime/shards.py): the replica that prefers this shard
 # and asks its holder to hand it back; the holder's webhook address, for forwarded alerts.
 ANN_SHARD_WANTED_BY: Final = f"{GROUP}/shard-wanted-by"
 ANN_SHARD_WEBHOOK: Final = f"{GROUP}/shard-webhook"
@@ -95,3 +95,8 @@ ANNOTATION_NAMES: Final = (
 PEOPLE_ANNOTATIONS: Final = (
     ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, ANN_RESUMED_AT,
 )
+
+# Phases of a Remediation, as sets (each spelled once): a final one never runs again; a not
+# started one may still be cancelled by a resolve, and approval and the requester review come first.
+FINAL_PHASES: Final[frozenset[str]] = frozenset({"Succeeded", "Failed", "Skipped"})
+NOT_STARTED_PHASES: Final[frozenset[str]] = frozenset({"Pending", "AwaitingApproval"})

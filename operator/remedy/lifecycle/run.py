@@ -1,50 +1,34 @@
-"""The Remediation lifecycle: level-based, exactly once, visible.
+"""One pass of the lifecycle over one Remediation: plan, intent, act, observe, verify, each
+step read from status and written back with an optimistic lock (machine.py says why).
 
-    (new) -> Pending -> [AwaitingApproval] -> Running -> [Verifying] -> Succeeded
-                                                 \\-> Failed | Skipped (from any step)
-
-Each call of ``reconcile`` reads the object fresh and advances it from what status says,
-never from a diff. Before acting it records intent (attemptId, plan, phase Running) with an
-optimistic lock on resourceVersion, so only one writer can claim an attempt; after acting it
-records the outcome.
-
-Ambiguous outcomes are observed, never re-planned. When a send's outcome is unknown (the
-action raised AmbiguousOutcomeError: timeout, reset or 5xx after sending; ``spec.timeout``
-cancelled it; or the engine finds ``Running`` that no live executor owns because the operator
-died), the engine calls the action's ``observe`` probe against the *recorded* plan:
-Applied -> verification; NotApplied -> execute the recorded plan again (with its
-precondition; bounded by max attempts); CannotTell -> Failed/OutcomeUnknown plus an
-escalation (Warning Event and the engine's ``escalate`` hook). Only a RetryableError, whose
-contract is "nothing changed", sends the Remediation back to Pending to plan again; a
-TargetChanged conflict also posts a ``TargetChanged`` Event saying what changed.
-
-A final Remediation is never run again; a spec edit only moves ``observedGeneration``.
+Why a module apart from machine.py: the pass is the long part, read top to bottom; the
+Lifecycle around it only serialises passes per object and holds the configuration.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ..actions.base import ActionContext, ActionDef, Applied, CannotTell, NotApplied, Observation
 from ..api.common import now_rfc3339_ms, parse_duration
-from ..api.remediation import CONDITION_TYPES, FINAL_PHASES, RemediationSpec
-from ..constants import ANN_APPROVED_BY, REMEDIATIONS
-from ..errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
-from ..rfc3339 import age_seconds
+from ..api.objects import view
+from ..api.remediation import CONDITION_TYPES, RemediationSpec
+from ..base.constants import ANN_APPROVED_BY, FINAL_PHASES, NOT_STARTED_PHASES, REMEDIATIONS
+from ..base.errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
+from ..base.rfc3339 import age_seconds
 from .approval import run_gate
-from .authz import Guard, requester_of
+from .authz import requester_of
 from .conditions import get_condition, initial_conditions, set_condition
 from .gitops import REASON as REVERTED_BY_GITOPS
 from .gitops import verify_unless_reverted
 from .verify import verify_promql
+
+if TYPE_CHECKING:
+    from .machine import Lifecycle
 
 PLURAL = REMEDIATIONS
 APPROVED_BY_ANNOTATION = ANN_APPROVED_BY
@@ -54,79 +38,11 @@ log = logging.getLogger("remedy.engine")
 OBSERVING = "ObservingOutcome"
 
 
-class Store(Protocol):
-    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    async def patch_status(
-        self, plural: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
-    ) -> dict[str, Any]: ...
-
-
-class Recorder(Protocol):
-    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
-
-
-class Observer(Protocol):
-    def finished(self, action: str, phase: str, reason: str, seconds: float | None) -> None: ...
-    def started(self, action: str) -> None: ...
-
-
-class ContextFactory(Protocol):
-    def __call__(self, obj: dict[str, Any]) -> ActionContext: ...
-
-
-@dataclass
-class Engine:
-    store: Store
-    recorder: Recorder
-    registry: dict[str, ActionDef[Any]]
-    context_factory: ContextFactory
-    observer: Observer | None = None
-    max_attempts: int = 5
-    # Executor deaths (SIGKILL, node loss, eviction) are not failures of the action, so they do
-    # not use up max_attempts; this separate, larger budget stops a poison pill (an action that
-    # kills the operator every time) from crash-looping forever.
-    max_interruptions: int = 25
-    prometheus_url: str | None = None
-    hooks: dict[str, Any] = field(default_factory=dict)  # test seam: called at named points
-    executor_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}")
-    heartbeat_interval: float = 5.0
-    guard: Guard | None = None  # requester RBAC + egress allowlist (engine/authz.py); None: unchecked
-    observe_timeout: float = 30.0
-    # Called when an outcome stays unknown (CannotTell): a human must look. Default: Event + log.
-    escalate: Any = None  # async (obj, message) -> None
-
-    # One pass at a time per object in this process: kopf serialises its own handler calls, but
-    # a shard takeover sweep (engine/shards.py) may drive the same object meanwhile.
-    _passes: dict[tuple[str, str], tuple[asyncio.Lock, int]] = field(default_factory=dict)
-
-    async def reconcile(self, namespace: str, name: str) -> str | None:
-        """Advance one Remediation as far as possible; returns its phase afterwards.
-
-        Raises RetryableError (mapped to kopf.TemporaryError by the handlers) to be called again.
-        """
-        key = (namespace, name)
-        lock, users = self._passes.get(key) or (asyncio.Lock(), 0)
-        self._passes[key] = (lock, users + 1)
-        try:
-            async with lock:
-                obj = await self.store.get_object(PLURAL, namespace, name)
-                if obj is None:
-                    return None
-                return await _Run(self, obj).advance()
-        finally:
-            lock, users = self._passes[key]
-            if users <= 1:
-                del self._passes[key]
-            else:
-                self._passes[key] = (lock, users - 1)
-
-
-class _Run:
+class Run:
     """One pass over one object; keeps the freshest copy of it between patches."""
 
-    def __init__(self, engine: Engine, obj: dict[str, Any]) -> None:
-        self.e = engine
+    def __init__(self, lifecycle: Lifecycle, obj: dict[str, Any]) -> None:
+        self.e = lifecycle
         self.obj = obj
         self.meta = obj["metadata"]
         self.ns = self.meta["namespace"]
@@ -135,7 +51,7 @@ class _Run:
 
     @property
     def status(self) -> dict[str, Any]:
-        return dict(self.obj.get("status") or {})
+        return dict(view(self.obj).status)
 
     async def _hook(self, point: str) -> None:
         fn = self.e.hooks.get(point)
@@ -222,8 +138,8 @@ class _Run:
             self.event("Normal", "Accepted", f"{action.name} on {action.target(params)} accepted")
             phase = "Pending"
         ctx = self.e.context_factory(self.obj)
-        if phase in ("Pending", "AwaitingApproval"):
-            # Approval (engine/approval.py) and the requester's own rights (engine/authz.py):
+        if phase in NOT_STARTED_PHASES:
+            # Approval (lifecycle/approval.py) and the requester's own rights (lifecycle/authz.py):
             # both before planning, because planning already reads Secrets.
             gate = await run_gate(self, spec.approval, action.requires_approval)
             if not gate.approved:

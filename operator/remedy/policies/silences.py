@@ -23,10 +23,10 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from ..api.remediation import FINAL_PHASES
+from ..api.objects import view
+from ..base.constants import ANN_SILENCE, ANN_SILENCE_ID, FINAL_PHASES, GROUP, REMEDIATIONS, VERSION
+from ..base.errors import RemedyError, RetryableError
 from ..clients.alertmanager import CREATED_BY, Alertmanager
-from ..constants import ANN_SILENCE, ANN_SILENCE_ID, GROUP, REMEDIATIONS, VERSION
-from ..errors import RemedyError, RetryableError
 
 log = logging.getLogger("remedy.silences")
 _TAG = re.compile(r"\[remedy-child ([^/\s]+)/([^\s]+) uid=([^\]\s]+)\]")
@@ -48,7 +48,7 @@ class SilenceKeeper:
         ann = meta.get("annotations") or {}
         if ANN_SILENCE not in ann:
             return
-        phase = (body.get("status") or {}).get("phase")
+        phase = view(body).phase
         try:
             if phase in FINAL_PHASES or event_type == "DELETED":
                 await self.expire_for(meta["namespace"], meta["name"], meta["uid"])
@@ -64,7 +64,7 @@ class SilenceKeeper:
             if fresh is None or fresh["metadata"]["uid"] != meta["uid"]:
                 return
             fann = fresh["metadata"].get("annotations") or {}
-            if fann.get(ANN_SILENCE_ID) or (fresh.get("status") or {}).get("phase") in FINAL_PHASES:
+            if fann.get(ANN_SILENCE_ID) or view(fresh).phase in FINAL_PHASES:
                 return
             spec = json.loads(fann.get(ANN_SILENCE) or "{}")
             if spec.get("error"):
@@ -112,7 +112,7 @@ class SilenceKeeper:
                 child = await self.kube.get_object(REMEDIATIONS, ns, name)
             except RemedyError:  # unreachable or not ours to read: leave it to its endsAt
                 continue
-            if child is None or child["metadata"].get("uid") != uid or (child.get("status") or {}).get("phase") in FINAL_PHASES:
+            if child is None or child["metadata"].get("uid") != uid or view(child).phase in FINAL_PHASES:
                 await self.am.expire_silence(str(s["id"]))
                 expired += 1
                 log.info("sweep expired silence %s of %s/%s", s["id"], ns, name)

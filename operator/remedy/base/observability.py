@@ -39,7 +39,7 @@ WEBHOOK_LATENCY = Histogram(
 
 
 class MetricsObserver:
-    """Engine observer that records outcomes as metrics."""
+    """Lifecycle observer that records outcomes as metrics."""
 
     def started(self, action: str) -> None:
         STARTED.labels(action=action).inc()

@@ -1,8 +1,8 @@
 """Escalation when an outcome stays unknown: a person must look at the target.
 
 Why a module: when ``observe`` answers CannotTell (e.g. an HTTP endpoint declared without
-idempotency support lost its answer), the engine ends the Remediation Failed/OutcomeUnknown and
-must not act again; the only safe next step is telling a human. The engine always posts a
+idempotency support lost its answer), the lifecycle ends the Remediation Failed/OutcomeUnknown and
+must not act again; the only safe next step is telling a human. The lifecycle always posts a
 Warning Event ``EscalationRequired``; this adds a Slack-compatible webhook
 (``REMEDY_ESCALATION_WEBHOOK``), sent with an Idempotency-Key derived from the Remediation uid so
 a repeat after an operator restart shows once at a receiver that honours it.

@@ -1,7 +1,7 @@
 """Earned autonomy: what a policy's mode does to its children, the track record computed from
 the children's final states, and the promotion / demotion decision taken from that record.
 
-Why here and not in policy.py: the policy engine decides *whether* a firing creates a child;
+Why here and not in fire.py: the fire path decides *whether* a firing creates a child;
 this module decides *how much* the child may do and keeps score. Everything is computed from
 observed objects (the children cache and their annotations), so a restart loses nothing:
 
@@ -21,11 +21,12 @@ import statistics
 import time
 from typing import Any
 
-from .. import rfc3339
 from ..api.autonomy import MODE_ORDER
 from ..api.common import parse_duration
+from ..api.objects import view
 from ..api.policy import RemediationPolicySpec
-from ..constants import (
+from ..base import rfc3339
+from ..base.constants import (
     ANN_CLEARED_AT,
     ANN_FINGERPRINT,
     ANN_MODE,
@@ -38,9 +39,9 @@ from ..constants import (
     REMEDIATIONS,
     VERSION,
 )
-from ..observability import MODE_CHANGES, POLICY_MODE
-from . import authz
-from .conditions import get_condition
+from ..base.observability import MODE_CHANGES, POLICY_MODE
+from ..lifecycle import authz
+from ..lifecycle.conditions import get_condition
 
 LAST_OUTCOMES = 10
 CONDITION = "Autonomous"
@@ -87,7 +88,7 @@ def _completed_reason(child: dict[str, Any]) -> str:
 
 
 def is_dry_run(child: dict[str, Any]) -> bool:
-    ann = (child.get("metadata") or {}).get("annotations") or {}
+    ann = view(child).annotations
     return ann.get(ANN_MODE) == "shadow" or bool((child.get("spec") or {}).get("dryRun")) or _completed_reason(child) == "DryRun"
 
 
@@ -128,11 +129,11 @@ def classify(child: dict[str, Any], spec: RemediationPolicySpec, now: float) -> 
 
 def track_record(children: list[dict[str, Any]], spec: RemediationPolicySpec, now: float) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict[str, Any]]]]:
     """(status.trackRecord, [(child, entry)] oldest first)."""
-    finals = sorted(children, key=lambda c: (c.get("status") or {}).get("completedAt") or "")
+    finals = sorted(children, key=lambda c: view(c).status.get("completedAt") or "")
     scored = [(c, e) for c in finals if (e := classify(c, spec, now)) is not None]
     outcomes = [e["outcome"] for _, e in scored]
     to_verified = [t for c, e in scored if e["outcome"] in ("verified", "ineffective")
-                   and (get_condition((c.get("status") or {}).get("conditions") or [], "Verified") or {}).get("status") == "True"
+                   and (get_condition(view(c).conditions, "Verified") or {}).get("status") == "True"
                    and (t := _duration(c)) is not None]
     record: dict[str, Any] = {
         "runs": len(scored),
@@ -149,8 +150,8 @@ def track_record(children: list[dict[str, Any]], spec: RemediationPolicySpec, no
 
 
 def _duration(child: dict[str, Any]) -> float | None:
-    start = _epoch((child.get("metadata") or {}).get("creationTimestamp"))
-    end = _epoch((child.get("status") or {}).get("completedAt"))
+    start = _epoch(view(child).metadata.get("creationTimestamp"))
+    end = _epoch(view(child).status.get("completedAt"))
     return None if start is None or end is None else max(0.0, end - start)
 
 
@@ -174,7 +175,7 @@ def decide(spec: RemediationPolicySpec, status: dict[str, Any], scored: list[tup
     since = status.get("modeSince") if status.get("modeBase") == spec.mode else None
     # Children created before the first refresh carry no mode-since: they were created in spec.mode.
     current = [e for c, e in scored if e["mode"] == mode
-               and (((c.get("metadata") or {}).get("annotations") or {}).get(ANN_MODE_SINCE) or (since if mode == spec.mode else None)) == since]
+               and ((view(c).annotations).get(ANN_MODE_SINCE) or (since if mode == spec.mode else None)) == since]
     if mode == "auto":
         failed = _streak(current, {"failed"})
         if failed >= promo.demote_after_failures:
@@ -267,7 +268,7 @@ def next_decision_in(scored: list[tuple[dict[str, Any], dict[str, Any]]], spec: 
     """Seconds until the earliest undecided shadow outcome's verify window closes (a refresh
     is due then, so the would-have outcome and a promotion do not wait for the periodic timer)."""
     window = verify_window(spec)
-    due = [(_epoch((c.get("metadata") or {}).get("creationTimestamp")) or now) + window - now
+    due = [(_epoch(view(c).metadata.get("creationTimestamp")) or now) + window - now
            for c, e in scored if e.get("wouldHave") == "pending"]
     return max(0.0, min(due)) + 0.5 if due else None
 
@@ -284,14 +285,14 @@ async def announce(kube: Any, recorder: Any, policy: dict[str, Any], spec: Remed
     promo = spec.promotion
     if reason != "Demoted" or promo is None or promo.notify is None:
         return
-    since = str((policy.get("status") or {}).get("modeSince") or _now_ms())
+    since = str(view(policy).status.get("modeSince") or _now_ms())
     digest = hashlib.sha256(f"{meta['uid']}|{since}".encode()).hexdigest()[:10]
     notify = promo.notify.wire()
     notify["message"] = f"{notify['message']} ({meta['name']} {text})"[:4000]
     body = {
         "apiVersion": API_VERSION, "kind": REMEDIATION_KIND,
         "metadata": {"name": f"{meta['name'][:40].rstrip('-.')}-demoted-{digest}",
-                     # on behalf of the policy's author, like every child (engine/authz.py)
+                     # on behalf of the policy's author, like every child (lifecycle/authz.py)
                      "annotations": authz.on_behalf_of(policy),
                      "ownerReferences": [{"apiVersion": API_VERSION, "kind": POLICY_KIND, "name": meta["name"],
                                           "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}]},
@@ -303,6 +304,6 @@ async def announce(kube: Any, recorder: Any, policy: dict[str, Any], spec: Remed
 def observe_mode(policy: dict[str, Any]) -> None:
     """Keep the remedy_policy_mode gauge current for policies seen after a restart."""
     meta = policy.get("metadata") or {}
-    mode = (policy.get("status") or {}).get("mode")
+    mode = view(policy).status.get("mode")
     if mode in MODE_ORDER:
         POLICY_MODE.labels(namespace=meta.get("namespace", ""), policy=meta.get("name", "")).set(_rank(str(mode)))

@@ -26,12 +26,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import rfc3339
 from ..api.common import parse_duration
+from ..api.objects import view
+from ..base import rfc3339
+from ..base.constants import FINAL_PHASES, LABEL_POLICY
 from ..clients.kube import KubeClient
-from ..constants import LABEL_POLICY
 
-FINAL = {"Succeeded", "Failed", "Skipped"}
 HOUR = 3600.0
 log = logging.getLogger("remedy.history")
 
@@ -43,9 +43,9 @@ def _ts(text: Any) -> float | None:
 def finished_at(obj: dict[str, Any]) -> float | None:
     """When a final Remediation finished (completedAt), or None while it is not final."""
     status = obj.get("status") or {}
-    if status.get("phase") not in FINAL:
+    if status.get("phase") not in FINAL_PHASES:
         return None
-    return _ts(status.get("completedAt")) or _ts((obj.get("metadata") or {}).get("creationTimestamp"))
+    return _ts(status.get("completedAt")) or _ts(view(obj).metadata.get("creationTimestamp"))
 
 
 def guard_horizon(policy_spec: dict[str, Any]) -> float:
@@ -81,11 +81,11 @@ def beyond_history(policy_spec: dict[str, Any], children: Iterable[dict[str, Any
     horizon = guard_horizon(policy_spec)
     final: list[tuple[float, dict[str, Any]]] = sorted(
         ((t, c) for c in children if (t := finished_at(c)) is not None), key=lambda tc: -tc[0])
-    last_success = max((t for t, c in final if (c.get("status") or {}).get("phase") == "Succeeded"), default=None)
+    last_success = max((t for t, c in final if view(c).phase == "Succeeded"), default=None)
     kept_ok = kept_failed = 0
     out: list[Doomed] = []
     for t, c in final:
-        failed = (c.get("status") or {}).get("phase") == "Failed"
+        failed = view(c).phase == "Failed"
         if failed:
             kept_failed += 1
             over = failed_limit is not None and kept_failed > int(failed_limit)
@@ -109,7 +109,7 @@ def ttl_expired(objs: Iterable[dict[str, Any]], now: float, policy_label: str) -
     children are collected with their policy, where the guards are known)."""
     out = []
     for obj in objs:
-        if ((obj.get("metadata") or {}).get("labels") or {}).get(policy_label):
+        if (view(obj).metadata.get("labels") or {}).get(policy_label):
             continue
         ttl = (obj.get("spec") or {}).get("ttlSecondsAfterFinished")
         t = finished_at(obj)

@@ -5,7 +5,7 @@ at admission. Where the ValidatingAdmissionPolicies are missing, a requester ann
 just text anyone could write, and so are remedy's own labels on a "child". The operator then
 refuses to act rather than trust it:
 
-- ``GatedEngine`` wraps the Remediation engine: a non-final Remediation is held (not failed:
+- ``GatedLifecycle`` wraps the Remediation lifecycle: a non-final Remediation is held (not failed:
   nothing is wrong with it) with the condition ``AdmissionChecks=False`` (reason
   ``AdmissionNotInForce``), one Warning Event and a log line, and retried every few seconds;
   ``remedy_admission_held_total`` counts the refusals. Once the probe sees the checks again it
@@ -27,13 +27,12 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from .api.common import now_rfc3339_ms
-from .api.remediation import FINAL_PHASES
-from .clients.admission_probe import AdmissionProbe, written_in
-from .constants import REMEDIATIONS
-from .engine.conditions import get_condition, set_condition
-from .errors import RetryableError
-from .observability import REGISTRY
+from ..api.common import now_rfc3339_ms
+from ..base.constants import FINAL_PHASES, REMEDIATIONS
+from ..base.errors import RetryableError
+from ..base.observability import REGISTRY
+from ..clients.admission_probe import AdmissionProbe, written_in
+from ..lifecycle.conditions import get_condition, set_condition
 
 log = logging.getLogger("remedy.admission")
 
@@ -43,20 +42,20 @@ HELD = Counter("remedy_admission_held_total",
                "Remediation passes refused because remedy's admission checks were not in force.", registry=REGISTRY)
 
 
-class GatedEngine:
-    """The engine, behind the admission probe's verdict. Everything else is the engine's."""
+class GatedLifecycle:
+    """The lifecycle, behind the admission probe's verdict. Everything else is the lifecycle's."""
 
-    def __init__(self, engine: Any, probe: AdmissionProbe, kube: Any, recorder: Any) -> None:
-        self.engine, self.probe, self.kube, self.recorder = engine, probe, kube, recorder
+    def __init__(self, lifecycle: Any, probe: AdmissionProbe, kube: Any, recorder: Any) -> None:
+        self.lifecycle, self.probe, self.kube, self.recorder = lifecycle, probe, kube, recorder
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
+        return getattr(self.lifecycle, name)
 
     async def reconcile(self, namespace: str, name: str) -> str | None:
         if await self.probe.in_force():
             if self.probe.ever_failed and await self._lift(namespace, name):
                 return "Failed"
-            result: str | None = await self.engine.reconcile(namespace, name)
+            result: str | None = await self.lifecycle.reconcile(namespace, name)
             return result
         return await self._hold(namespace, name)
 

@@ -218,7 +218,7 @@ def redact_obj(obj: Any) -> Any:
 
 
 class RedactingStore:
-    """Wraps the engine's Store: every status patch is redacted before it leaves."""
+    """Wraps the lifecycle's Store: every status patch is redacted before it leaves."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner

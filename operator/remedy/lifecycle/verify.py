@@ -11,7 +11,7 @@ from typing import Any
 
 from ..api.common import parse_duration
 from ..api.remediation import PromQLVerify
-from ..errors import PermanentError, RetryableError
+from ..base.errors import PermanentError, RetryableError
 
 # The client is synchronous and its thread cannot be cancelled: the HTTP timeout bounds it.
 DEFAULT_TIMEOUT = float(os.environ.get("REMEDY_PROMETHEUS_TIMEOUT", "10"))

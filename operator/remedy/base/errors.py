@@ -1,12 +1,12 @@
 """The exception tree, with retry intent carried by type.
 
-Actions, clients and the engine raise these; one place (``remedy.handlers``) maps them to
+Actions, clients, the lifecycle and the policy machinery raise these; one place (``remedy.handlers``) maps them to
 kopf's ``TemporaryError`` / ``PermanentError``. Every message is safe to show to a user:
 it never contains a secret value (only a Secret's name and key).
 
     RemedyError
     ├── RetryableError          transient: API 5xx, timeouts, conflicts, unreachable server;
-    │                           carries ``delay`` seconds; the engine retries with backoff
+    │                           carries ``delay`` seconds; the lifecycle retries with backoff
     └── PermanentError          retrying cannot help; the Remediation ends Failed
         ├── InvalidSpecError    the object is invalid beyond what the CRD schema can reject
         ├── TargetNotFoundError the workload / key / breaker named does not exist
@@ -16,7 +16,7 @@ it never contains a secret value (only a Secret's name and key).
     AmbiguousOutcomeError       a MUTATING request was sent and its outcome is unknown
                                 (timeout, connection reset, 5xx/504 after sending). Neither
                                 retryable (something may have changed) nor permanent: the
-                                engine calls the action's ``observe`` probe and continues from
+                                lifecycle calls the action's ``observe`` probe and continues from
                                 what it sees (see remedy.actions.base), never re-plans
     SkipError                   not a failure: the action decided not to act
                                 (e.g. UpstreamUnhealthy, NothingToDo); the Remediation

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from .. import rfc3339
 from ..api.common import now_rfc3339, parse_duration
+from ..api.objects import view
 from ..api.remediation import Approval
+from ..base import rfc3339
+from ..base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS
+from ..base.errors import RetryableError, SkipError
 from ..clients.access_review import Requester
-from ..constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS
-from ..errors import RetryableError, SkipError
 from .authz import requester_of, split_groups
 
 log = logging.getLogger("remedy.engine")
@@ -48,7 +49,7 @@ class Gate:
 
 def observed(obj: dict[str, Any], approval: Approval) -> list[tuple[str, tuple[str, ...]]]:
     """(user, groups) approvals present on the object right now."""
-    ann = (obj.get("metadata") or {}).get("annotations") or {}
+    ann = view(obj).annotations
     out: list[tuple[str, tuple[str, ...]]] = []
     if ann.get(ANN_APPROVED_BY):
         out.append((ann[ANN_APPROVED_BY], split_groups(ann.get(ANN_APPROVED_BY_GROUPS))))
@@ -123,7 +124,7 @@ def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, req
     gate = Gate(True, False, names, waiting, records, new)
     if approval.expires_after:
         limit = parse_duration(approval.expires_after)
-        age = _age((obj.get("metadata") or {}).get("creationTimestamp"), now)
+        age = _age(view(obj).metadata.get("creationTimestamp"), now)
         if age is not None and age >= limit:
             gate.expired = True
             gate.message = f"not approved within approval.expiresAfter {approval.expires_after}; not run"

@@ -20,8 +20,8 @@ process and Python version), and a replica acts only on namespaces of the shards
   shard nobody acts on is not.
 
 Leases decide who *starts* work; they are not what makes it exactly-once. Two replicas may both
-believe they own a shard for a moment around a handoff; the engine's optimistic lock on the
-intent write and its executor heartbeat (engine/lifecycle.py) still let only one run an attempt,
+believe they own a shard for a moment around a handoff; the lifecycle's optimistic lock on the
+intent write and its executor heartbeat (lifecycle/machine.py) still let only one run an attempt,
 and deterministic child names make the API server the arbiter of alert dedup.
 
 A newly acquired shard is swept: ``on_acquired`` gets the shard number and the handlers reconcile
@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ..constants import ANN_SHARD_WANTED_BY, ANN_SHARD_WEBHOOK, SHARD_LEASE_PREFIX
-from ..errors import RemedyError
+from ..api.objects import view
+from ..base.constants import ANN_SHARD_WANTED_BY, ANN_SHARD_WEBHOOK, SHARD_LEASE_PREFIX
+from ..base.errors import RemedyError
 
 log = logging.getLogger("remedy.shards")
 
@@ -152,7 +153,7 @@ class ShardKeeper:
                 await self._acquire(shard, None)
             return
         spec = lease.get("spec") or {}
-        ann = (lease.get("metadata") or {}).get("annotations") or {}
+        ann = view(lease).annotations
         holder, renew = spec.get("holderIdentity"), spec.get("renewTime")
         self.owners[shard] = (holder, ann.get(ANN_SHARD_WEBHOOK))
         seen = self._seen.get(shard)
