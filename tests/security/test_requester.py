@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -490,3 +492,33 @@ def test_a_policy_edit_makes_the_editor_its_author(control_plane: ControlPlane, 
     after = apps.read_namespaced_deployment("web", ns)
     assert after.metadata.generation == restarted.metadata.generation
     assert after.spec.template.metadata.annotations == restarted.spec.template.metadata.annotations
+
+
+def test_an_approval_through_the_spec_freezes_it_too(control_plane: ControlPlane, kube_admin: client.ApiClient) -> None:
+    """The observed case: bob approves with spec.approval.approvedBy, alice then edits what runs
+    before the operator gets to it. The API server refuses the edit once an approval is recorded
+    either way (annotation or spec). A namespace no operator watches keeps the object before
+    any phase, so only the approval rule can refuse."""
+    cp = control_plane
+    ns = f"s20a-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(kube_admin).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    try:
+        bind(cp, ns, "alice", "remedy:requester", "remedy:approver", "remedy:action:notify")
+        bind(cp, ns, "bob", "remedy:approver")
+        create_rem(as_user(cp, "alice"), ns, "page", {"approval": {"required": True},
+                                                      "action": {"notify": {"message": "checkout degraded"}}})
+
+        def edit(user: str, patch: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+            return cp.kubectl("-n", ns, "patch", "remediation/page", "--type=merge", "-p", json.dumps(patch),
+                              kubeconfig=cp.user_kubeconfig(user), check=False)
+
+        # Not approved yet: alice may still change what she asks for.
+        assert edit("alice", {"spec": {"action": {"notify": {"message": "checkout degraded (v2)"}}}}).returncode == 0
+        assert edit("bob", {"spec": {"approval": {"approvedBy": "bob"}}}).returncode == 0
+        late = edit("alice", {"spec": {"action": {"notify": {"message": "something bob never saw"}}}})
+        assert late.returncode != 0 and "the spec of an approved object cannot change" in late.stderr, late.stderr
+        stored = get_rem(kube_admin, ns, "page")
+        assert stored["spec"]["action"]["notify"]["message"] == "checkout degraded (v2)"
+        assert "phase" not in (stored.get("status") or {}), "no operator touched it: the refusal is admission's"
+    finally:
+        client.CoreV1Api(kube_admin).delete_namespace(ns)
