@@ -75,6 +75,17 @@ async def test_a_firing_creates_one_child_owned_by_the_policy() -> None:
     assert "Remediating" in w.recorder.reasons("p")
 
 
+async def test_children_carry_the_templates_on_target_changed() -> None:
+    """Issue 21: a child stands down when a person changed its target (Skip), unless the
+    policy's template asks to re-plan."""
+    w = World()
+    assert await w.fire(firing()) == "created"
+    assert w.children()[0]["spec"]["onTargetChanged"] == "Skip"
+    w = World(template={"action": TEMPLATE, "onTargetChanged": "Replan"})
+    assert await w.fire(firing()) == "created"
+    assert w.children()[0]["spec"]["onTargetChanged"] == "Replan"
+
+
 async def test_the_same_firing_is_deduplicated_also_after_a_restart() -> None:
     w = World()
     assert await w.fire(firing()) == "created"

@@ -14,7 +14,7 @@ Condition types:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -64,6 +64,8 @@ class RemediationTemplate(ApiModel):
     dry_run: bool = False
     timeout: Duration = "5m"
     reason: str | None = None
+    on_target_changed: Literal["Skip", "Replan"] = Field(
+        default="Skip", description="The children's spec.onTargetChanged: Skip (a person's edit wins) or Replan.")
 
 
 class RemediationPolicySpec(ApiModel):

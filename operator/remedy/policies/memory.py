@@ -199,6 +199,7 @@ class PolicyMemory:
         meta = policy["metadata"]
         child_spec: dict[str, Any] = {
             "action": action, "dryRun": spec.template.dry_run, "timeout": spec.template.timeout,
+            "onTargetChanged": spec.template.on_target_changed,
             "reason": f"policy {meta['name']}: {firing.labels.get('alertname', firing.source)}",
         }
         if spec.template.reason:
