@@ -244,9 +244,9 @@ class Run:
         if executed.get("reason") == OBSERVING and executed.get("message"):
             cause = str(executed["message"])  # we were already observing; keep the true cause
         elif previous not in (None, self.e.executor_id):
-            age = age_seconds(st.get("heartbeatAt"))
-            cause = (f"executor {previous} stopped during attempt {attempt_id} before recording its outcome"
-                     + (f" (last heartbeat {age:.0f}s ago)" if age is not None else ""))
+            silent = self.e.liveness.silent_for((self.ns, self.name), st)
+            cause = (f"executor {previous} stopped during attempt {attempt_id} before recording its outcome "
+                     f"(its heartbeat unchanged for {silent:.0f}s by this operator's clock)")
         else:
             cause = f"attempt {attempt_id} was interrupted in this operator process before its outcome was recorded"
         await self.claim({})
