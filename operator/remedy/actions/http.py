@@ -16,8 +16,11 @@ it must be applied identically everywhere:
 - Bearer tokens come from a Secret and never reach plan, evidence or messages: response
   excerpts are redacted, header values that look like credentials are masked, and errors
   name the Secret, not its value.
-- Redirects are not followed when sending: a redirect would replay the bearer token to
-  whatever the Location names and may change the method.
+- Redirects are never followed, neither when sending nor when reading a breaker's state or
+  probing health (the egress session forces it; ``clients/egress.py``): a redirect would replay
+  the bearer token to whatever the Location names, skip the allowlist check for the second
+  address, and may change the method. A 3xx that was not asked for in ``expectStatus`` ends the
+  Remediation Failed/RedirectRefused naming the Location, so the runbook can list the final URL.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import aiohttp
 from .. import redaction
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.http import HealthCheck, HttpCall, HttpRequest, Notify, ResetCircuitBreaker
+from ..clients.egress import redirect_location
 from ..errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
@@ -68,6 +72,17 @@ class Response:
     status: int
     excerpt: str
     ms: int
+    location: str | None = None  # where a 3xx pointed; never followed
+
+
+REDIRECT_REFUSED = "RedirectRefused"
+
+
+def redirect_refused(what: str, status: int, location: str) -> PermanentError:
+    return PermanentError(
+        f"{what} answered {status} redirecting to {redaction.redact(location)!r}; remedy does not follow redirects "
+        "(the next hop would bypass the egress allowlist and receive the request's credentials): use the final URL",
+        reason=REDIRECT_REFUSED)
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -165,6 +180,7 @@ async def send(ctx: ActionContext, call: HttpCall, *, token: str | None, body: s
                                        data=body.encode() if body is not None else None,
                                        allow_redirects=False) as resp:
                 status = int(resp.status)
+                location = redirect_location(status, resp.headers)
                 try:
                     raw = await resp.content.read(READ_LIMIT)
                     text = _decode(raw, resp.charset)
@@ -180,12 +196,15 @@ async def send(ctx: ActionContext, call: HttpCall, *, token: str | None, body: s
         raise AmbiguousOutcomeError(
             f"{what}: {type(exc).__name__} after the request may have been received", reason="OutcomeUnknown",
         ) from None
-    return Response(status=status, excerpt=excerpt(text, [token]), ms=int((time.monotonic() - started) * 1000))
+    return Response(status=status, excerpt=excerpt(text, [token]), ms=int((time.monotonic() - started) * 1000),
+                    location=location)
 
 
 def check_status(ctx: ActionContext, call: HttpCall, resp: Response) -> None:
     if resp.status in call.expect_status:
         return
+    if resp.location is not None:
+        raise redirect_refused(describe(call), resp.status, resp.location)
     what = f"{describe(call)} answered {resp.status}"
     tail = f"; body: {resp.excerpt!r}" if resp.excerpt else ""
     if resp.status in (401, 403):
@@ -269,13 +288,17 @@ async def read_breaker_state(ctx: ActionContext, p: ResetCircuitBreaker) -> str:
     try:
         # The status endpoint normally lives on the same service as the reset call, so it
         # shares that call's timeout. No token is sent: it may be a different host.
-        async with ctx.connectors.http(parse_duration(p.reset.timeout)) as session, session.get(url) as resp:
+        async with ctx.connectors.http(parse_duration(p.reset.timeout)) as session, \
+                session.get(url, allow_redirects=False) as resp:
             status = int(resp.status)
+            location = redirect_location(status, resp.headers)
             text = (await resp.content.read(4 * 1024 * 1024)).decode("utf-8", errors="replace")
     except aiohttp.ClientSSLError as exc:
         raise PermanentError(f"GET {url}: TLS failed ({type(exc).__name__})", reason="TLSError") from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise RetryableError(f"GET {url}: {_short(exc)}", reason="StatusUnavailable") from None
+    if location is not None:
+        raise redirect_refused(f"statusUrl GET {url}", status, location)
     if status >= 500:
         raise RetryableError(f"GET {url} answered {status}", reason="StatusUnavailable")
     if not 200 <= status < 300:
@@ -292,13 +315,18 @@ async def read_breaker_state(ctx: ActionContext, p: ResetCircuitBreaker) -> str:
 
 async def probe(ctx: ActionContext, hc: HealthCheck) -> Evidence:
     """One health check; a 2xx passes. A fresh session each time so a pooled keep-alive
-    connection cannot hide an upstream that no longer accepts new ones."""
+    connection cannot hide an upstream that no longer accepts new ones. A redirect is a
+    misconfigured health URL, not an unhealthy upstream: it fails the Remediation."""
     started = time.monotonic()
     try:
-        async with ctx.connectors.http(parse_duration(hc.timeout)) as session, session.get(hc.url) as resp:
+        async with ctx.connectors.http(parse_duration(hc.timeout)) as session, \
+                session.get(hc.url, allow_redirects=False) as resp:
             status = int(resp.status)
+            location = redirect_location(status, resp.headers)
     except (TimeoutError, aiohttp.ClientError) as exc:
         return {"ok": False, "error": _short(exc), "ms": int((time.monotonic() - started) * 1000)}
+    if location is not None:
+        raise redirect_refused(f"health check GET {hc.url}", status, location)
     return {"ok": 200 <= status < 300, "status": status, "ms": int((time.monotonic() - started) * 1000)}
 
 
