@@ -174,7 +174,9 @@ def test_approve_defaults_to_kubeconfig_user(control_plane: ControlPlane, kube_a
     obj = wait_phase(kube_admin, namespace, "default-approver", {"Succeeded", "Failed"})
     assert obj["metadata"]["annotations"]["remedy.dev/approved-by"] == user
     # A dry run records the approver in the Approved condition (status.approvedBy is set with the intent record).
-    assert condition(obj, "Approved")["message"] == f"approved by {user}"
+    # ... with the digest of the spec the approval is bound to (issue 20).
+    digest = obj["metadata"]["annotations"]["remedy.dev/approved-spec-digest"]
+    assert condition(obj, "Approved")["message"] == f"approved by {user} (spec {digest[:19]})"
 
 
 def test_pause_and_resume_patch_policy_spec(control_plane: ControlPlane, kube_admin: client.ApiClient,

@@ -44,6 +44,7 @@ from .authz import Guard, requester_of
 from .conditions import get_condition, initial_conditions, set_condition
 from .gitops import REASON as REVERTED_BY_GITOPS
 from .gitops import verify_unless_reverted
+from .review import intent_digest, review_before_acting
 from .verify import verify_promql
 
 PLURAL = REMEDIATIONS
@@ -197,6 +198,8 @@ class _Run:
             return await self._invalid(f"action {exc} is not supported by this operator version")
         try:
             return await self._advance(phase, spec, action, params)
+        except _Finished:
+            return str(self.status.get("phase"))
         except RetryableError:
             raise
         except SkipError as exc:
@@ -234,6 +237,8 @@ class _Run:
             if self.e.guard is not None:
                 await self.e.guard.check(self.obj, action.name, params)
             return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
+        if phase in ("Running", "Verifying"):
+            await self._review(phase, action, params)  # engine/review.py: spec unchanged, rights, allowlist
         if phase == "Running":
             return await self._resume_running(spec, action, params, ctx)
         if phase == "Verifying":
@@ -246,6 +251,17 @@ class _Run:
             finally:
                 beat.cancel()
         return str(phase)
+
+    async def _review(self, phase: str, action: ActionDef[Any], params: Any) -> None:
+        """A resumed attempt is reviewed again; a refusal after intent may follow a send: escalate."""
+        try:
+            await review_before_acting(self.obj, self.e.guard if phase == "Running" else None, action.name, params)
+        except PermanentError as exc:
+            self._check_not_live_elsewhere()
+            msg = f"{exc.message} (attempt {self.status.get('attemptId')} was already started)"
+            await self.finish("Failed", exc.reason, msg, executed=("Unknown", exc.reason, msg) if phase == "Running" else None)
+            self.event("Warning", "EscalationRequired", f"a person must check the target: {msg}"[:1024])
+            raise _Finished from None
 
     def _approved_by(self, spec: RemediationSpec) -> str | None:
         annotations = self.meta.get("annotations") or {}
@@ -281,7 +297,8 @@ class _Run:
         await self.patch({
             "phase": "Running", "attemptId": attempt_id, "executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms(), "attempts": attempts, "plan": plan,
             "evidence": evidence, "startedAt": self.status.get("startedAt") or now_rfc3339_ms(),
-            "approvedBy": approved_by, "message": f"running: {plan.get('change') or action.name}",
+            "approvedBy": approved_by, "specDigest": intent_digest(self.obj),
+            "message": f"running: {plan.get('change') or action.name}",
             "conditions": self.conds(Approved=approved, Executed=("Unknown", "InProgress", f"attempt {attempt_id} started")),
         })
         self.event("Normal", "Started", f"attempt {attempt_id}: {plan.get('change') or action.name}")
@@ -379,6 +396,8 @@ class _Run:
                               "conditions": self.conds(Executed=("Unknown", "ReApplying", msg))}, lock=False)
             self.event("Normal", "ReApplying", f"attempt {attempt_id}: {msg}")
             await asyncio.sleep(min(8.0, 0.5 * 2 ** max(0, attempts - 2)))
+            if self.e.guard is not None:  # rights may have been removed while we waited
+                await self.e.guard.check(self.obj, action.name, params)
             return await self._execute_inner(spec, action, params, ctx, plan)
         return await self._outcome_unknown(f"{cause}; {seen.detail}")
 
@@ -517,6 +536,10 @@ class _Run:
         await self.patch(changes, lock=False)
         self.event("Warning", exc.reason, msg)
         exc.delay = min(60.0, max(exc.delay, 2.0 ** attempts))
+
+
+class _Finished(Exception):  # noqa: N818 - control flow, not an error: the pass already wrote a final phase
+    """Raised after ``finish`` to leave ``_advance`` without a second final write."""
 
 
 def _summary(result: dict[str, Any], plan: dict[str, Any]) -> str:
