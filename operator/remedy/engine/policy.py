@@ -57,6 +57,7 @@ from ..constants import (
 from ..errors import InvalidSpecError, RetryableError
 from ..observability import ALERTS_DEDUP, GUARD_BLOCKS, POLICIES_PAUSED
 from . import authz, autonomy, gitops
+from .children import controller_of, is_child_of, why_not_child
 from .conditions import get_condition, set_condition
 from .holds import Holds, silence_annotation
 from .lifecycle import Recorder
@@ -189,6 +190,8 @@ class PolicyEngine:
         meta = body.get("metadata") or {}
         st = body.get("status") or {}
         slim_meta: dict[str, Any] = {k: meta.get(k) for k in ("name", "namespace", "labels", "creationTimestamp")}
+        controller = controller_of(body)  # with the requester annotations: whose child it is
+        slim_meta["ownerReferences"] = [controller] if controller else []
         slim_meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(_OWN_ANNOTATIONS)}
         slim_st: dict[str, Any] = {k: st.get(k) for k in ("phase", "completedAt") if st.get(k) is not None}
         if st.get("conditions"):
@@ -207,7 +210,9 @@ class PolicyEngine:
         else:
             self._children[key][meta.get("name", "")] = self._slim(body)
 
-    async def children(self, namespace: str, policy: str) -> list[dict[str, Any]]:
+    async def children(self, namespace: str, policy: str, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The policy's children: labelled objects the operator created for it (engine/children.py);
+        a labelled object anyone else created changes no guard, streak, track record or escalation."""
         key = (namespace, policy)
         if key not in self._synced:
             listed = await self.kube.list_objects(REMEDIATIONS, namespace, f"{LABEL_POLICY}={policy}")
@@ -215,7 +220,10 @@ class PolicyEngine:
             for child in listed:
                 cache.setdefault(child["metadata"]["name"], self._slim(child))
             self._synced.add(key)
-        return list(self._children[key].values())
+        owner = owner or self._policy_seen.get(key) or await self.kube.get_object(POLICIES, namespace, policy)
+        if owner is None:
+            return []
+        return [c for c in self._children[key].values() if is_child_of(c, owner)]
 
     # --- the policies themselves, watch-fed -----------------------------------------------
     def observe_policy(self, body: dict[str, Any], event_type: str | None) -> None:
@@ -280,8 +288,11 @@ class PolicyEngine:
                 return self._dedup(key, name)
             # The watch-fed cache instead of a GET per firing: a child it has not seen yet (a
             # lagging watch, another replica) still ends in the create's 409 below.
-            await self.children(ns, name)
-            if cname in self._children[key]:
+            await self.children(ns, name, policy)
+            taken = self._children[key].get(cname)
+            if taken is not None and not is_child_of(taken, policy):
+                return self._name_taken(policy, cname, taken)
+            if taken is not None:
                 self._remember(cname)
                 return self._dedup(key, name)
             fresh = await self._policy(ns, name, uid)
@@ -306,7 +317,7 @@ class PolicyEngine:
             if key not in self._template_ok:
                 self._template_ok.add(key)
                 self._queue_refresh(key)  # a TemplateError may clear now
-            children = await self.children(ns, name)
+            children = await self.children(ns, name, fresh)
             if await autonomy.note_refire(self.kube, children, firing.fingerprint, cname, spec.ineffective_within):
                 # An earlier run was ineffective; with promotion this may demote the policy, and
                 # this very firing must already be created in the demoted mode.
@@ -452,6 +463,12 @@ class PolicyEngine:
             if cached is not None:  # the next firing may come before the watch event does
                 cached["metadata"]["annotations"] = {**(cached["metadata"].get("annotations") or {}), ANN_RESOLVED_AT: stamp}
         self._episodes[ep_key] = (episode, True)
+
+    def _name_taken(self, policy: dict[str, Any], cname: str, taken: dict[str, Any]) -> str:
+        """Another object holds the child's name: not ours, so this firing cannot create its child."""
+        msg = f"Remediation {cname} exists but is not this policy's child ({why_not_child(taken, policy)}); firing not run"
+        self.recorder.event(policy, "Warning", "ChildNameTaken", msg[:1024])
+        return "error:ChildNameTaken"
 
     def _dedup(self, key: tuple[str, str], name: str) -> str:
         self._count(key, "deduplicated")
@@ -635,7 +652,7 @@ class PolicyEngine:
             conds = set_condition(conds, "Degraded", "True", "InvalidSpec", msg, gen)
             return await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"],  # type: ignore[no-any-return]
                                                 {"conditions": conds, "observedGeneration": gen}, meta.get("resourceVersion"))
-        children = await self.children(meta["namespace"], meta["name"])
+        children = await self.children(meta["namespace"], meta["name"], policy)
         finals = sorted((c for c in children if (c.get("status") or {}).get("phase") in FINAL_PHASES),
                         key=lambda c: (c.get("status") or {}).get("completedAt") or "")
         active = [c["metadata"]["name"] for c in children if (c.get("status") or {}).get("phase") not in FINAL_PHASES]
