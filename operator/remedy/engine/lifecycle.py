@@ -235,7 +235,12 @@ class _Run:
             approved = ("True", "Approved", gate.message) if gate.needed else (
                 "True", "NotRequired", "approval not required")
             if self.e.guard is not None:
-                await self.e.guard.check(self.obj, action.name, params)
+                try:
+                    await self.e.guard.check(self.obj, action.name, params)
+                except PermanentError:
+                    # Approved, then refused for the requester's rights: say both.
+                    await self.patch({"conditions": self.conds(Approved=approved)}, lock=False)
+                    raise
             return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
         if phase in ("Running", "Verifying"):
             await self._review(phase, action, params)  # engine/review.py: spec unchanged, rights, allowlist

@@ -1,0 +1,207 @@
+"""Issue 20 on the real control plane, engine half: forged policy children and review at use.
+
+alice holds only the shipped ``remedy:requester`` and ``remedy:action:restartWorkload``
+ClusterRoles (deploy/rbac-users) in her namespace. The admin's RemediationPolicy has an
+``escalate`` step that scales the Deployment ``admin-only`` to 0, a silence, and pauses
+itself after one failure. alice creates a Remediation that copies the policy's labels, its
+controller ownerReference (the uid is readable) and a silence annotation of her own.
+
+Witnesses the operator does not control: the Deployment as the API server stores it (and
+the API server's audit log of writes to it), the list of Remediations (no ``forged-e1``),
+Alertmanager's own silence list, and the policy status the operator wrote for the admin's
+real children (a real firing is created and counted, so the refresh that would have counted
+the forged child did run).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from remedy_devenv.cluster import ControlPlane
+from remedy_devenv.operator import OperatorProcess
+from remedy_devenv.services import AlertmanagerServer
+from tests.fixtures.helpers import free_port, http_json, results_dir, wait_for
+from tests.fixtures.operator import GROUP, VERSION, condition, create_rem, get_rem, make_namespace, wait_phase
+from tests.security.conftest import bind
+from tests.security.test_requester import as_user, deployment, event_with
+
+pytestmark = pytest.mark.cluster
+
+POLICY = "admin-policy"
+ALERT = "ForgeDown"
+
+
+@dataclass
+class Stack:
+    ns: str
+    op: OperatorProcess
+    webhook: str
+    token: str
+    am: AlertmanagerServer
+
+
+@pytest.fixture
+def stack(control_plane: ControlPlane, kube_admin: client.ApiClient, operator_factory: Any, user_roles: None,
+          alertmanager_server: AlertmanagerServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    ns = make_namespace(kube_admin, "s20")
+    token_file = tmp_path_factory.mktemp("forged") / "token"
+    token_file.write_text("forged-token\n")
+    port = free_port()
+    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
+                               "REMEDY_ALERTMANAGER_URL": alertmanager_server.url},
+                          args=["-n", ns]).start()
+    op.wait_ready(timeout=60)
+    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 20, "webhook up")
+    yield Stack(ns, op, f"http://127.0.0.1:{port}/alertmanager", "forged-token", alertmanager_server)
+    op.stop()
+    client.CoreV1Api(kube_admin).delete_namespace(ns)
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _policy(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    obj: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, ns, "remediationpolicies", POLICY)
+    return obj
+
+
+def _fire(s: Stack, fp: str, starts: str) -> dict[str, int]:
+    alert = {"status": "firing", "labels": {"alertname": ALERT, "instance": fp}, "annotations": {}, "startsAt": starts,
+             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom", "fingerprint": fp}
+    code, body = http_json("POST", s.webhook, {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing",
+                                               "receiver": "remedy", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+                                               "externalURL": "http://am", "alerts": [alert]}, token=s.token)
+    assert code == 200, body
+    return dict(body["outcomes"])
+
+
+def _remediations(api: client.ApiClient, ns: str) -> dict[str, dict[str, Any]]:
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, ns, "remediations")["items"]
+    return {o["metadata"]["name"]: o for o in items}
+
+
+def _silences(s: Stack) -> list[dict[str, Any]]:
+    code, body = http_json("GET", f"{s.am.url}/api/v2/silences")
+    assert code == 200
+    return [x for x in body if f"{s.ns}/" in str(x.get("comment", ""))]
+
+
+def test_a_forged_child_changes_no_policy_state(control_plane: ControlPlane, kube_admin: client.ApiClient,
+                                                stack: Stack) -> None:
+    cp, ns = control_plane, stack.ns
+    deployment(kube_admin, ns, "admin-only")
+    apps = client.AppsV1Api(kube_admin)
+    before = apps.read_namespaced_deployment("admin-only", ns)
+    client.CustomObjectsApi(kube_admin).create_namespaced_custom_object(GROUP, VERSION, ns, "remediationpolicies", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy", "metadata": {"name": POLICY},
+        "spec": {"trigger": {"alert": {"alertname": ALERT}},
+                 "template": {"action": {"notify": {"message": "{{ labels.instance }} is down"}}},
+                 "guards": {"cooldown": "0s", "maxPerHour": 100, "maxConcurrent": 100, "pauseAfterFailures": 1},
+                 "silence": {"matchers": [{"name": "alertname", "value": ALERT}], "duration": "10m"},
+                 "escalate": [{"after": "0s", "action": {"scaleWorkload": {"target": {"name": "admin-only"},
+                                                                           "replicas": 0}}}]}})
+    policy = wait_for(lambda: (p := _policy(kube_admin, ns)).get("status", {}).get("observedGeneration") and p,
+                      20, "policy evaluated")
+    author = policy["metadata"]["annotations"]["remedy.dev/requested-by"]
+
+    bind(cp, ns, "alice", "remedy:requester", "remedy:action:restartWorkload")
+    alice = as_user(cp, "alice")
+    forged_silence = json.dumps({"matchers": [{"name": "severity", "value": ".*", "isRegex": True}],
+                                 "durationSeconds": 3600, "comment": "forged"})
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Remediation",
+            "metadata": {"name": "forged",
+                         "labels": {"remedy.dev/policy": POLICY, "remedy.dev/firing": "forged",
+                                    "remedy.dev/escalation-step": "0"},
+                         "annotations": {"remedy.dev/silence": forged_silence},
+                         "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy",
+                                              "name": POLICY, "uid": policy["metadata"]["uid"], "controller": True}]},
+            "spec": {"action": {"restartWorkload": {"target": {"name": "admin-only"}}}}}
+    created = client.CustomObjectsApi(alice).create_namespaced_custom_object(GROUP, VERSION, ns, "remediations", body)
+    assert created["metadata"]["annotations"]["remedy.dev/requested-by"] == "alice" != author
+    forged = wait_phase(kube_admin, ns, "forged", {"Succeeded", "Failed", "Skipped"})
+    assert condition(forged, "Completed")["reason"] == "RequesterForbidden", forged["status"]
+    event_with(kube_admin, ns, "forged", "SilenceRefused")
+
+    # Two real firings of the admin's policy, each run to the end and counted: a forged failure
+    # counted would have paused the policy (pauseAfterFailures: 1) and blocked them. The refresh
+    # that counts the second one runs after the first refresh's escalation pass has finished.
+    for n, fp in enumerate(("real-1", "real-2"), start=1):
+        assert _fire(stack, fp, f"2026-12-05T10:00:0{n}Z") == {"created": 1}
+        wait_for(lambda n=n: (_policy(kube_admin, ns).get("status") or {}).get("counters", {}).get("succeeded") == n,
+                 60, f"real child {n} counted")
+    status = _policy(kube_admin, ns)["status"]
+    paused = next(c for c in status["conditions"] if c["type"] == "Paused")
+    names = set(_remediations(kube_admin, ns))
+    after = apps.read_namespaced_deployment("admin-only", ns)
+    silences = _silences(stack)
+    figures = {
+        "forgedChildReason": condition(forged, "Completed")["reason"],
+        "escalationChildCreated": "forged-e1" in names,
+        "policyConsecutiveFailures": status["consecutiveFailures"], "policyPaused": paused["status"],
+        "trackRecordFailed": status["trackRecord"]["failed"], "trackRecordRuns": status["trackRecord"]["runs"],
+        "adminOnlyReplicas": [before.spec.replicas, after.spec.replicas],
+        "adminOnlyGeneration": [before.metadata.generation, after.metadata.generation],
+        "silencesForForgedChild": len([x for x in silences if f"{ns}/forged " in x.get("comment", "")]),
+    }
+    (results_dir() / "forged_children.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    assert "forged-e1" not in names, "the escalation child of a forged child was created"
+    assert (after.spec.replicas, after.metadata.generation) == (before.spec.replicas, before.metadata.generation)
+    assert status["consecutiveFailures"] == 0 and paused["status"] == "False", status
+    assert status["trackRecord"]["failed"] == 0 and status["trackRecord"]["runs"] == 2, status["trackRecord"]
+    assert figures["silencesForForgedChild"] == 0, silences
+    # Control: the real children did get their silence (so Alertmanager is the right witness).
+    real = [n for n, o in _remediations(kube_admin, ns).items()
+            if (o["metadata"].get("labels") or {}).get("remedy.dev/policy") == POLICY and n != "forged"]
+    assert len(real) == 2
+    assert any(f"{ns}/{r} " in str(x.get("comment", "")) for r in real for x in _silences(stack))
+
+
+def test_rights_removed_between_plan_and_act_refuse_the_run(control_plane: ControlPlane, kube_admin: client.ApiClient,
+                                                            stack: Stack) -> None:
+    """With approval required alice's restart waits; her RoleBinding is removed; then it is
+    approved: RequesterForbidden, and the Deployment as stored is unchanged."""
+    cp, ns = control_plane, stack.ns
+    deployment(kube_admin, ns, "web")
+    cp.kubectl("-n", ns, "create", "role", "patch-web", "--verb=patch", "--resource=deployments.apps",
+               "--resource-name=web")
+    cp.kubectl("-n", ns, "create", "rolebinding", "alice-patch-web", "--role=patch-web", "--user=alice")
+    bind(cp, ns, "alice", "remedy:requester", "remedy:action:restartWorkload")
+    alice = as_user(cp, "alice")
+    apps = client.AppsV1Api(kube_admin)
+    before = apps.read_namespaced_deployment("web", ns)
+    create_rem(alice, ns, "restart-web", {"action": {"restartWorkload": {"target": {"name": "web"}}},
+                                          "approval": {"required": True}})
+    waiting = wait_phase(kube_admin, ns, "restart-web", "AwaitingApproval")
+    cp.kubectl("-n", ns, "delete", "rolebinding", "alice-patch-web")
+    digest = waiting["status"]["message"].rsplit("spec digest ", 1)[1].strip()
+    client.CustomObjectsApi(kube_admin).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "remediations", "restart-web",
+        {"metadata": {"annotations": {"remedy.dev/approved-by": "admin", "remedy.dev/approved-spec-digest": digest}}})
+    done = wait_phase(kube_admin, ns, "restart-web", {"Succeeded", "Failed"})
+    assert condition(done, "Approved")["status"] == "True", done["status"]
+    assert condition(done, "Completed")["reason"] == "RequesterForbidden", done["status"]
+    assert 'may not patch deployments.apps "web"' in condition(done, "Completed")["message"]
+    after = apps.read_namespaced_deployment("web", ns)
+    assert after.metadata.generation == before.metadata.generation
+    assert after.spec.template.metadata.annotations == before.spec.template.metadata.annotations
+    assert "plan" not in done["status"] or not done["status"]["plan"], "planned for a requester without the right"
+
+    # Control: with the binding back, a new Remediation runs (the refusal above was the binding).
+    cp.kubectl("-n", ns, "create", "rolebinding", "alice-patch-web", "--role=patch-web", "--user=alice")
+    create_rem(alice, ns, "restart-web-2", {"action": {"restartWorkload": {"target": {"name": "web"}}}})
+    assert wait_phase(kube_admin, ns, "restart-web-2", {"Succeeded", "Failed"})["status"]["phase"] == "Succeeded"
+    assert apps.read_namespaced_deployment("web", ns).metadata.generation > before.metadata.generation
+    assert get_rem(kube_admin, ns, "restart-web")["status"]["phase"] == "Failed"
