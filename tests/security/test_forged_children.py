@@ -205,3 +205,50 @@ def test_rights_removed_between_plan_and_act_refuse_the_run(control_plane: Contr
     assert wait_phase(kube_admin, ns, "restart-web-2", {"Succeeded", "Failed"})["status"]["phase"] == "Succeeded"
     assert apps.read_namespaced_deployment("web", ns).metadata.generation > before.metadata.generation
     assert get_rem(kube_admin, ns, "restart-web")["status"]["phase"] == "Failed"
+
+
+def test_a_spec_edited_while_running_is_not_run_after_a_restart(control_plane: ControlPlane, kube_admin: client.ApiClient,
+                                                                 operator_factory: Any, user_roles: None) -> None:
+    """The observed case: alice starts an httpRequest, the operator dies after recording its
+    intent, alice points the running spec at another URL, the operator restarts. The edited
+    spec is never sent (the second endpoint's counter is the witness); the Remediation ends
+    Failed/SpecChanged with an escalation, naming both digests."""
+    from tests.security.conftest import Endpoint
+    from tests.security.test_requester import secret
+
+    cp = control_plane
+    ns = make_namespace(kube_admin, "s20")
+    first, second = Endpoint().start(), Endpoint().start()
+    op = operator_factory(env={"REMEDY_FAULT_INJECT": "after_intent:60"}, args=["-n", ns]).start()
+    try:
+        op.wait_ready(timeout=60)
+        secret(kube_admin, ns, "alice-token", "token", "alice-token-value-31")
+        cp.kubectl("-n", ns, "create", "role", "read-alice-token", "--verb=get", "--resource=secrets",
+                   "--resource-name=alice-token")
+        cp.kubectl("-n", ns, "create", "rolebinding", "alice-read", "--role=read-alice-token", "--user=alice")
+        # As in the issue: requester, approver (patch on Remediations) and the httpRequest action.
+        bind(cp, ns, "alice", "remedy:requester", "remedy:approver", "remedy:action:httpRequest")
+        alice = as_user(cp, "alice")
+        call = {"method": "POST", "bearerTokenSecretRef": {"name": "alice-token", "key": "token"}}
+        create_rem(alice, ns, "call", {"action": {"httpRequest": {"url": f"{first.url}/hook", **call}}},
+                   annotations={"remedy.dev/fault-inject": "true"})
+        running = wait_phase(kube_admin, ns, "call", "Running")
+        op.kill()
+        client.CustomObjectsApi(alice).patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "remediations", "call",
+            {"spec": {"action": {"httpRequest": {"url": f"{second.url}/elsewhere", **call}}}})
+        op.env["REMEDY_FAULT_INJECT"] = ""
+        op.start()
+        done = wait_phase(kube_admin, ns, "call", {"Succeeded", "Failed"}, timeout=60)
+        completed = condition(done, "Completed")
+        assert (done["status"]["phase"], completed["reason"]) == ("Failed", "SpecChanged"), done["status"]
+        assert running["status"]["specDigest"][:19] in completed["message"]
+        assert condition(done, "Executed")["status"] == "Unknown"
+        event_with(kube_admin, ns, "call", "EscalationRequired")
+        assert second.requests == [], "the edited spec was sent"
+        assert first.requests == [], "the killed attempt never sent (fault injected before execute)"
+    finally:
+        op.stop()
+        first.stop()
+        second.stop()
+        client.CoreV1Api(kube_admin).delete_namespace(ns)
