@@ -222,7 +222,7 @@ for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiser
     BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"reliability-{n}.json", results)), _name)
 BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
 # Issue 20 (docs/security.md): each written by the test the threat-model row names.
-for _name in ("redaction_bound", "egress_redirects", "forged_children"):
+for _name in ("redaction_bound", "redaction_bound_operator", "egress_redirects", "forged_children"):
     BLOCKS[_name.replace("_", "-")] = functools.partial(lambda n, results: figures(load(f"{n}.json", results)), _name)
 BLOCKS["shards"] = lambda results: figures(newest("shards-[0-9]*.json", results))
 
