@@ -252,3 +252,53 @@ def test_a_spec_edited_while_running_is_not_run_after_a_restart(control_plane: C
         first.stop()
         second.stop()
         client.CoreV1Api(kube_admin).delete_namespace(ns)
+
+
+def test_a_spec_approval_is_void_after_the_requester_edits_the_spec(control_plane: ControlPlane,
+                                                                     kube_admin: client.ApiClient,
+                                                                     operator_factory: Any, user_roles: None) -> None:
+    """The observed case: bob approves alice's notify through spec.approval.approvedBy (with the
+    digest of the spec he read); alice then edits the action. The operator is stopped meanwhile,
+    so it sees both at once, as after any restart. The edited spec is not run: the approval
+    is recorded as SpecChanged, Approved=False/ApprovalVoided, phase AwaitingApproval, and the
+    webhook endpoint (the witness) receives nothing."""
+    from remedy.api.digest import spec_digest
+    from tests.security.conftest import Endpoint
+
+    cp = control_plane
+    ns = make_namespace(kube_admin, "s20")
+    hook = Endpoint().start()
+    op = operator_factory(args=["-n", ns]).start()
+    try:
+        op.wait_ready(timeout=60)
+        bind(cp, ns, "alice", "remedy:requester", "remedy:approver", "remedy:action:notify")
+        bind(cp, ns, "bob", "remedy:approver")
+        alice, bob = as_user(cp, "alice"), as_user(cp, "bob")
+        create_rem(alice, ns, "page", {"action": {"notify": {"message": "approved text"}}, "approval": {"required": True}})
+        waiting = wait_phase(kube_admin, ns, "page", "AwaitingApproval")
+        op.stop()
+        api = client.CustomObjectsApi
+        api(bob).patch_namespaced_custom_object(GROUP, VERSION, ns, "remediations", "page", {"spec": {"approval": {
+            "approvedBy": "bob", "approvedSpecDigest": spec_digest(waiting["spec"])}}})
+        api(alice).patch_namespaced_custom_object(GROUP, VERSION, ns, "remediations", "page", {"spec": {"action": {
+            "notify": {"message": "something else", "webhook": {"url": f"{hook.url}/hook"}}}}})
+        op.start()
+        op.wait_ready(timeout=60)
+        obj = wait_for(lambda: (o := get_rem(kube_admin, ns, "page")).get("status", {}).get("approvals") and o,
+                       30, "the approval recorded")
+        rec = obj["status"]["approvals"][0]
+        assert (rec["user"], rec["accepted"]) == ("bob", False) and rec["reason"].startswith("SpecChanged"), rec
+        assert obj["status"]["phase"] == "AwaitingApproval"
+        assert condition(obj, "Approved")["status"] == "False"
+        assert hook.requests == []
+
+        # Control: bob approves the spec as it is now, and it runs (the endpoint counts it).
+        api(bob).patch_namespaced_custom_object(GROUP, VERSION, ns, "remediations", "page", {"spec": {"approval": {
+            "approvedBy": "bob", "approvedSpecDigest": spec_digest(get_rem(kube_admin, ns, "page")["spec"])}}})
+        done = wait_phase(kube_admin, ns, "page", {"Succeeded", "Failed"})
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        assert len(hook.requests) == 1
+    finally:
+        op.stop()
+        hook.stop()
+        client.CoreV1Api(kube_admin).delete_namespace(ns)
