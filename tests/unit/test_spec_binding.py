@@ -168,3 +168,33 @@ async def test_rights_removed_before_a_resume_refuse_the_resumed_attempt(point: 
     assert w.condition("Completed")[1] == "RequesterForbidden"
     assert len(s.executed) == executed_before, "not re-applied for a requester who lost the right"
     assert w.condition("Executed")[0] == "Unknown"
+
+
+async def test_an_approval_withdrawn_before_a_resume_stops_the_resumed_attempt() -> None:
+    s = Script()
+    w = World(scripted_action(s, idempotent=True))
+    w.create(approval={"required": True})
+    assert await w.reconcile() == "AwaitingApproval"
+    approve(w)
+    await crash_at(w, "after_intent")
+    obj = w.store.objects[(REMEDIATIONS, "ns", "r")]
+    # The approval is gone from both places it could count from (annotation and the recorded
+    # approvals, which only a writer of status could clear): the gate no longer holds.
+    del obj["metadata"]["annotations"][ANN_APPROVED_BY]
+    obj["status"]["approvals"] = []
+    w.store.touch(REMEDIATIONS, "r")
+    assert await w.reconcile(engine=successor(w)) == "Failed"
+    assert w.condition("Completed") == ("True", "ApprovalWithdrawn")
+    assert s.executed == [] and s.observed == 0
+
+
+async def test_a_resume_with_the_approval_in_place_re_applies() -> None:
+    """Control for the test above: the same resume with the approval kept runs."""
+    s = Script()
+    w = World(scripted_action(s, idempotent=True))
+    w.create(approval={"required": True})
+    assert await w.reconcile() == "AwaitingApproval"
+    approve(w)
+    await crash_at(w, "after_intent")
+    assert await w.reconcile(engine=successor(w)) == "Succeeded"
+    assert len(s.executed) == 1

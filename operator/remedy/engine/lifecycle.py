@@ -243,7 +243,7 @@ class _Run:
                     raise
             return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
         if phase in ("Running", "Verifying"):
-            await self._review(phase, action, params)  # engine/review.py: spec unchanged, rights, allowlist
+            await self._review(phase, spec, action, params)  # engine/review.py: spec, approval, rights, allowlist
         if phase == "Running":
             return await self._resume_running(spec, action, params, ctx)
         if phase == "Verifying":
@@ -257,14 +257,16 @@ class _Run:
                 beat.cancel()
         return str(phase)
 
-    async def _review(self, phase: str, action: ActionDef[Any], params: Any) -> None:
+    async def _review(self, phase: str, spec: RemediationSpec, action: ActionDef[Any], params: Any) -> None:
         """A resumed attempt is reviewed again; a refusal after intent may follow a send: escalate."""
+        running = phase == "Running"
         try:
-            await review_before_acting(self.obj, self.e.guard if phase == "Running" else None, action.name, params)
+            await review_before_acting(self.obj, self.e.guard if running else None, action.name, params,
+                                       spec if running else None, action.requires_approval)
         except PermanentError as exc:
             self._check_not_live_elsewhere()
             msg = f"{exc.message} (attempt {self.status.get('attemptId')} was already started)"
-            await self.finish("Failed", exc.reason, msg, executed=("Unknown", exc.reason, msg) if phase == "Running" else None)
+            await self.finish("Failed", exc.reason, msg, executed=("Unknown", exc.reason, msg) if running else None)
             self.event("Warning", "EscalationRequired", f"a person must check the target: {msg}"[:1024])
             raise _Finished from None
 

@@ -12,7 +12,9 @@ requester's RoleBindings may have been removed. So before any of them acts:
    the intent, by the operator only) equals the digest of the spec now (``remedy.api.digest``).
    Otherwise the Remediation ends Failed/SpecChanged: the edited spec is never run, and since
    the recorded attempt may have been sent, a person is asked to check (EscalationRequired);
-2. the requester must still hold every right the spec needs and every URL must still pass the
+2. the approval gate must still be satisfied for that spec (an approval removed, or no longer
+   counting, ends it Failed/ApprovalWithdrawn);
+3. the requester must still hold every right the spec needs and every URL must still pass the
    allowlist (``Guard.check``, the same check as the first pass).
 
 Objects whose intent predates this field (no ``status.specDigest``) skip step 1 only.
@@ -23,7 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.digest import short, spec_digest
+from ..api.remediation import RemediationSpec
 from ..errors import PermanentError
+from .approval import evaluate
+from .authz import requester_of
 
 
 class SpecChangedError(PermanentError):
@@ -48,8 +53,17 @@ def check_spec_unchanged(obj: dict[str, Any]) -> None:
             "the target against status.plan, and create a new Remediation for the new spec")
 
 
-async def review_before_acting(obj: dict[str, Any], guard: Any, action: str, params: Any) -> None:
+def check_still_approved(obj: dict[str, Any], spec: RemediationSpec, action_requires: bool) -> None:
+    gate = evaluate(obj, spec.approval, action_requires, requester_of(obj), (obj.get("status") or {}).get("approvals"))
+    if gate.needed and not gate.approved:
+        raise PermanentError(f"the approval no longer holds: {gate.message}", reason="ApprovalWithdrawn")
+
+
+async def review_before_acting(obj: dict[str, Any], guard: Any, action: str, params: Any,
+                               spec: RemediationSpec | None = None, action_requires: bool = False) -> None:
     """Raise unless a resumed/repeated attempt may act now (see the module docstring)."""
     check_spec_unchanged(obj)
+    if spec is not None:
+        check_still_approved(obj, spec, action_requires)
     if guard is not None:
         await guard.check(obj, action, params)
