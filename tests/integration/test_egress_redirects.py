@@ -24,11 +24,11 @@ from aiohttp import web
 
 from remedy.actions.base import ActionContext
 from remedy.actions.registry import REGISTRY
+from remedy.base.constants import REMEDIATIONS
 from remedy.clients.connectors import Connectors
 from remedy.clients.egress import EgressPolicy, session_factory
-from remedy.constants import REMEDIATIONS
-from remedy.engine.authz import Guard
-from remedy.engine.lifecycle import Engine
+from remedy.lifecycle.authz import Guard
+from remedy.lifecycle.machine import Lifecycle
 from tests.fixtures.actions import make_ctx
 from tests.fixtures.fakes import FakeRecorder, FakeStore
 from tests.fixtures.helpers import results_dir
@@ -87,7 +87,7 @@ async def servers() -> AsyncIterator[tuple[Server, Server]]:
         await outside.runner.cleanup()
 
 
-def _engine(store: FakeStore, recorder: FakeRecorder) -> Engine:
+def _engine(store: FakeStore, recorder: FakeRecorder) -> Lifecycle:
     connectors = Connectors(http=session_factory(POLICY))
 
     def context(obj: dict[str, Any]) -> ActionContext:
@@ -95,7 +95,7 @@ def _engine(store: FakeStore, recorder: FakeRecorder) -> Engine:
         return make_ctx({("tok", "token"): TOKEN}, namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
                         connectors=connectors)
 
-    return Engine(store=store, recorder=recorder, registry=REGISTRY, context_factory=context,
+    return Lifecycle(store=store, recorder=recorder, registry=REGISTRY, context_factory=context,
                   guard=Guard(reviewer=None, egress=POLICY), heartbeat_interval=60.0)
 
 

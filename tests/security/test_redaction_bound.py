@@ -21,16 +21,16 @@ from typing import Any
 
 import yaml
 
-from remedy.redaction import MAX_SECRET_BYTES
+from remedy.base.redaction import MAX_SECRET_BYTES
 from tests.fixtures.helpers import REPO, results_dir
 
 _MEASURE = r'''
 import asyncio, base64, json, random, sys, time
 from kubernetes import client as k8s
-from remedy import redaction
+from remedy.base import redaction
 from remedy.api.common import SecretKeyRef
 from remedy.clients.kube import KubeClient
-from remedy.errors import SecretRefError
+from remedy.base.errors import SecretRefError
 
 def hwm_mib():
     for line in open("/proc/self/status"):

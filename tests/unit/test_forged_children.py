@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from remedy import rfc3339
 from remedy.actions.registry import REGISTRY
-from remedy.constants import (
+from remedy.base import rfc3339
+from remedy.base.constants import (
     ANN_FINGERPRINT,
     ANN_LABELS,
     ANN_REQUESTED_BY,
@@ -26,9 +26,10 @@ from remedy.constants import (
     POLICIES,
     REMEDIATIONS,
 )
-from remedy.engine.children import is_child_of
-from remedy.engine.policy import Firing, PolicyEngine
-from remedy.engine.silences import SilenceKeeper
+from remedy.policies.children import is_child_of
+from remedy.policies.firing import Firing
+from remedy.policies.machinery import Policies
+from remedy.policies.silences import SilenceKeeper
 from tests.fixtures.fakes import FakeRecorder, FakeStore
 
 ADMIN, MALLORY = "admin", "mallory"
@@ -44,7 +45,7 @@ class World:
                 "escalate": ESCALATE}
         self.policy = self.store.add(POLICIES, {"metadata": {"name": "p", "annotations": {ANN_REQUESTED_BY: ADMIN}},
                                                 "spec": spec})
-        self.engine = PolicyEngine(self.store, self.recorder, REGISTRY)
+        self.engine = Policies(self.store, self.recorder, REGISTRY)
         self.engine.observe_policy(self.policy, "ADDED")
 
     def labelled(self, name: str, requester: str, n: int, **annotations: str) -> dict[str, Any]:
@@ -101,7 +102,7 @@ async def test_escalation_from_a_real_failed_child_only() -> None:
 
 
 async def test_a_forged_object_squatting_a_child_name_is_reported_not_deduplicated() -> None:
-    from remedy.engine.policy import child_name
+    from remedy.policies.firing import child_name
 
     w = World()
     f = Firing("fp9", "2026-01-01T00:00:09Z", {"alertname": "Down"}, {})

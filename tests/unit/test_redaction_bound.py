@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from remedy import redaction
-from remedy.redaction import MAX_SECRET_BYTES, IndexFullError, Redactor, SecretTooLargeError
+from remedy.base import redaction
+from remedy.base.redaction import MAX_SECRET_BYTES, IndexFullError, Redactor, SecretTooLargeError
 
 
 def test_register_refuses_a_value_over_the_cap_without_quoting_it() -> None:

@@ -12,9 +12,9 @@ import pytest
 
 from remedy.api.digest import spec_digest
 from remedy.api.remediation import RemediationSpec
+from remedy.base.constants import ANN_APPROVED_BY, ANN_APPROVED_SPEC_DIGEST, ANN_REQUESTED_BY, REMEDIATIONS
 from remedy.clients.access_review import Permission, Requester
-from remedy.constants import ANN_APPROVED_BY, ANN_APPROVED_SPEC_DIGEST, ANN_REQUESTED_BY, REMEDIATIONS
-from remedy.engine.authz import Guard
+from remedy.lifecycle.authz import Guard
 from tests.unit.test_engine_lifecycle import Script, World, crash_at, scripted_action, successor
 
 

@@ -13,7 +13,7 @@ import getpass
 import os
 
 from ...api.digest import short, spec_digest
-from ...constants import ANN_APPROVED_BY, ANN_APPROVED_SPEC_DIGEST, GROUP, REMEDIATIONS
+from ...base.constants import ANN_APPROVED_BY, ANN_APPROVED_SPEC_DIGEST, GROUP, REMEDIATIONS
 from ..client import Kube, PluginError
 from ..command import Command, done, namespace, output
 from ..render import meta, phase_of
