@@ -123,3 +123,30 @@ async def test_guarded_session_never_follows_a_redirect() -> None:
         assert hits == ["/from"]
     finally:
         await runner.cleanup()
+
+
+async def test_the_prometheus_client_never_follows_a_redirect() -> None:
+    from aiohttp import web
+
+    from remedy.base.errors import RetryableError
+    from remedy.lifecycle.verify import query
+
+    hits: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        if request.path.startswith("/api/"):
+            raise web.HTTPFound("/elsewhere")
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", moved)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        with pytest.raises(RetryableError, match="TooManyRedirects"):
+            await query(f"http://127.0.0.1:{runner.addresses[0][1]}", "up", 3.0)
+        assert hits == ["/api/v1/query"], "the redirect target was requested"
+    finally:
+        await runner.cleanup()
