@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from remedy.actions.registry import REGISTRY
+from remedy.api.children import is_child_of
 from remedy.base import rfc3339
 from remedy.base.constants import (
     ANN_FINGERPRINT,
@@ -26,7 +27,6 @@ from remedy.base.constants import (
     POLICIES,
     REMEDIATIONS,
 )
-from remedy.policies.children import is_child_of
 from remedy.policies.firing import Firing
 from remedy.policies.machinery import Policies
 from remedy.policies.silences import SilenceKeeper

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..api.children import is_child_of, why_not_child
 from ..api.common import now_rfc3339, now_rfc3339_ms, parse_duration
 from ..api.objects import view
 from ..api.policy import RemediationPolicySpec
@@ -42,7 +43,6 @@ from ..base.observability import ALERTS_DEDUP, GUARD_BLOCKS
 from ..lifecycle import gitops
 from ..lifecycle.conditions import get_condition, set_condition
 from . import autonomy
-from .children import is_child_of, why_not_child
 from .firing import Firing, child_name, variables
 from .memory import PolicyMemory, consecutive_failures
 

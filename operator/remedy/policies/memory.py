@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..actions.base import ActionDef
+from ..api.children import controller_of, is_child_of
 from ..api.objects import view
 from ..api.policy import RemediationPolicySpec
 from ..api.remediation import ActionSpec
@@ -44,7 +45,6 @@ from ..lifecycle.conditions import set_condition
 from ..lifecycle.ports import Recorder
 from . import autonomy
 from .blocks import BlockEvents
-from .children import controller_of, is_child_of
 from .firing import Firing, variables
 from .holds import Holds, silence_annotation
 from .templating import render
@@ -129,7 +129,7 @@ class PolicyMemory:
             self._children[key][meta.get("name", "")] = self._slim(body)
 
     async def children(self, namespace: str, policy: str, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """The policy's children: labelled objects the operator created for it (policies/children.py);
+        """The policy's children: labelled objects the operator created for it (api/children.py);
         a labelled object anyone else created changes no guard, streak, track record or escalation."""
         key = (namespace, policy)
         if key not in self._synced:

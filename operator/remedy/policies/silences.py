@@ -13,7 +13,7 @@ child is final or gone. A crash between creating a silence and recording its id 
 loses nothing, and the silence's own endsAt (spec.silence.duration) bounds it even if the
 operator never comes back.
 
-Only a real child gets a silence (issue 20, policies/children.py): the annotation is read from
+Only a real child gets a silence (issue 20, api/children.py): the annotation is read from
 an object whose controller reference and recorded requester make it the operator's child of
 that policy. A user's own Remediation carrying the annotation (with matchers she chose) gets
 a ``SilenceRefused`` Warning Event and no silence.
@@ -28,11 +28,11 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from ..api.children import controller_of, is_child_of, why_not_child
 from ..api.objects import view
 from ..base.constants import ANN_SILENCE, ANN_SILENCE_ID, FINAL_PHASES, GROUP, POLICIES, REMEDIATIONS, VERSION
 from ..base.errors import RemedyError, RetryableError
 from ..clients.alertmanager import CREATED_BY, Alertmanager
-from .children import controller_of, is_child_of, why_not_child
 
 log = logging.getLogger("remedy.silences")
 _TAG = re.compile(r"\[remedy-child ([^/\s]+)/([^\s]+) uid=([^\]\s]+)\]")

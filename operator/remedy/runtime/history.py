@@ -26,12 +26,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.children import is_child_of
 from ..api.common import parse_duration
 from ..api.objects import view
 from ..base import rfc3339
 from ..base.constants import FINAL_PHASES, LABEL_POLICY
 from ..clients.kube import KubeClient
-from ..policies.children import is_child_of
 
 HOUR = 3600.0
 log = logging.getLogger("remedy.history")
@@ -122,7 +122,7 @@ def ttl_expired(objs: Iterable[dict[str, Any]], now: float, policy_label: str) -
 async def collect_policy(kube: KubeClient, namespace: str, name: str, spec: dict[str, Any], now: float,
                          policy: dict[str, Any] | None = None) -> list[Doomed]:
     """Delete the policy's children that history no longer keeps; returns what was deleted.
-    With ``policy``, only its real children (policies/children.py): a labelled object someone
+    With ``policy``, only its real children (api/children.py): a labelled object someone
     else created is neither counted against the limits nor deleted by the operator."""
     children = await kube.list_objects("remediations", namespace, label_selector=f"{LABEL_POLICY}={name}")
     if policy is not None:

@@ -21,6 +21,9 @@ A child counts only when both hold:
    carries its policy's author. A user copying labels and the ownerReference gets her own
    name stamped, which is not the author's, so the object changes no policy state.
 
+Here in ``api`` (pure functions of two object bodies) so the policy machinery, the history
+collector and ``kubectl remedy history`` apply the same rule.
+
 Not chosen as the stamp: ``managedFields[].manager == "remedy"`` (the field manager is a
 client-chosen string: ``kubectl create --field-manager=remedy`` forges it) and the labels or
 annotations themselves. Residual: the policy's author herself (and cluster admins, who can
@@ -33,8 +36,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base.constants import POLICY_KIND
-from ..lifecycle.authz import requester_of
+from ..base.constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, POLICY_KIND
+
+
+def _requester(obj: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The requester annotations as the API server stamped them (user, comma-joined groups)."""
+    ann = (obj.get("metadata") or {}).get("annotations") or {}
+    return ann.get(ANN_REQUESTED_BY) or None, ann.get(ANN_REQUESTED_BY_GROUPS) or None
 
 
 def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -51,7 +59,7 @@ def is_child_of(child: dict[str, Any], policy: dict[str, Any]) -> bool:
     pmeta = policy.get("metadata") or {}
     if ref is None or ref.get("uid") != pmeta.get("uid") or ref.get("name") != pmeta.get("name"):
         return False
-    return requester_of(child) == requester_of(policy)
+    return _requester(child) == _requester(policy)
 
 
 def why_not_child(child: dict[str, Any], policy: dict[str, Any]) -> str:
@@ -61,6 +69,6 @@ def why_not_child(child: dict[str, Any], policy: dict[str, Any]) -> str:
         return "it has no controller reference to a RemediationPolicy"
     if ref.get("uid") != (policy.get("metadata") or {}).get("uid"):
         return "its controller reference names another RemediationPolicy (uid differs)"
-    who = requester_of(child)
-    return (f"it was requested by {who.username if who else 'nobody recorded'}, not by the policy's author: "
+    who = _requester(child)[0]
+    return (f"it was requested by {who or 'nobody recorded'}, not by the policy's author: "
             "only the operator creates a policy's children")
