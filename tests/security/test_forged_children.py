@@ -16,8 +16,7 @@ the forged child did run).
 from __future__ import annotations
 
 import json
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +24,18 @@ import pytest
 from kubernetes import client
 
 from remedy_devenv.cluster import ControlPlane
-from remedy_devenv.operator import OperatorProcess
 from remedy_devenv.services import AlertmanagerServer
-from tests.fixtures.helpers import free_port, http_json, results_dir, wait_for
-from tests.fixtures.operator import GROUP, VERSION, condition, create_rem, get_rem, make_namespace, wait_phase
+from tests.fixtures.helpers import alert, alert_payload, http_json, results_dir, wait_for
+from tests.fixtures.operator import (
+    GROUP,
+    VERSION,
+    WebhookOperator,
+    condition,
+    create_rem,
+    get_rem,
+    make_namespace,
+    wait_phase,
+)
 from tests.security.conftest import bind
 from tests.security.test_requester import as_user, deployment, event_with
 
@@ -41,35 +48,18 @@ ALERT = "ForgeDown"
 @dataclass
 class Stack:
     ns: str
-    op: OperatorProcess
-    webhook: str
-    token: str
+    op: WebhookOperator
     am: AlertmanagerServer
 
 
 @pytest.fixture
-def stack(control_plane: ControlPlane, kube_admin: client.ApiClient, operator_factory: Any, user_roles: None,
-          alertmanager_server: AlertmanagerServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(kube_admin: client.ApiClient, webhook_operator: Callable[..., WebhookOperator], user_roles: None,
+          alertmanager_server: AlertmanagerServer) -> Iterator[Stack]:
     ns = make_namespace(kube_admin, "s20")
-    token_file = tmp_path_factory.mktemp("forged") / "token"
-    token_file.write_text("forged-token\n")
-    port = free_port()
-    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
-                               "REMEDY_ALERTMANAGER_URL": alertmanager_server.url},
-                          args=["-n", ns]).start()
-    op.wait_ready(timeout=60)
-    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 20, "webhook up")
-    yield Stack(ns, op, f"http://127.0.0.1:{port}/alertmanager", "forged-token", alertmanager_server)
+    op = webhook_operator(ns, env={"REMEDY_ALERTMANAGER_URL": alertmanager_server.url})
+    yield Stack(ns, op, alertmanager_server)
     op.stop()
     client.CoreV1Api(kube_admin).delete_namespace(ns)
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
 
 
 def _policy(api: client.ApiClient, ns: str) -> dict[str, Any]:
@@ -79,11 +69,8 @@ def _policy(api: client.ApiClient, ns: str) -> dict[str, Any]:
 
 
 def _fire(s: Stack, fp: str, starts: str) -> dict[str, int]:
-    alert = {"status": "firing", "labels": {"alertname": ALERT, "instance": fp}, "annotations": {}, "startsAt": starts,
-             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom", "fingerprint": fp}
-    code, body = http_json("POST", s.webhook, {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing",
-                                               "receiver": "remedy", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-                                               "externalURL": "http://am", "alerts": [alert]}, token=s.token)
+    code, body = http_json("POST", s.op.url, alert_payload([alert(fp, starts=starts, alertname=ALERT, instance=fp)]),
+                           token=s.op.token)
     assert code == 200, body
     return dict(body["outcomes"])
 
