@@ -14,7 +14,7 @@ move: the witness can fail.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from remedy.lifecycle.authz import Guard
 from remedy.lifecycle.machine import Lifecycle
 from tests.fixtures.actions import make_ctx
 from tests.fixtures.fakes import FakeRecorder, FakeStore
-from tests.fixtures.helpers import results_dir
+from tests.fixtures.helpers import results_dir, serve_http
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -41,50 +41,34 @@ POLICY = EgressPolicy.from_text("127.0.0.1/32")
 
 @dataclass
 class Server:
-    runner: web.AppRunner
-    host: str
-    hits: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Authorization)
+    """A loopback HTTP server and every request it saw: (method, path, Authorization)."""
 
-    @property
-    def base(self) -> str:
-        return f"http://{self.host}:{self.runner.addresses[0][1]}"
+    base: str = ""
+    hits: list[tuple[str, str, str | None]] = field(default_factory=list)
 
-
-async def _serve(host: str, handler: Any) -> Server:
-    app = web.Application()
-    server_ref: list[Server] = []
-
-    async def counted(request: web.Request) -> web.StreamResponse:
-        server_ref[0].hits.append((request.method, request.path, request.headers.get("Authorization")))
-        return await handler(request)
-
-    app.router.add_route("*", "/{tail:.*}", counted)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, host, 0).start()
-    server_ref.append(Server(runner, host))
-    return server_ref[0]
+    def counting(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        async def counted(request: web.Request) -> web.StreamResponse:
+            self.hits.append((request.method, request.path, request.headers.get("Authorization")))
+            return await handler(request)
+        return counted
 
 
 @pytest.fixture
 async def servers() -> AsyncIterator[tuple[Server, Server]]:
+    allowed, outside = Server(), Server()
+
     async def outside_ok(request: web.Request) -> web.Response:
         # Whatever reached us would succeed: a breaker document that reads OPEN, a 200 health.
         return web.json_response({"payments": {"state": "OPEN"}, "records": []})
-
-    outside = await _serve("127.0.0.2", outside_ok)
 
     async def redirect_all(request: web.Request) -> web.Response:
         if request.path == "/status-ok":
             return web.json_response({"payments": {"state": "OPEN"}})
         raise web.HTTPFound(f"{outside.base}{request.path_qs}")
 
-    allowed = await _serve("127.0.0.1", redirect_all)
-    try:
+    async with serve_http(outside.counting(outside_ok), "127.0.0.2") as outside.base, \
+            serve_http(allowed.counting(redirect_all), "127.0.0.1") as allowed.base:
         yield allowed, outside
-    finally:
-        await allowed.runner.cleanup()
-        await outside.runner.cleanup()
 
 
 def _engine(store: FakeStore, recorder: FakeRecorder) -> Lifecycle:

@@ -98,6 +98,7 @@ async def test_guarded_session_never_follows_a_redirect() -> None:
     from aiohttp import web
 
     from remedy.clients.egress import redirect_location, session_factory
+    from tests.fixtures.helpers import serve_http
 
     hits: list[str] = []
 
@@ -107,22 +108,12 @@ async def test_guarded_session_never_follows_a_redirect() -> None:
             raise web.HTTPFound("/to")
         return web.Response(text="followed")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", moved)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        # Even a caller asking for redirects gets the 3xx itself.
-        async with session_factory(policy("127.0.0.1/32"))(5.0) as session, \
-                session.get(f"http://127.0.0.1:{port}/from", allow_redirects=True) as resp:
-            assert resp.status == 302
-            assert redirect_location(resp.status, resp.headers) == "/to"
-        assert hits == ["/from"]
-    finally:
-        await runner.cleanup()
+    # Even a caller asking for redirects gets the 3xx itself.
+    async with serve_http(moved) as base, session_factory(policy("127.0.0.1/32"))(5.0) as session, \
+            session.get(f"{base}/from", allow_redirects=True) as resp:
+        assert resp.status == 302
+        assert redirect_location(resp.status, resp.headers) == "/to"
+    assert hits == ["/from"]
 
 
 async def test_the_prometheus_client_never_follows_a_redirect() -> None:
@@ -130,6 +121,7 @@ async def test_the_prometheus_client_never_follows_a_redirect() -> None:
 
     from remedy.base.errors import RetryableError
     from remedy.lifecycle.verify import query
+    from tests.fixtures.helpers import serve_http
 
     hits: list[str] = []
 
@@ -139,14 +131,7 @@ async def test_the_prometheus_client_never_follows_a_redirect() -> None:
             raise web.HTTPFound("/elsewhere")
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", moved)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
+    async with serve_http(moved) as base:
         with pytest.raises(RetryableError, match="TooManyRedirects"):
-            await query(f"http://127.0.0.1:{runner.addresses[0][1]}", "up", 3.0)
-        assert hits == ["/api/v1/query"], "the redirect target was requested"
-    finally:
-        await runner.cleanup()
+            await query(base, "up", 3.0)
+    assert hits == ["/api/v1/query"], "the redirect target was requested"

@@ -170,13 +170,19 @@ async def test_rights_removed_before_a_resume_refuse_the_resumed_attempt(point: 
     assert w.condition("Executed")[0] == "Unknown"
 
 
-async def test_an_approval_withdrawn_before_a_resume_stops_the_resumed_attempt() -> None:
+async def approved_then_interrupted() -> tuple[Script, World]:
+    """An approved Remediation whose executor died right after recording its intent."""
     s = Script()
     w = World(scripted_action(s, idempotent=True))
     w.create(approval={"required": True})
     assert await w.reconcile() == "AwaitingApproval"
     approve(w)
     await crash_at(w, "after_intent")
+    return s, w
+
+
+async def test_an_approval_withdrawn_before_a_resume_stops_the_resumed_attempt() -> None:
+    s, w = await approved_then_interrupted()
     obj = w.store.objects[(REMEDIATIONS, "ns", "r")]
     # The approval is gone from both places it could count from (annotation and the recorded
     # approvals, which only a writer of status could clear): the gate no longer holds.
@@ -190,11 +196,6 @@ async def test_an_approval_withdrawn_before_a_resume_stops_the_resumed_attempt()
 
 async def test_a_resume_with_the_approval_in_place_re_applies() -> None:
     """Control for the test above: the same resume with the approval kept runs."""
-    s = Script()
-    w = World(scripted_action(s, idempotent=True))
-    w.create(approval={"required": True})
-    assert await w.reconcile() == "AwaitingApproval"
-    approve(w)
-    await crash_at(w, "after_intent")
+    s, w = await approved_then_interrupted()
     assert await w.reconcile(engine=successor(w)) == "Succeeded"
     assert len(s.executed) == 1
