@@ -151,3 +151,18 @@ async def test_silences_only_for_real_children(requester: str, monkeypatch: pyte
         assert am.created == [] and "SilenceRefused" in w.recorder.reasons("child")
     else:
         assert len(am.created) == 1 and annotated == ["s1"]
+
+
+async def test_a_child_of_a_deleted_and_recreated_policy_runs_for_nobody() -> None:
+    """The requester check of a child (lifecycle/authz.py) reads the owning policy by its
+    controller reference: a policy of the same name but another uid is not that owner."""
+    from remedy.base.errors import PermanentError
+    from remedy.lifecycle.authz import Guard
+
+    w = World()
+    child = w.labelled("real-1", ADMIN, 1)
+    guard = Guard(reviewer=None, egress=None, objects=w.store)
+    assert (await guard.requester(child)).username == ADMIN  # control: the owner it names
+    w.store.objects[(POLICIES, "ns", "p")]["metadata"]["uid"] = "recreated-uid"
+    with pytest.raises(PermanentError, match="does not match the author"):
+        await guard.requester(child)
