@@ -103,7 +103,7 @@ def _breaker(status_url: str, health_url: str, reset_url: str) -> dict[str, Any]
     }}
 
 
-@pytest.mark.parametrize("case", ["statusUrl", "healthUrl", "httpRequest", "idempotencyAdminApi"])
+@pytest.mark.parametrize("case", ["statusUrl", "healthUrl", "httpRequest", "idempotencyAdminApi", "notifySink"])
 async def test_a_redirect_from_an_allowed_host_never_reaches_the_second_host(
         servers: tuple[Server, Server], case: str) -> None:
     allowed, outside = servers
@@ -115,12 +115,15 @@ async def test_a_redirect_from_an_allowed_host_never_reaches_the_second_host(
                                         "bearerTokenSecretRef": {"name": "tok", "key": "token"}}},
         "idempotencyAdminApi": {"purgeIdempotencyKeys": {
             "backend": "http", "http": {"baseUrl": a, "tokenSecretRef": {"name": "tok", "key": "token"}}}},
+        "notifySink": {"notify": {"message": "m", "sink": {"format": "generic", "url": f"{a}/sink"}}},
     }[case]
     status = await _run(action)
     done = _completed(status)
     assert status["phase"] == "Failed", status
     assert done["reason"] == "RedirectRefused", done
-    assert outside.base in done["message"] and "redirect" in done["message"], done
+    assert "redirect" in done["message"], done
+    if case != "notifySink":  # a sink URL may come from a Secret: its Location is not repeated
+        assert outside.base in done["message"], done
     assert TOKEN not in str(status)
     assert allowed.hits, "the allowed host was asked"
     assert outside.hits == [], f"the redirect reached {outside.base}: {outside.hits}"
