@@ -199,3 +199,31 @@ async def test_a_resume_with_the_approval_in_place_re_applies() -> None:
     s, w = await approved_then_interrupted()
     assert await w.reconcile(engine=successor(w)) == "Succeeded"
     assert len(s.executed) == 1
+
+
+async def test_an_edit_racing_the_pass_is_not_recorded_as_the_approved_spec() -> None:
+    """The pass read spec S1 with an approval of S1; the requester's edit to S2 lands right
+    after that read, and the answer to the pass's own status patch carries S2. The intent must
+    not record S2's digest for a plan made from S1: the pass gives up (Conflict) and the next
+    one finds the approval void."""
+    from remedy.base.errors import RetryableError
+
+    s = Script()
+    w = World(scripted_action(s))
+    w.create(approval={"required": True})
+    assert await w.reconcile() == "AwaitingApproval"
+    approve(w)
+    read = w.store.get_object
+
+    async def read_then_edit(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = await read(plural, namespace, name)
+        edit_spec(w, action={"restartWorkload": {"target": {"name": "payments"}}})
+        w.store.get_object = read  # type: ignore[method-assign]  # one racing edit
+        return obj
+
+    w.store.get_object = read_then_edit  # type: ignore[method-assign]
+    with pytest.raises(RetryableError, match="spec changed during planning"):
+        await w.reconcile()
+    assert "Running" not in w.store.phases("r") and not s.executed
+    assert await w.reconcile() == "AwaitingApproval"
+    assert w.condition("Approved") == ("False", "ApprovalVoided")

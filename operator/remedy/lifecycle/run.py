@@ -49,6 +49,8 @@ class Run:
         self.ns = self.meta["namespace"]
         self.name = self.meta["name"]
         self.gen = self.meta.get("generation")
+        # The spec this pass reviews, plans and runs: a patch's answer may carry a newer one.
+        self.spec_digest = intent_digest(obj)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -216,11 +218,15 @@ class Run:
                 evidence = {"error": exc.message}
         attempts = int(self.status.get("attempts") or 0) + 1
         attempt_id = f"{self.meta['uid'][:8]}-{attempts}"
+        if intent_digest(self.obj) != self.spec_digest:
+            # Edited since this pass read it (a patch's answer carried the new spec): what was
+            # approved, reviewed and planned is not what is stored. Read again from the start.
+            raise RetryableError("the spec changed during planning; reviewing it again", delay=0.5, reason="Conflict")
         # Intent first: if we die after this, the next operator sees Running and does not act blindly.
         await self.patch({
             "phase": "Running", "attemptId": attempt_id, "executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms(), "attempts": attempts, "plan": plan,
             "evidence": evidence, "startedAt": self.status.get("startedAt") or now_rfc3339_ms(),
-            "approvedBy": approved_by, "specDigest": intent_digest(self.obj),
+            "approvedBy": approved_by, "specDigest": self.spec_digest,
             "message": f"running: {plan.get('change') or action.name}",
             "conditions": self.conds(Approved=approved, Executed=("Unknown", "InProgress", f"attempt {attempt_id} started")),
         })
