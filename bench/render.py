@@ -1,4 +1,4 @@
-"""Generate the figure tables of docs/reliability.md and docs/benchmarks.md from bench/results/*.json.
+"""Generate the figure tables of docs/reliability.md, docs/benchmarks.md and docs/security.md from bench/results/*.json.
 
 Why this exists: figures typed into docs by hand drift from the runs that produced them (the
 issue found OutcomeUnknown 120 in the doc vs 32 in the JSON). Every table between the markers
@@ -220,6 +220,8 @@ for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiser
               "load-smoke", "fuzz-specs", "fuzz-webhook", "security", "chart-security", "safety-flapping",
               "safety-mass-oom"):
     BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"reliability-{n}.json", results)), _name)
+for _name in ("validating-only", "forged-labels"):  # tests/security (issue 20)
+    BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"security-{n}.json", results)), _name)
 BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
 # Issue 20 (docs/security.md): each written by the test the threat-model row names.
 for _name in ("redaction_bound", "redaction_bound_operator", "egress_redirects", "forged_children"):

@@ -1,16 +1,18 @@
-"""Issue 20 on the real control plane, engine half: forged policy children and review at use.
+"""Issue 20 on the real control plane, engine half: forged policy children, review at use, the
+approval digest, each next to the admission check in front of it.
 
 alice holds only the shipped ``remedy:requester`` and ``remedy:action:restartWorkload``
 ClusterRoles (deploy/rbac-users) in her namespace. The admin's RemediationPolicy has an
 ``escalate`` step that scales the Deployment ``admin-only`` to 0, a silence, and pauses
-itself after one failure. alice creates a Remediation that copies the policy's labels, its
-controller ownerReference (the uid is readable) and a silence annotation of her own.
+itself after one failure. alice's copy of its labels, controller ownerReference and a silence
+annotation is refused by the API server; the same object created on her behalf by the one
+identity admission lets do that (cluster admin) shows the engine half: it is not the policy's
+child, so it changes nothing.
 
-Witnesses the operator does not control: the Deployment as the API server stores it (and
-the API server's audit log of writes to it), the list of Remediations (no ``forged-e1``),
-Alertmanager's own silence list, and the policy status the operator wrote for the admin's
-real children (a real firing is created and counted, so the refresh that would have counted
-the forged child did run).
+Witnesses the operator does not control: the Deployment as the API server stores it, the list
+of Remediations (no ``forged-e1``), Alertmanager's own silence list, the receiving endpoints'
+counters, and the policy status the operator wrote for the admin's real children (a real
+firing is created and counted, so the refresh that would have counted the forged child did run).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from remedy_devenv.cluster import ControlPlane
 from remedy_devenv.services import AlertmanagerServer
@@ -116,7 +119,18 @@ def test_a_forged_child_changes_no_policy_state(control_plane: ControlPlane, kub
                          "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy",
                                               "name": POLICY, "uid": policy["metadata"]["uid"], "controller": True}]},
             "spec": {"action": {"restartWorkload": {"target": {"name": "admin-only"}}}}}
-    created = client.CustomObjectsApi(alice).create_namespaced_custom_object(GROUP, VERSION, ns, "remediations", body)
+    # The admission half: alice cannot create it (remedy's labels and annotations are the operator's).
+    with pytest.raises(ApiException) as refused:
+        client.CustomObjectsApi(alice).create_namespaced_custom_object(GROUP, VERSION, ns, "remediations", body)
+    assert refused.value.status == 403 and "remedy.dev/policy" in str(refused.value.body), refused.value.body
+    # The engine half, as if that check were bypassed: the same object on alice's behalf, created
+    # by the one identity admission lets write remedy's labels and someone else's name onto a
+    # policy's child (cluster admin; the operator's own ServiceAccount could too). The requester
+    # the API server records is alice, not the policy's author: the operator must not treat it
+    # as the policy's child.
+    body["metadata"]["annotations"].update({"remedy.dev/requested-by": "alice",
+                                            "remedy.dev/requested-by-groups": "remedy-users,system:authenticated"})
+    created = client.CustomObjectsApi(kube_admin).create_namespaced_custom_object(GROUP, VERSION, ns, "remediations", body)
     assert created["metadata"]["annotations"]["remedy.dev/requested-by"] == "alice" != author
     forged = wait_phase(kube_admin, ns, "forged", {"Succeeded", "Failed", "Skipped"})
     assert condition(forged, "Completed")["reason"] == "RequesterForbidden", forged["status"]
@@ -194,21 +208,23 @@ def test_rights_removed_between_plan_and_act_refuse_the_run(control_plane: Contr
     assert get_rem(kube_admin, ns, "restart-web")["status"]["phase"] == "Failed"
 
 
-def test_a_spec_edited_while_running_is_not_run_after_a_restart(control_plane: ControlPlane, kube_admin: client.ApiClient,
-                                                                 operator_factory: Any, user_roles: None) -> None:
+def test_a_spec_edit_while_running_never_reaches_the_operator(control_plane: ControlPlane,
+                                                              kube_admin: client.ApiClient,
+                                                              operator_factory: Any, user_roles: None) -> None:
     """The observed case: alice starts an httpRequest, the operator dies after recording its
-    intent, alice points the running spec at another URL, the operator restarts. The edited
-    spec is never sent (the second endpoint's counter is the witness); the Remediation ends
-    Failed/SpecChanged with an escalation, naming both digests."""
+    intent, alice points the running spec at another URL, the operator restarts. The API
+    server refuses the edit (admission freezes a started spec), and the restarted operator
+    re-sends the recorded request to the first endpoint only: the second endpoint's counter is
+    the witness. Without admission the lifecycle refuses the edited spec itself (Failed/
+    SpecChanged, tests/unit/test_spec_binding.py)."""
     from tests.security.conftest import Endpoint
     from tests.security.test_requester import secret
 
     cp = control_plane
     ns = make_namespace(kube_admin, "s20")
     first, second = Endpoint().start(), Endpoint().start()
-    op = operator_factory(env={"REMEDY_FAULT_INJECT": "after_intent:60"}, args=["-n", ns]).start()
+    op = operator_factory(env={"REMEDY_FAULT_INJECT": "after_intent:60"}, args=["-n", ns])
     try:
-        op.wait_ready(timeout=60)
         secret(kube_admin, ns, "alice-token", "token", "alice-token-value-31")
         cp.kubectl("-n", ns, "create", "role", "read-alice-token", "--verb=get", "--resource=secrets",
                    "--resource-name=alice-token")
@@ -217,23 +233,25 @@ def test_a_spec_edited_while_running_is_not_run_after_a_restart(control_plane: C
         bind(cp, ns, "alice", "remedy:requester", "remedy:approver", "remedy:action:httpRequest")
         alice = as_user(cp, "alice")
         call = {"method": "POST", "bearerTokenSecretRef": {"name": "alice-token", "key": "token"}}
-        create_rem(alice, ns, "call", {"action": {"httpRequest": {"url": f"{first.url}/hook", **call}}},
-                   annotations={"remedy.dev/fault-inject": "true"})
+        create_rem(alice, ns, "call", {"action": {"httpRequest": {"url": f"{first.url}/hook", **call}}})
+        # The test's fault injection (the operator dies after recording intent) is an operator-only
+        # annotation: the admin sets it, before the operator first sees the object.
+        cp.kubectl("-n", ns, "annotate", "remediation/call", "remedy.dev/fault-inject=true")
+        op.start().wait_ready(timeout=60)
         running = wait_phase(kube_admin, ns, "call", "Running")
         op.kill()
-        client.CustomObjectsApi(alice).patch_namespaced_custom_object(
-            GROUP, VERSION, ns, "remediations", "call",
-            {"spec": {"action": {"httpRequest": {"url": f"{second.url}/elsewhere", **call}}}})
+        with pytest.raises(ApiException) as refused:
+            client.CustomObjectsApi(alice).patch_namespaced_custom_object(
+                GROUP, VERSION, ns, "remediations", "call",
+                {"spec": {"action": {"httpRequest": {"url": f"{second.url}/elsewhere", **call}}}})
+        assert refused.value.status == 403 and "frozen" in str(refused.value.body), refused.value.body
         op.env["REMEDY_FAULT_INJECT"] = ""
         op.start()
         done = wait_phase(kube_admin, ns, "call", {"Succeeded", "Failed"}, timeout=60)
-        completed = condition(done, "Completed")
-        assert (done["status"]["phase"], completed["reason"]) == ("Failed", "SpecChanged"), done["status"]
-        assert running["status"]["specDigest"][:19] in completed["message"]
-        assert condition(done, "Executed")["status"] == "Unknown"
-        event_with(kube_admin, ns, "call", "EscalationRequired")
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        assert done["status"]["specDigest"] == running["status"]["specDigest"]
         assert second.requests == [], "the edited spec was sent"
-        assert first.requests == [], "the killed attempt never sent (fault injected before execute)"
+        assert [r["path"] for r in first.requests] == ["/hook"]
     finally:
         op.stop()
         first.stop()
@@ -241,16 +259,15 @@ def test_a_spec_edited_while_running_is_not_run_after_a_restart(control_plane: C
         client.CoreV1Api(kube_admin).delete_namespace(ns)
 
 
-def test_a_spec_approval_is_void_after_the_requester_edits_the_spec(control_plane: ControlPlane,
-                                                                     kube_admin: client.ApiClient,
-                                                                     operator_factory: Any, user_roles: None) -> None:
-    """The observed case: bob approves alice's notify through spec.approval.approvedBy (with the
-    digest of the spec he read); alice then edits the action. The operator is stopped meanwhile,
-    so it sees both at once, as after any restart. The edited spec is not run: the approval
-    is recorded as SpecChanged, Approved=False/ApprovalVoided, phase AwaitingApproval, and the
-    webhook endpoint (the witness) receives nothing."""
+def test_only_the_approver_writes_the_approved_spec_digest(control_plane: ControlPlane, kube_admin: client.ApiClient,
+                                                            operator_factory: Any, user_roles: None) -> None:
+    """bob marks alice's notify approved with a bare `kubectl annotate approved-by=bob` (no
+    digest: it does not count); alice then tries to complete his approval with a digest of
+    her choosing. The API server refuses (only the approver writes the digest), the operator
+    keeps the Remediation waiting (NoSpecDigest), and the webhook endpoint receives nothing.
+    Control: `kubectl remedy approve` as bob writes both and the notify is sent once."""
     from remedy.api.digest import spec_digest
-    from tests.security.conftest import Endpoint
+    from tests.security.conftest import Endpoint, kubectl_remedy
 
     cp = control_plane
     ns = make_namespace(kube_admin, "s20")
@@ -260,30 +277,29 @@ def test_a_spec_approval_is_void_after_the_requester_edits_the_spec(control_plan
         op.wait_ready(timeout=60)
         bind(cp, ns, "alice", "remedy:requester", "remedy:approver", "remedy:action:notify")
         bind(cp, ns, "bob", "remedy:approver")
-        alice, bob = as_user(cp, "alice"), as_user(cp, "bob")
-        create_rem(alice, ns, "page", {"action": {"notify": {"message": "approved text"}}, "approval": {"required": True}})
+        alice = as_user(cp, "alice")
+        create_rem(alice, ns, "page", {"action": {"notify": {"message": "page", "webhook": {"url": f"{hook.url}/hook"}}},
+                                       "approval": {"required": True}})
         waiting = wait_phase(kube_admin, ns, "page", "AwaitingApproval")
-        op.stop()
-        api = client.CustomObjectsApi
-        api(bob).patch_namespaced_custom_object(GROUP, VERSION, ns, "remediations", "page", {"spec": {"approval": {
-            "approvedBy": "bob", "approvedSpecDigest": spec_digest(waiting["spec"])}}})
-        api(alice).patch_namespaced_custom_object(GROUP, VERSION, ns, "remediations", "page", {"spec": {"action": {
-            "notify": {"message": "something else", "webhook": {"url": f"{hook.url}/hook"}}}}})
-        op.start()
-        op.wait_ready(timeout=60)
+        bare = cp.kubectl("-n", ns, "annotate", "remediation/page", "remedy.dev/approved-by=bob",
+                          kubeconfig=cp.user_kubeconfig("bob"), check=False)
+        assert bare.returncode == 0, bare.stderr
+        with pytest.raises(ApiException) as refused:
+            client.CustomObjectsApi(alice).patch_namespaced_custom_object(
+                GROUP, VERSION, ns, "remediations", "page",
+                {"metadata": {"annotations": {"remedy.dev/approved-spec-digest": spec_digest(waiting["spec"])}}})
+        assert refused.value.status == 403 and "only the approver writes it" in str(refused.value.body)
         obj = wait_for(lambda: (o := get_rem(kube_admin, ns, "page")).get("status", {}).get("approvals") and o,
-                       30, "the approval recorded")
+                       30, "bob's bare approval recorded")
         rec = obj["status"]["approvals"][0]
-        assert (rec["user"], rec["accepted"]) == ("bob", False) and rec["reason"].startswith("SpecChanged"), rec
-        assert obj["status"]["phase"] == "AwaitingApproval"
-        assert condition(obj, "Approved")["status"] == "False"
-        assert hook.requests == []
+        assert (rec["user"], rec["accepted"]) == ("bob", False) and rec["reason"].startswith("NoSpecDigest"), rec
+        assert obj["status"]["phase"] == "AwaitingApproval" and hook.requests == []
 
-        # Control: bob approves the spec as it is now, and it runs (the endpoint counts it).
-        api(bob).patch_namespaced_custom_object(GROUP, VERSION, ns, "remediations", "page", {"spec": {"approval": {
-            "approvedBy": "bob", "approvedSpecDigest": spec_digest(get_rem(kube_admin, ns, "page")["spec"])}}})
+        approved = kubectl_remedy(cp, "bob", "approve", "page", "-n", ns)
+        assert approved.returncode == 0, approved.stderr
         done = wait_phase(kube_admin, ns, "page", {"Succeeded", "Failed"})
         assert done["status"]["phase"] == "Succeeded", done["status"]
+        assert done["metadata"]["annotations"]["remedy.dev/approved-spec-digest"] == spec_digest(done["spec"])
         assert len(hook.requests) == 1
     finally:
         op.stop()
