@@ -223,6 +223,9 @@ for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiser
 for _name in ("validating-only", "forged-labels"):  # tests/security (issue 20)
     BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"security-{n}.json", results)), _name)
 BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
+# Issue 20 (docs/security.md): each written by the test the threat-model row names.
+for _name in ("redaction_bound", "redaction_bound_operator", "egress_redirects", "forged_children"):
+    BLOCKS[_name.replace("_", "-")] = functools.partial(lambda n, results: figures(load(f"{n}.json", results)), _name)
 BLOCKS["shards"] = lambda results: figures(newest("shards-[0-9]*.json", results))
 BLOCKS["namespace-pickup"] = lambda results: figures(
     {k: v for k, v in load("namespace-pickup.json", results).items() if k != "waits"})

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from remedy.api.digest import spec_digest
 from remedy_devenv.cluster import ControlPlane
 from remedy_devenv.demoapp import DemoProcess
 from remedy_devenv.operator import OperatorProcess
@@ -193,7 +194,8 @@ def test_shadow_policy_earns_auto_and_is_demoted_by_an_ineffective_chain(stack: 
         assert child["spec"]["approval"]["required"] is True
         wait_phase(s.api, s.ns, child["metadata"]["name"], "AwaitingApproval")
         client.CustomObjectsApi(s.api).patch_namespaced_custom_object(GROUP, VERSION, s.ns, "remediations", child["metadata"]["name"],
-                                                                      {"spec": {"approval": {"approvedBy": "admin"}}})
+                                                                      {"spec": {"approval": {"approvedBy": "admin",
+                                                                                             "approvedSpecDigest": spec_digest(child["spec"])}}})
         done = wait_phase(s.api, s.ns, child["metadata"]["name"], {"Succeeded", "Failed"}, timeout=60)
         assert done["status"]["phase"] == "Succeeded" and condition(done, "Verified")["status"] == "True", done["status"]
         assert not [k for k in stale_keys(s) if k.startswith(f"{fp}-")], "an approved run purges"

@@ -11,7 +11,7 @@ file, an explicit substitution table (example text -> local address or credentia
 incident to prepare. Every substitution must match the example text, and every example file
 must have a case, so an example can neither go untested nor silently drift from its test.
 
-Approval-gated examples are approved with the ``remedy.dev/approved-by`` annotation (after
+Approval-gated examples are approved with the ``remedy.dev/approved-by`` annotation and the spec digest (after
 checking they waited); dry-run examples must end Succeeded with Executed reason DryRun.
 """
 
@@ -35,6 +35,7 @@ import redis
 import yaml
 from kubernetes import client
 
+from remedy.api.digest import spec_digest
 from remedy_devenv.cluster import ControlPlane
 from remedy_devenv.demoapp import DemoProcess
 from remedy_devenv.kubelet import mark_oomkilled
@@ -591,8 +592,10 @@ def test_example_reaches_succeeded(example: Path, world: World) -> None:
                 assert obj["status"]["phase"] != "AwaitingApproval", obj["status"]
         for r in rems:
             if get_rem(w.api, ns, r["metadata"]["name"])["status"]["phase"] == "AwaitingApproval":
+                waiting = get_rem(w.api, ns, r["metadata"]["name"])
                 w.cp.kubectl("annotate", "-n", ns, f"remediation/{r['metadata']['name']}",
-                             f"remedy.dev/approved-by={APPROVER}")
+                             f"remedy.dev/approved-by={APPROVER}",
+                             f"remedy.dev/approved-spec-digest={spec_digest(waiting['spec'])}")
         objs: Objs = {}
         for r in rems:
             name = r["metadata"]["name"]

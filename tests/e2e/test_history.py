@@ -23,9 +23,39 @@ pytestmark = pytest.mark.cluster
 LABEL_POLICY = f"{GROUP}/policy"
 
 
-def body(name: str, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Remediation", "metadata": {"name": name, "labels": labels or {}},
+def body(name: str, labels: dict[str, str] | None = None, owner: dict[str, Any] | None = None,
+         **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Remediation",
+            "metadata": {"name": name, "labels": labels or {}, "ownerReferences": [owner] if owner else []},
             "spec": {"action": {"notify": {"message": f"history {name}", "severity": "info"}}, **spec}}
+
+
+def policy_with_children(api: client.ApiClient, ns: str, policy: str,
+                         plan: dict[str, tuple[str, timedelta]]) -> None:
+    """A policy and finished children as the operator makes them (label, controller reference
+    to the policy's uid, the policy's author as requester: admin created both, so the API
+    server stamps the same name), each finished ``ago`` in the past. The history limits are
+    set afterwards (``limit``) so none applies while the children are being prepared."""
+    custom = client.CustomObjectsApi(api)
+    created = custom.create_namespaced_custom_object(GROUP, VERSION, ns, "remediationpolicies", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy", "metadata": {"name": policy},
+        "spec": {"trigger": {"alert": {"alertname": f"NeverFires{uuid.uuid4().hex[:6]}"}},
+                 "template": {"action": {"notify": {"message": "x"}}}}})
+    owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy", "name": policy,
+             "uid": created["metadata"]["uid"], "controller": True}
+    now = datetime.now(timezone.utc)
+    for name in plan:
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "remediations", body(name, {LABEL_POLICY: policy}, owner))
+    for name, (phase, ago) in plan.items():
+        wait_phase(api, ns, name, "Succeeded")
+        stamp = (now - ago).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, "remediations", name,
+                                                     {"status": {"phase": phase, "completedAt": stamp}})
+
+
+def limit(api: client.ApiClient, ns: str, policy: str, succeeded: int, failed: int) -> None:
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(GROUP, VERSION, ns, "remediationpolicies", policy, {
+        "spec": {"successfulHistoryLimit": succeeded, "failedHistoryLimit": failed}})
 
 
 def exists(api: client.ApiClient, ns: str, name: str) -> bool:
@@ -62,26 +92,14 @@ def test_ttl_seconds_after_finished(kube_admin: client.ApiClient, operator: Oper
 
 def test_policy_history_limits_spare_what_guards_need(kube_admin: client.ApiClient, operator: OperatorProcess,
                                                       namespace: str) -> None:
-    custom = client.CustomObjectsApi(kube_admin)
     policy = f"hist-{uuid.uuid4().hex[:6]}"
-    now = datetime.now(timezone.utc)
     # name -> (phase, finished this long ago)
     plan = {"ok-recent": ("Succeeded", timedelta(minutes=10)), "ok-2h": ("Succeeded", timedelta(hours=2)),
             "ok-3h": ("Succeeded", timedelta(hours=3)), "ok-4h": ("Succeeded", timedelta(hours=4)),
             "ok-6h": ("Succeeded", timedelta(hours=6)), "fail-150m": ("Failed", timedelta(minutes=150)),
             "fail-210m": ("Failed", timedelta(minutes=210)), "fail-7h": ("Failed", timedelta(hours=7))}
-    for name in plan:
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "remediations", body(name, {LABEL_POLICY: policy}))
-    for name, (phase, ago) in plan.items():
-        wait_phase(kube_admin, namespace, name, "Succeeded")
-        stamp = (now - ago).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "remediations", name,
-                                                     {"status": {"phase": phase, "completedAt": stamp}})
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "remediationpolicies", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy", "metadata": {"name": policy},
-        "spec": {"trigger": {"alert": {"alertname": f"NeverFires{uuid.uuid4().hex[:6]}"}},
-                 "template": {"action": {"notify": {"message": "x"}}},
-                 "successfulHistoryLimit": 2, "failedHistoryLimit": 1}})
+    policy_with_children(kube_admin, namespace, policy, plan)
+    limit(kube_admin, namespace, policy, 2, 1)
     # newest 2 succeeded kept (one of them inside the guard horizon anyway), newest failed kept
     wait_gone(kube_admin, namespace, {"ok-3h", "ok-4h", "ok-6h", "fail-210m", "fail-7h"}, timeout=60)
     assert all(exists(kube_admin, namespace, n) for n in ("ok-recent", "ok-2h", "fail-150m"))
@@ -89,24 +107,12 @@ def test_policy_history_limits_spare_what_guards_need(kube_admin: client.ApiClie
 
 def test_failure_streak_and_guard_horizon_are_kept(kube_admin: client.ApiClient, operator: OperatorProcess,
                                                    namespace: str) -> None:
-    custom = client.CustomObjectsApi(kube_admin)
     policy = f"streak-{uuid.uuid4().hex[:6]}"
-    now = datetime.now(timezone.utc)
     plan = {"ok-5h": ("Succeeded", timedelta(hours=5)), "fail-4h": ("Failed", timedelta(hours=4)),
             "fail-3h": ("Failed", timedelta(hours=3)), "fail-20m": ("Failed", timedelta(minutes=20)),
             "old-ok-9h": ("Succeeded", timedelta(hours=9))}
-    for name in plan:
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "remediations", body(name, {LABEL_POLICY: policy}))
-    for name, (phase, ago) in plan.items():
-        wait_phase(kube_admin, namespace, name, "Succeeded")
-        stamp = (now - ago).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "remediations", name,
-                                                     {"status": {"phase": phase, "completedAt": stamp}})
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "remediationpolicies", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy", "metadata": {"name": policy},
-        "spec": {"trigger": {"alert": {"alertname": f"NeverFires{uuid.uuid4().hex[:6]}"}},
-                 "template": {"action": {"notify": {"message": "x"}}},
-                 "successfulHistoryLimit": 0, "failedHistoryLimit": 0}})
+    policy_with_children(kube_admin, namespace, policy, plan)
+    limit(kube_admin, namespace, policy, 0, 0)
     # limits of 0 would delete everything; the three failures after the last success are the
     # streak pauseAfterFailures counts, so only the succeeded ones outside the horizon go
     wait_gone(kube_admin, namespace, {"ok-5h", "old-ok-9h"}, timeout=60)

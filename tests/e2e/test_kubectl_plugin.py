@@ -174,7 +174,9 @@ def test_approve_defaults_to_kubeconfig_user(control_plane: ControlPlane, kube_a
     obj = wait_phase(kube_admin, namespace, "default-approver", {"Succeeded", "Failed"})
     assert obj["metadata"]["annotations"]["remedy.dev/approved-by"] == user
     # A dry run records the approver in the Approved condition (status.approvedBy is set with the intent record).
-    assert condition(obj, "Approved")["message"] == f"approved by {user}"
+    # ... with the digest of the spec the approval is bound to (issue 20).
+    digest = obj["metadata"]["annotations"]["remedy.dev/approved-spec-digest"]
+    assert condition(obj, "Approved")["message"] == f"approved by {user} (spec {digest[:19]})"
 
 
 def test_pause_and_resume_patch_policy_spec(control_plane: ControlPlane, kube_admin: client.ApiClient,
@@ -208,12 +210,17 @@ def test_history_lists_children_by_label(control_plane: ControlPlane, kube_admin
     make_deployment(kube_admin, namespace, "web", replicas=1)
     create_policy(kube_admin, namespace, "web-policy")
     custom = client.CustomObjectsApi(kube_admin)
+    uid = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "remediationpolicies", "web-policy")["metadata"]["uid"]
 
-    def child(name: str, spec: dict[str, Any], policy: str | None) -> None:
+    def child(name: str, spec: dict[str, Any], policy: str | None, owned: bool = True) -> None:
+        # A child as the operator makes it: label, controller reference, the policy author as
+        # requester (admin created both, so the API server stamps the same name on each).
         labels = {"remedy.dev/policy": policy} if policy else {}
+        owner = [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy", "name": "web-policy", "uid": uid,
+                  "controller": True}] if policy == "web-policy" and owned else []
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "remediations", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "Remediation",
-            "metadata": {"name": name, "labels": labels}, "spec": spec})
+            "metadata": {"name": name, "labels": labels, "ownerReferences": owner}, "spec": spec})
 
     # Names sort opposite to creation order, so the output proves sorting by creation time.
     child("zz-first", {"dryRun": True, "action": {"scaleWorkload": {"target": {"name": "web"}, "replicas": 2}}}, "web-policy")
@@ -221,6 +228,8 @@ def test_history_lists_children_by_label(control_plane: ControlPlane, kube_admin
     child("aa-second", {"action": {"restartWorkload": {"target": {"name": "missing"}}}}, "web-policy")
     child("not-a-child", {"dryRun": True, "action": {"scaleWorkload": {"target": {"name": "web"}, "replicas": 2}}}, None)
     child("other-policy", {"dryRun": True, "action": {"scaleWorkload": {"target": {"name": "web"}, "replicas": 2}}}, "other")
+    child("label-only", {"dryRun": True, "action": {"scaleWorkload": {"target": {"name": "web"}, "replicas": 2}}},
+          "web-policy", owned=False)
     wait_phase(kube_admin, namespace, "zz-first", "Succeeded")
     wait_phase(kube_admin, namespace, "aa-second", "Failed")
 
@@ -228,6 +237,8 @@ def test_history_lists_children_by_label(control_plane: ControlPlane, kube_admin
     assert f"Policy:     {namespace}/web-policy" in out
     assert "Counters:" in out and "Remediations (2):" in out
     assert "not-a-child" not in out and "other-policy" not in out
+    # A label alone does not make a child (issue 20): listed apart, not in the table.
+    assert "Labelled with this policy but not its children, not counted (1): label-only" in out
     table = out.split("Remediations (2):\n", 1)[1].splitlines()
     assert table[0].split() == ["CREATED", "NAME", "ACTION", "TARGET", "PHASE", "REASON", "DURATION", "MODE", "OUTCOME"]
     assert [r.split()[2] for r in table[1:3]] == ["zz-first", "aa-second"]
@@ -238,6 +249,7 @@ def test_history_lists_children_by_label(control_plane: ControlPlane, kube_admin
     assert [r["name"] for r in doc["remediations"]] == ["zz-first", "aa-second"]
     assert [r["phase"] for r in doc["remediations"]] == ["Succeeded", "Failed"]
     assert doc["remediations"][1]["reason"] == "TargetNotFound"
+    assert doc["notChildren"] == ["label-only"]
     assert isinstance(doc["counters"], dict)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from remedy.api.digest import spec_digest
 from remedy_devenv.cluster import ControlPlane
 from remedy_devenv.operator import OperatorProcess
 from tests.fixtures.helpers import wait_for
@@ -117,7 +118,9 @@ def test_approval_waits_then_runs_and_records_approver(control_plane: ControlPla
     assert condition(obj, "Approved")["status"] == "False"
     time.sleep(1)
     assert client.AppsV1Api(kube_admin).read_namespaced_deployment("web", namespace).spec.replicas == 1
-    control_plane.kubectl("annotate", "-n", namespace, "remediation/needs-ok", "remedy.dev/approved-by=admin")
+    # The approval names the spec it approves (issue 20): the digest, as `kubectl remedy approve` writes it.
+    control_plane.kubectl("annotate", "-n", namespace, "remediation/needs-ok", "remedy.dev/approved-by=admin",
+                          f"remedy.dev/approved-spec-digest={spec_digest(obj['spec'])}")
     obj = wait_phase(kube_admin, namespace, "needs-ok", "Succeeded")
     assert obj["status"]["approvedBy"] == "admin"
     assert "admin" in condition(obj, "Approved")["message"]

@@ -52,7 +52,7 @@ def test_the_chart_has_no_switch_that_drops_the_validating_policies() -> None:
 
 def test_people_annotations_in_the_policy_are_the_ones_constants_names() -> None:
     """The validating policy treats every remedy.dev/ key as the operator's except a list of
-    five; that list is PEOPLE_ANNOTATIONS, and every other name in constants.py that lands on a
+    six; that list is PEOPLE_ANNOTATIONS, and every other name in constants.py that lands on a
     Remediation or policy is reserved by the prefix."""
     from remedy.base import constants
 

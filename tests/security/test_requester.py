@@ -209,7 +209,8 @@ def test_destinations_outside_the_allowlist_are_refused_before_any_secret(
         obj = wait_phase(kube_admin, ns, name, {"Succeeded", "Failed"})
         done = condition(obj, "Completed")
         assert (obj["status"]["phase"], done["reason"]) == ("Failed", "DestinationNotAllowed"), obj["status"]
-        assert "egress allowlist" in done["message"] or "does not resolve" in done["message"]
+        assert ("egress allowlist" in done["message"] or "does not resolve" in done["message"]
+                or "link-local / cloud metadata address, never allowed" in done["message"]), done["message"]
         assert event_with(kube_admin, ns, name, "DestinationNotAllowed").type == "Warning"
 
     # A destination the spec does not show (a webhook URL kept in a Secret, a sink's built-in

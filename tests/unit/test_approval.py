@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from remedy.api.digest import spec_digest
 from remedy.api.remediation import Approval
 from remedy.clients.access_review import Requester
 from remedy.lifecycle.approval import evaluate
@@ -22,6 +23,7 @@ def obj(approved_by: str | None = None, groups: str = "", created: datetime = NO
     if approved_by:
         ann["remedy.dev/approved-by"] = approved_by
         ann["remedy.dev/approved-by-groups"] = groups
+        ann["remedy.dev/approved-spec-digest"] = spec_digest(None)  # the spec these objects carry (none)
     return {"metadata": {"annotations": ann, "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
 

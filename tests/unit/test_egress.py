@@ -53,3 +53,85 @@ async def test_guarded_session_refuses_before_sending() -> None:
         with pytest.raises(DestinationNotAllowedError):
             async with session.post("http://localhost:9/", data=b"x"):
                 pass
+
+
+# --- issue 20: link-local / metadata always refused; redirects never followed ------------------
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://169.254.170.2/v2/credentials",
+    "http://[fd00:ec2::254]/latest/meta-data/",
+    "http://[::ffff:169.254.169.254]/",      # IPv4-mapped
+    "http://[::ffff:a9fe:a9fe]/",             # the same, in hex
+    "http://[2002:a9fe:a9fe::1]/",            # 6to4 of 169.254.169.254
+    "http://[64:ff9b::a9fe:a9fe]/",           # NAT64 of 169.254.169.254
+    "http://[fe80::1]/",
+])
+async def test_metadata_and_link_local_are_refused_even_under_a_covering_cidr(url: str) -> None:
+    why = await policy("0.0.0.0/0 ::/0").check_url(url)
+    assert why is not None and "link-local / cloud metadata" in why
+
+
+async def test_covering_cidr_still_allows_ordinary_addresses() -> None:
+    assert await policy("0.0.0.0/0 ::/0").check_url("http://10.1.2.3:8080/") is None
+    assert await policy("0.0.0.0/0 ::/0").check_url("http://[::ffff:10.1.2.3]:8080/") is None
+
+
+def test_a_listed_name_resolving_to_metadata_is_refused() -> None:
+    # A host-name entry trusts the name's DNS, but never as far as the metadata service.
+    p = policy("metadata.example")
+    assert p.check_resolved("metadata.example", 80, ["10.0.0.1"]) is None
+    why = p.check_resolved("metadata.example", 80, ["169.254.169.254"])
+    assert why is not None and "169.254.169.254" in why
+
+
+async def test_ip_literals_are_checked_without_a_resolver() -> None:
+    # aiohttp does not call the resolver for an IP literal: the check before sending must see it.
+    p = policy("127.0.0.1/32")
+    assert await p.check_url("http://127.0.0.1:9/") is None
+    why = await p.check_url("http://127.0.0.2:9/")
+    assert why is not None and "127.0.0.2" in why
+
+
+async def test_guarded_session_never_follows_a_redirect() -> None:
+    from aiohttp import web
+
+    from remedy.clients.egress import redirect_location, session_factory
+    from tests.fixtures.helpers import serve_http
+
+    hits: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        if request.path == "/from":
+            raise web.HTTPFound("/to")
+        return web.Response(text="followed")
+
+    # Even a caller asking for redirects gets the 3xx itself.
+    async with serve_http(moved) as base, session_factory(policy("127.0.0.1/32"))(5.0) as session, \
+            session.get(f"{base}/from", allow_redirects=True) as resp:
+        assert resp.status == 302
+        assert redirect_location(resp.status, resp.headers) == "/to"
+    assert hits == ["/from"]
+
+
+async def test_the_prometheus_client_never_follows_a_redirect() -> None:
+    from aiohttp import web
+
+    from remedy.base.errors import RetryableError
+    from remedy.lifecycle.verify import query
+    from tests.fixtures.helpers import serve_http
+
+    hits: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        if request.path.startswith("/api/"):
+            raise web.HTTPFound("/elsewhere")
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    async with serve_http(moved) as base:
+        with pytest.raises(RetryableError, match="TooManyRedirects"):
+            await query(base, "up", 3.0)
+    assert hits == ["/api/v1/query"], "the redirect target was requested"

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from remedy.actions.base import ActionContext, ActionDef, Applied, CannotTell, NotApplied, Observation
+from remedy.api.digest import spec_digest
 from remedy.api.workload import RestartWorkload
-from remedy.base.constants import ANN_APPROVED_BY, REMEDIATIONS
+from remedy.base.constants import ANN_APPROVED_BY, ANN_APPROVED_SPEC_DIGEST, REMEDIATIONS
 from remedy.base.errors import (
     AmbiguousOutcomeError,
     OverCapError,
@@ -115,6 +116,9 @@ class World:
     async def reconcile(self, name: str = "r", engine: Lifecycle | None = None) -> str | None:
         return await (engine or self.engine).reconcile("ns", name)
 
+    def digest(self, name: str = "r") -> str:
+        return spec_digest(self.store.obj(REMEDIATIONS, name).get("spec"))
+
     def status(self, name: str = "r") -> dict[str, Any]:
         return dict(self.store.obj(REMEDIATIONS, name).get("status") or {})
 
@@ -209,7 +213,7 @@ async def test_approval_wait_then_approved_by_annotation() -> None:
     assert s.plans == 0 and not s.executed
     assert w.condition("Approved") == ("False", "AwaitingApproval")
     assert w.recorder.reasons("r").count("AwaitingApproval") == 1
-    w.store.touch(REMEDIATIONS, "r", annotations={ANN_APPROVED_BY: "alice"})
+    w.store.touch(REMEDIATIONS, "r", annotations={ANN_APPROVED_BY: "alice", ANN_APPROVED_SPEC_DIGEST: w.digest()})
     assert await w.reconcile() == "Succeeded"
     assert w.store.phases("r") == ["Pending", "AwaitingApproval", "Running", "Succeeded"]
     assert w.status()["approvedBy"] == "alice" and w.condition("Approved") == ("True", "Approved")

@@ -52,7 +52,9 @@ class World:
         body = self.store.add(REMEDIATIONS, {"metadata": {
             "name": f"old-{n}", "creationTimestamp": rfc3339.format_time(time.time() - created_ago),
             "labels": {LABEL_POLICY: "p", LABEL_STEP: "0", LABEL_TARGET: hashlib.sha256(target.encode()).hexdigest()[:16]},
-            "annotations": {ANN_FINGERPRINT: f"old{n}"}}, "spec": {}, "status": status})
+            "annotations": {ANN_FINGERPRINT: f"old{n}"},
+            "ownerReferences": [{"kind": "RemediationPolicy", "name": "p", "uid": self.policy["metadata"]["uid"],
+                                 "controller": True}]}, "spec": {}, "status": status})
         self.engine.observe_child(body, "ADDED")  # the watch event the operator would get
 
     def finish_child(self, n: int, phase: str) -> None:

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from remedy.base.constants import ANN_APPROVED_BY, FINAL_PHASES, GROUP, POLICIES, VERSION
+from remedy.api.digest import spec_digest
+from remedy.base.constants import ANN_APPROVED_BY, ANN_APPROVED_SPEC_DIGEST, FINAL_PHASES, GROUP, POLICIES, VERSION
 
 from ..scenarios import BY_NAME, SCENARIOS, Scenario
 from .ports import choose_ports
@@ -77,7 +78,9 @@ def _follow(st: Stack, sc: Scenario, tl: Timeline, name: str, obj: dict[str, Any
         return False
     if status.get("phase") == "AwaitingApproval" and sc.approve and "approved" not in tl:
         time.sleep(1)
-        st.kubectl("annotate", "-n", NS, f"remediation/{name}", f"{ANN_APPROVED_BY}={APPROVER}")
+        # The approval names the spec it approves, as `kubectl remedy approve` writes it.
+        st.kubectl("annotate", "-n", NS, f"remediation/{name}", f"{ANN_APPROVED_BY}={APPROVER}",
+                   f"{ANN_APPROVED_SPEC_DIGEST}={spec_digest((obj or {}).get('spec'))}")
         tl.mark("approved", f"approved by {APPROVER} (kubectl annotate {ANN_APPROVED_BY})")
     ex = _cond(obj or {}, "Executed")
     if ex and ex.get("status") == "True":

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from remedy.base.constants import ANN_APPROVED_BY, ANN_MODE, GROUP, POLICIES, VERSION
+from remedy.api.digest import spec_digest
+from remedy.base.constants import ANN_APPROVED_BY, ANN_APPROVED_SPEC_DIGEST, ANN_MODE, GROUP, POLICIES, VERSION
 
 from ..demo.stack import ADMIN_TOKEN, NS, Stack
 from ..demo.support import DemoError, http, say, wait_until
@@ -85,7 +86,9 @@ def inject(st: Stack) -> str:
     wait_until(lambda: ((st.remediation(child) or {}).get("status") or {}).get("phase") == "AwaitingApproval", 30, "AwaitingApproval")
     time.sleep(0.5)
     # The approver must be who the API server authenticated (admission policy): the demo's admin.
-    st.kubectl("annotate", "-n", NS, f"remediation/{child}", f"{ANN_APPROVED_BY}={APPROVER}")
+    # ... and the approval names the spec it approves, as `kubectl remedy approve` writes it.
+    st.kubectl("annotate", "-n", NS, f"remediation/{child}", f"{ANN_APPROVED_BY}={APPROVER}",
+               f"{ANN_APPROVED_SPEC_DIGEST}={spec_digest((st.remediation(child) or {}).get('spec'))}")
     obj = _end(st, child)
     if obj["status"]["phase"] != "Succeeded":
         raise DemoError(f"approved run {child} ended {obj['status']['phase']}: {obj['status'].get('message')}")

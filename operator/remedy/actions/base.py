@@ -46,6 +46,7 @@ An action is a params model (its CRD schema, in remedy.api) plus async functions
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from typing import Any, Generic, TypeVar
 
 from ..api.common import ApiModel, SecretKeyRef
 from ..base import redaction
+from ..base.errors import RetryableError, SecretRefError
 from ..clients.connectors import Connectors
 from ..clients.kube import KubeClient
 
@@ -111,8 +113,20 @@ class ActionContext:
 
     async def secret(self, ref: SecretKeyRef) -> str:
         value = await self.kube.read_secret_key(self.namespace, ref)
-        # Every encoding of it is masked from now on in status, Events and logs (remedy.redaction).
-        redaction.register(value)
+        # Every encoding of it is masked from now on in status, Events and logs (remedy.redaction);
+        # a large value is indexed in a worker thread so the event loop keeps serving meanwhile.
+        try:
+            if len(value) > redaction.INLINE_BYTES:
+                await asyncio.to_thread(redaction.register, value)
+            else:
+                redaction.register(value)
+        except redaction.SecretTooLargeError as exc:
+            raise SecretRefError(f"Secret {self.namespace}/{ref.name} key {ref.key!r}: {exc}; nothing was run",
+                                 reason="SecretTooLarge") from None
+        except redaction.IndexFullError as exc:
+            # Fail closed: a value that cannot be redacted is not used.
+            raise RetryableError(f"Secret {self.namespace}/{ref.name} not used: {exc}", delay=60.0,
+                                 reason="RedactionIndexFull") from None
         return value
 
     async def optional_secret(self, ref: SecretKeyRef | None) -> str | None:

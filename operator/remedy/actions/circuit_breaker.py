@@ -24,11 +24,13 @@ from ..base.errors import (
     SkipError,
     TargetNotFoundError,
 )
+from ..clients.egress import redirect_location
 from .base import ActionContext, ActionDef, Applied, CannotTell, Evidence, NotApplied, Observation
 from .http import (
     check_headers,
     check_status,
     describe,
+    redirect_refused,
     request_plan,
     response_evidence,
     send,
@@ -79,13 +81,17 @@ async def read_breaker_state(ctx: ActionContext, p: ResetCircuitBreaker) -> str:
     try:
         # The status endpoint normally lives on the same service as the reset call, so it
         # shares that call's timeout. No token is sent: it may be a different host.
-        async with ctx.connectors.http(parse_duration(p.reset.timeout)) as session, session.get(url) as resp:
+        async with ctx.connectors.http(parse_duration(p.reset.timeout)) as session, \
+                session.get(url, allow_redirects=False) as resp:
             status = int(resp.status)
+            location = redirect_location(status, resp.headers)
             text = (await resp.content.read(4 * 1024 * 1024)).decode("utf-8", errors="replace")
     except aiohttp.ClientSSLError as exc:
         raise PermanentError(f"GET {url}: TLS failed ({type(exc).__name__})", reason="TLSError") from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise RetryableError(f"GET {url}: {short_error(exc)}", reason="StatusUnavailable") from None
+    if location is not None:
+        raise redirect_refused(f"statusUrl GET {url}", status, location)
     if status >= 500:
         raise RetryableError(f"GET {url} answered {status}", reason="StatusUnavailable")
     if not 200 <= status < 300:
@@ -102,13 +108,18 @@ async def read_breaker_state(ctx: ActionContext, p: ResetCircuitBreaker) -> str:
 
 async def probe(ctx: ActionContext, hc: HealthCheck) -> Evidence:
     """One health check; a 2xx passes. A fresh session each time so a pooled keep-alive
-    connection cannot hide an upstream that no longer accepts new ones."""
+    connection cannot hide an upstream that no longer accepts new ones. A redirect is a
+    misconfigured health URL, not an unhealthy upstream: it fails the Remediation."""
     started = time.monotonic()
     try:
-        async with ctx.connectors.http(parse_duration(hc.timeout)) as session, session.get(hc.url) as resp:
+        async with ctx.connectors.http(parse_duration(hc.timeout)) as session, \
+                session.get(hc.url, allow_redirects=False) as resp:
             status = int(resp.status)
+            location = redirect_location(status, resp.headers)
     except (TimeoutError, aiohttp.ClientError) as exc:
         return {"ok": False, "error": short_error(exc), "ms": int((time.monotonic() - started) * 1000)}
+    if location is not None:
+        raise redirect_refused(f"health check GET {hc.url}", status, location)
     return {"ok": 200 <= status < 300, "status": status, "ms": int((time.monotonic() - started) * 1000)}
 
 

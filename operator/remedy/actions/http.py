@@ -17,8 +17,11 @@ it must be applied identically everywhere:
 - Bearer tokens come from a Secret and never reach plan, evidence or messages: response
   excerpts are redacted, header values that look like credentials are masked, and errors
   name the Secret, not its value.
-- Redirects are not followed when sending: a redirect would replay the bearer token to
-  whatever the Location names and may change the method.
+- Redirects are never followed, neither when sending nor when reading a breaker's state or
+  probing health (the egress session forces it; ``clients/egress.py``): a redirect would replay
+  the bearer token to whatever the Location names, skip the allowlist check for the second
+  address, and may change the method. A 3xx that was not asked for in ``expectStatus`` ends the
+  Remediation Failed/RedirectRefused naming the Location, so the runbook can list the final URL.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from ..base.errors import (
     PermanentError,
     RetryableError,
 )
+from ..clients.egress import redirect_location
 from . import notify_sinks
 from .base import ActionContext, ActionDef, CannotTell, Evidence, NotApplied, Observation
 
@@ -64,6 +68,17 @@ class Response:
     status: int
     excerpt: str
     ms: int
+    location: str | None = None  # where a 3xx pointed; never followed
+
+
+REDIRECT_REFUSED = "RedirectRefused"
+
+
+def redirect_refused(what: str, status: int, location: str) -> PermanentError:
+    return PermanentError(
+        f"{what} answered {status} redirecting to {redaction.redact(location)!r}; remedy does not follow redirects "
+        "(the next hop would bypass the egress allowlist and receive the request's credentials): use the final URL",
+        reason=REDIRECT_REFUSED)
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -161,6 +176,7 @@ async def send(ctx: ActionContext, call: HttpCall, *, token: str | None, body: s
                                        data=body.encode() if body is not None else None,
                                        allow_redirects=False) as resp:
                 status = int(resp.status)
+                location = redirect_location(status, resp.headers)
                 try:
                     raw = await resp.content.read(READ_LIMIT)
                     text = _decode(raw, resp.charset)
@@ -176,12 +192,15 @@ async def send(ctx: ActionContext, call: HttpCall, *, token: str | None, body: s
         raise AmbiguousOutcomeError(
             f"{what}: {type(exc).__name__} after the request may have been received", reason="OutcomeUnknown",
         ) from None
-    return Response(status=status, excerpt=excerpt(text, [token]), ms=int((time.monotonic() - started) * 1000))
+    return Response(status=status, excerpt=excerpt(text, [token]), ms=int((time.monotonic() - started) * 1000),
+                    location=location)
 
 
 def check_status(ctx: ActionContext, call: HttpCall, resp: Response) -> None:
     if resp.status in call.expect_status:
         return
+    if resp.location is not None:
+        raise redirect_refused(describe(call), resp.status, resp.location)
     what = f"{describe(call)} answered {resp.status}"
     tail = f"; body: {resp.excerpt!r}" if resp.excerpt else ""
     if resp.status in (401, 403):

@@ -16,6 +16,7 @@ from yarl import URL
 
 from ..api.common import parse_duration
 from ..api.idempotency import IdempotencyHttpBackend, PurgeIdempotencyKeys
+from ..base import redaction
 from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
@@ -23,6 +24,7 @@ from ..base.errors import (
     RemedyError,
     RetryableError,
 )
+from ..clients.egress import redirect_location
 from .base import ActionContext, Evidence
 from .idempotency_rules import (
     NOT_A_RECORD,
@@ -71,8 +73,10 @@ class AdminApi:
         """(status, JSON body or None). 404 is returned to the caller; other failures raise."""
         what = f"{method} {self.base}/admin/idempotency/{'recent' if key is None else '<key>'}"
         try:
-            async with self.session.request(method, self.url(key, query), headers=self.headers) as resp:
+            async with self.session.request(method, self.url(key, query), headers=self.headers,
+                                            allow_redirects=False) as resp:
                 status = int(resp.status)
+                location = redirect_location(status, resp.headers)
                 text = await resp.text()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._transient(f"{what} failed: {type(exc).__name__}", changed) from None
@@ -84,6 +88,10 @@ class AdminApi:
             )
         if status == 404 or status == 204:
             return status, None
+        if location is not None:
+            # Never followed (clients/egress.py): the next hop would get the admin token unchecked.
+            raise PermanentError(f"{what} answered {status} redirecting to {redaction.redact(location)!r}; redirects are not "
+                                 "followed: set baseUrl to the final address", reason="RedirectRefused")
         if status >= 500 or status in (408, 429):
             raise self._transient(f"{what} answered {status}", changed)
         if status >= 400:

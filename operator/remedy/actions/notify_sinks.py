@@ -138,6 +138,10 @@ async def send(ctx: ActionContext, p: Notify) -> Evidence:
     if status in OK_STATUS[sink.format]:
         return {"format": sink.format, "endpoint": _shown_endpoint(sink), "status": status, "dedupKey": dedup,
                 "response": text[:300]}
+    if 300 <= status < 400:
+        # Not followed (clients/egress.py); the Location is not shown: a sink URL may come from a Secret.
+        raise PermanentError(f"{shown} answered {status} (a redirect); redirects are not followed: configure the "
+                             "final URL", reason="RedirectRefused")
     if status == 429 or status >= 500:
         raise RetryableError(f"{shown}: HTTP {status}: {text[:200]}", delay=5.0, reason="SinkUnavailable")
     raise PermanentError(f"{shown} refused the message: HTTP {status}: {text[:300]}", reason="SinkRejected")

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
-from ..base.constants import ANN_APPROVED_BY, API_VERSION, REMEDIATIONS
+from ..base.constants import ANN_APPROVED_BY, ANN_APPROVED_SPEC_DIGEST, API_VERSION, REMEDIATIONS
 from .common import ApiModel, Condition, CrdRoot, Duration, exactly_one_field, preserve_unknown, printer_column
 from .http import HttpRequest, Notify, ResetCircuitBreaker
 from .idempotency import PurgeIdempotencyKeys
@@ -96,7 +96,9 @@ class ApprovalRecord(ApiModel):
     groups: list[str] = Field(default_factory=list)
     at: str | None = None
     accepted: bool = False
-    reason: str = Field(default="", description="Approver, or why it did not count (SelfApproval, NotAnApprover).")
+    reason: str = Field(default="", description="Approver, or why it did not count (SelfApproval, NotAnApprover, "
+                                                "SpecChanged, NoSpecDigest).")
+    spec_digest: str | None = Field(default=None, description="Digest of the spec this approval approved.")
 
 
 class Approval(ApiModel):
@@ -104,7 +106,14 @@ class Approval(ApiModel):
     approved_by: str | None = Field(
         default=None,
         description=(f"Set to grant approval (GitOps-friendly); the annotation {ANN_APPROVED_BY} works too. "
-                     "The API server rejects any value other than the name of the user setting it."),
+                     "The API server rejects any value other than the name of the user setting it. Counts only "
+                     "with approvedSpecDigest (the annotation: with "
+                     f"{ANN_APPROVED_SPEC_DIGEST}) equal to the digest of the spec."),
+    )
+    approved_spec_digest: str | None = Field(
+        default=None, pattern=r"^sha256:[0-9a-f]{64}$",
+        description=("Digest of the spec approvedBy approves (the AwaitingApproval message shows the current one; "
+                     "`kubectl remedy approve` computes it). Any later spec change voids the approval."),
     )
     approvers: list[Approver] = Field(
         default_factory=list, max_length=64,
@@ -162,6 +171,8 @@ class RemediationStatus(ApiModel):
     started_at: str | None = None
     completed_at: str | None = None
     approved_by: str | None = None
+    spec_digest: str | None = Field(default=None, description="Digest of the spec the attempt was recorded for; a "
+                                                              "resumed attempt never runs a spec with another digest.")
     approvals: list[ApprovalRecord] = Field(default_factory=list, description="Approvals seen, accepted or not.")
     requested_by: str | None = Field(default=None, description="The requester whose rights the action ran with.")
     message: str | None = None

@@ -33,6 +33,9 @@ ANN_LABELS: Final = f"{GROUP}/alert-labels"
 ANN_TARGET: Final = f"{GROUP}/target"
 # Written by people (or the kubectl plugin): approval of a Remediation, resume of a policy.
 ANN_APPROVED_BY: Final = f"{GROUP}/approved-by"
+# The digest of the spec that approval approved (remedy.api.digest), written with it by
+# `kubectl remedy approve`; an approval counts only while it equals the spec's digest.
+ANN_APPROVED_SPEC_DIGEST: Final = f"{GROUP}/approved-spec-digest"
 ANN_RESUMED_AT: Final = f"{GROUP}/resumed-at"
 # Written by the operator on a workload's pod template: which Remediation restarted it.
 ANN_RESTARTED_BY: Final = f"{GROUP}/restarted-by"
@@ -83,7 +86,7 @@ OPERATOR_APP_NAME: Final = "remedy-operator"
 
 LABEL_NAMES: Final = (LABEL_POLICY, LABEL_FIRING, LABEL_STEP, LABEL_TARGET)
 ANNOTATION_NAMES: Final = (
-    ANN_FINGERPRINT, ANN_STARTS_AT, ANN_LABELS, ANN_TARGET, ANN_APPROVED_BY, ANN_RESUMED_AT,
+    ANN_FINGERPRINT, ANN_STARTS_AT, ANN_LABELS, ANN_TARGET, ANN_APPROVED_BY, ANN_APPROVED_SPEC_DIGEST, ANN_RESUMED_AT,
     ANN_RESTARTED_BY, ANN_FAULT_INJECT, ANN_MODE, ANN_MODE_SINCE, ANN_REFIRED_AT, ANN_CLEARED_AT,
     ANN_SILENCE, ANN_SILENCE_ID,
     ANN_EPISODE, ANN_RESOLVED_AT, ANN_SHARD_WANTED_BY, ANN_SHARD_WEBHOOK,
@@ -93,7 +96,8 @@ ANNOTATION_NAMES: Final = (
 # validating admission policy (deploy/admission/validating, variable peopleKeys) refuses them
 # from anyone but the operator's ServiceAccount (or system:masters).
 PEOPLE_ANNOTATIONS: Final = (
-    ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, ANN_RESUMED_AT,
+    ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, ANN_APPROVED_SPEC_DIGEST,
+    ANN_RESUMED_AT,
 )
 
 # Phases of a Remediation, as sets (each spelled once): a final one never runs again; a not

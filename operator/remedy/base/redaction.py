@@ -12,9 +12,27 @@ without ``ensure_ascii``, URL-encoded in both flavours, base64 standard and URL-
 byte alignment, hex), or any substring of length >= MIN_FRAGMENT of one of them. Values
 shorter than MIN_FRAGMENT are redacted when an encoding appears whole.
 
-The registry is process-wide and bounded (oldest values are forgotten first): sinks such as
-the log handler have no idea which Remediation a line belongs to, and redacting every known
-value everywhere is the safe side.
+The registry is process-wide: sinks such as the log handler have no idea which Remediation a
+line belongs to, and redacting every known value everywhere is the safe side.
+
+Bounded (issue 20): the index is one set of 8-character fragments shared by all values, so a
+value costs memory and time linear in its size (at most ~35 fragments per byte: the longest
+encodings, doubly JSON-escaped control characters, are ~7 characters a byte, and about ten
+distinct encodings survive deduplication; ~100 bytes a fragment in the set). Three limits
+keep that linear figure small:
+
+- ``MAX_SECRET_BYTES`` (16 KiB): the largest Secret value the operator reads. A bigger one is
+  refused where it is read (``clients/kube.py``, reason SecretTooLarge, naming the Secret, key,
+  size and cap, never the content) before any of it is decoded or indexed; ``register`` refuses
+  it too. Bearer tokens, passwords, DSNs and webhook URLs are far below it. A 700 KB value
+  used to cost ~850 MiB (every fragment of ~40 encodings, rebuilt for every value).
+- ``MAX_INDEX_FRAGMENTS`` (2M, ~200 MiB at most, typically a few MiB): the whole index. A new
+  value that does not fit evicts values last read more than ``EVICT_AFTER_S`` ago (oldest
+  first); if it still does not fit, ``register`` raises ``IndexFullError`` and the reader fails
+  closed (the value is not used).
+- Adding a value updates the set in place (cost: that value only); only eviction rebuilds,
+  from the remaining values. ``ActionContext.secret`` registers values over
+  ``INLINE_BYTES`` in a worker thread, so the event loop keeps serving while it is built.
 """
 
 from __future__ import annotations
@@ -24,6 +42,7 @@ import json
 import logging
 import re
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from typing import Any
@@ -32,6 +51,18 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 REDACTED = "<redacted>"
 MIN_FRAGMENT = 8
 MAX_VALUES = 4096
+MAX_SECRET_BYTES = 16 * 1024
+MAX_INDEX_FRAGMENTS = 2_000_000
+EVICT_AFTER_S = 600.0
+INLINE_BYTES = 1024  # smaller values are indexed on the caller's thread (cheaper than a hand-off)
+
+
+class SecretTooLargeError(ValueError):
+    """A value over MAX_SECRET_BYTES: never indexed (the message carries its size, not its content)."""
+
+
+class IndexFullError(RuntimeError):
+    """No room for one more value without forgetting one read recently: fail closed."""
 
 
 def encodings(value: str) -> set[str]:
@@ -105,26 +136,86 @@ def split_connection_string(value: str) -> tuple[list[str], bool]:
     return [value], False
 
 
+def _fragments(form: str) -> Any:
+    """Every MIN_FRAGMENT-long substring of ``form``, produced at C speed (map over slices)."""
+    n = len(form) - MIN_FRAGMENT + 1
+    return map(form.__getitem__, map(slice, range(n), range(MIN_FRAGMENT, n + MIN_FRAGMENT)))
+
+
+def index_of(value: str) -> tuple[set[str], set[str]]:
+    """(fragments, whole forms) that mask ``value``: linear in its size."""
+    grams: set[str] = set()
+    whole: set[str] = set()
+    secret_parts, public_shape = split_connection_string(value)
+    for part in secret_parts:
+        for form in encodings(part):
+            if len(form) >= MIN_FRAGMENT:
+                grams.update(_fragments(form))
+            else:
+                whole.add(form)
+    if public_shape:  # the whole DSN/URL too, in every encoding, but not its fragments
+        whole.update(f for f in encodings(value) if len(f) >= 4)
+    return grams, whole
+
+
+def check_size(value: str) -> int:
+    size = len(value.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_SECRET_BYTES:
+        raise SecretTooLargeError(f"{size} bytes, over the operator's cap of {MAX_SECRET_BYTES} bytes per Secret value")
+    return size
+
+
 class Redactor:
     """Registered secret values and their encodings; ``redact`` masks them in any text."""
 
-    def __init__(self, max_values: int = MAX_VALUES) -> None:
-        self._values: OrderedDict[str, None] = OrderedDict()
+    def __init__(self, max_values: int = MAX_VALUES, max_fragments: int = MAX_INDEX_FRAGMENTS) -> None:
+        # value -> (fragments it added, monotonic time it was last registered)
+        self._values: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._max = max_values
+        self._max_fragments = max_fragments
         self._lock = threading.Lock()
-        self._grams: frozenset[str] = frozenset()
+        self._grams: set[str] = set()
         self._whole: tuple[str, ...] = ()
 
     def register(self, value: str | None) -> None:
+        """Index ``value``. Raises SecretTooLargeError over MAX_SECRET_BYTES and IndexFullError
+        when only forgetting a recently read value would make room (the caller must not use it)."""
         if not value:
             return
         with self._lock:
             if value in self._values:
+                self._values[value] = (self._values[value][0], time.monotonic())
                 self._values.move_to_end(value)
                 return
-            self._values[value] = None
-            while len(self._values) > self._max:
-                self._values.popitem(last=False)
+        check_size(value)
+        grams, whole = index_of(value)  # outside the lock: the linear part
+        with self._lock:
+            if value in self._values:
+                return
+            self._make_room(len(grams))
+            self._values[value] = (len(grams), time.monotonic())
+            self._grams.update(grams)  # in place: readers see a superset, never a gap
+            if whole:
+                self._whole = tuple(sorted(set(self._whole) | whole, key=len, reverse=True))
+
+    def _make_room(self, adding: int) -> None:
+        used = sum(n for n, _ in self._values.values())
+        evict: list[str] = []
+        now = time.monotonic()
+        for old, (n, seen) in self._values.items():  # oldest first
+            if used + adding <= self._max_fragments and len(self._values) - len(evict) < self._max:
+                break
+            if now - seen < EVICT_AFTER_S:
+                break
+            evict.append(old)
+            used -= n
+        if used + adding > self._max_fragments:
+            raise IndexFullError(
+                f"the redaction index holds {used} fragments of values read in the last {EVICT_AFTER_S:.0f}s; "
+                f"{adding} more would pass its cap of {self._max_fragments}")
+        if evict:
+            for old in evict:
+                del self._values[old]
             self._rebuild()
 
     @property
@@ -136,20 +227,17 @@ class Redactor:
             self._values.clear()
             self._rebuild()
 
+    def fragments(self) -> int:
+        return len(self._grams)
+
     def _rebuild(self) -> None:
         grams: set[str] = set()
         whole: set[str] = set()
         for value in self._values:
-            secret_parts, public_shape = split_connection_string(value)
-            for part in secret_parts:
-                for form in encodings(part):
-                    if len(form) >= MIN_FRAGMENT:
-                        grams.update(form[i:i + MIN_FRAGMENT] for i in range(len(form) - MIN_FRAGMENT + 1))
-                    else:
-                        whole.add(form)
-            if public_shape:  # the whole DSN/URL too, in every encoding, but not its fragments
-                whole.update(f for f in encodings(value) if len(f) >= 4)
-        self._grams = frozenset(grams)
+            g, w = index_of(value)
+            grams |= g
+            whole |= w
+        self._grams = grams
         # Longest first, so a short form inside a longer one does not split it.
         self._whole = tuple(sorted(whole, key=len, reverse=True))
 

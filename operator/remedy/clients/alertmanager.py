@@ -44,7 +44,7 @@ class Alertmanager:
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
             async with aiohttp.ClientSession(timeout=self.timeout) as session, \
-                    session.request(method, f"{self.url}/api/v2{path}", json=body) as r:
+                    session.request(method, f"{self.url}/api/v2{path}", json=body, allow_redirects=False) as r:
                 text = await r.text()
                 if r.status >= 400:
                     raise RetryableError(f"Alertmanager {method} {path}: HTTP {r.status}: {text[:200]}",

@@ -20,6 +20,19 @@ address the name resolves to (all must be allowed), so a name pointing at 169.25
 refused even though its spelling looks harmless. The same check runs again inside the HTTP
 client's resolver at connect time, so a DNS answer that changes between check and send
 (rebinding) is refused too. An empty allowlist allows nothing.
+
+Always refused, whatever the allowlist says (a CIDR such as 0.0.0.0/0 or 169.0.0.0/8 covering
+them, or a listed host name resolving to them): link-local addresses (169.254.0.0/16, where
+every cloud's metadata service lives, and fe80::/10) and the IPv6 metadata address
+fd00:ec2::254, in every spelling that reaches them (IPv4-mapped ``::ffff:169.254.169.254``,
+6to4, NAT64 64:ff9b::/96). IP literals in a URL are checked like resolved addresses: aiohttp
+skips the resolver for them, so the check before sending is the one that counts.
+
+Redirects are never followed (issue 20): ``GuardedSession`` sends every request with
+``allow_redirects=False``, whatever the caller asked, and the caller sees the 3xx itself
+(``redirect_location`` names where it pointed). Following them hop by hop would need the same
+check per hop and would replay Authorization headers and bodies to a second address; no
+remedy action needs a redirect, and an operator who does can list the final URL instead.
 """
 
 from __future__ import annotations
@@ -35,6 +48,45 @@ from ..base.errors import PermanentError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Never a destination, whatever the allowlist says: link-local (cloud metadata services answer
+# on 169.254.169.254 / 169.254.170.2 and fd00:ec2::254) is not a place a remediation calls.
+ALWAYS_REFUSED: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"), ipaddress.ip_network("fd00:ec2::254/128"),
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 spelling reaches (mapped, 6to4, NAT64), if any."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def always_refused(address: str) -> str | None:
+    """Why ``address`` is never a destination (link-local / cloud metadata), else None."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    for candidate in (ip, _embedded_v4(ip)):
+        if candidate is not None and any(candidate in net for net in ALWAYS_REFUSED if net.version == candidate.version):
+            return f"{address} is a link-local / cloud metadata address, never allowed"
+    return None
+
+
+def redirect_location(status: int, headers: Any) -> str | None:
+    """Where a 3xx answer pointed (not followed), else None."""
+    if 300 <= status < 400:
+        return str(headers.get("Location") or "(no Location header)")[:200]
+    return None
 
 
 class DestinationRefusedError(OSError):
@@ -98,6 +150,8 @@ class EgressPolicy:
         return any(r.host is not None and r.matches_port(port) and _host_rule_matches(r, host) for r in self.rules)
 
     def address_allowed(self, address: str, port: int) -> bool:
+        if always_refused(address):
+            return False
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
@@ -106,6 +160,9 @@ class EgressPolicy:
 
     def check_resolved(self, host: str, port: int, addresses: list[str]) -> str | None:
         """None when allowed, else why not."""
+        forbidden = [why for why in map(always_refused, addresses) if why]
+        if forbidden:
+            return f"{host}:{port}: {forbidden[0]}"
         if self.name_allowed(host, port):
             return None
         if not addresses:
@@ -126,9 +183,9 @@ class EgressPolicy:
             return f"{url!r} has an invalid port"
         if not host:
             return f"{url!r} has no host"
-        if self.name_allowed(host, port):
-            return None
         addresses = await resolve(host, port)
+        if not addresses and self.name_allowed(host, port):
+            return None  # a listed name that does not resolve now: the connect-time check runs again
         return self.check_resolved(host, port, addresses)
 
 
@@ -157,8 +214,6 @@ class AllowlistResolver:
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> Any:
         infos = list(await self._inner.resolve(host, port, family))
-        if self.policy.name_allowed(host, port):
-            return infos
         why = self.policy.check_resolved(host, port, [str(i["host"]) for i in infos])
         if why:
             raise DestinationRefusedError(why)
@@ -175,10 +230,12 @@ class DestinationNotAllowedError(PermanentError):
 
 
 class _GuardedRequest:
-    """``session.request(...)`` that checks the URL (after DNS) before anything is sent."""
+    """``session.request(...)`` that checks the URL (after DNS) before anything is sent and
+    never follows a redirect (the hop would skip this check; see the module docstring)."""
 
     def __init__(self, policy: EgressPolicy, session: Any, method: str, url: Any, kwargs: dict[str, Any]) -> None:
-        self.policy, self.session, self.method, self.url, self.kwargs = policy, session, method, url, kwargs
+        self.policy, self.session, self.method, self.url = policy, session, method, url
+        self.kwargs = {**kwargs, "allow_redirects": False}
         self._cm: Any = None
 
     async def __aenter__(self) -> Any:

@@ -37,6 +37,7 @@ from ..base.errors import (
     SecretRefError,
     TargetNotFoundError,
 )
+from ..base.redaction import MAX_SECRET_BYTES
 
 T = TypeVar("T")
 # The operator's own writes fail loudly on a field the schema does not know, instead of the API
@@ -280,4 +281,16 @@ class KubeClient:
         data = secret.data or {}
         if ref.key not in data:
             raise SecretRefError(f"Secret {namespace}/{ref.name} has no key {ref.key!r}", reason="SecretKeyNotFound")
-        return base64.b64decode(data[ref.key]).decode("utf-8").strip()
+        encoded = str(data[ref.key])
+        size = len(encoded) * 3 // 4 - encoded.count("=")
+        if size > MAX_SECRET_BYTES:
+            # Checked before decoding: a value this size is never decoded, indexed or used.
+            raise SecretRefError(
+                f"Secret {namespace}/{ref.name} key {ref.key!r} holds {size} bytes, over the operator's cap of "
+                f"{MAX_SECRET_BYTES} bytes per Secret value; nothing was run (store the credential alone "
+                "in its own key)", reason="SecretTooLarge")
+        try:
+            return base64.b64decode(encoded).decode("utf-8").strip()
+        except (ValueError, UnicodeDecodeError):
+            raise SecretRefError(f"Secret {namespace}/{ref.name} key {ref.key!r} is not UTF-8 text",
+                                 reason="SecretNotText") from None

@@ -14,6 +14,16 @@ tested exhaustively:
 
 Each approval seen is recorded once in ``status.approvals`` (accepted or not, with why), so
 ``mode: all`` collects approvals given one after another on the same annotation.
+
+Bound to the spec (issue 20): every approval carries the digest of the spec it approved
+(annotation ``approved-spec-digest`` written by ``kubectl remedy approve``, or
+``spec.approval.approvedSpecDigest``; ``remedy.api.digest``). It counts only while that digest
+equals the digest of the spec the engine is about to run; judged again on every pass, so an
+edit after approval voids it: an ``ApprovalVoided`` Warning Event, ``Approved=False`` with
+reason ``ApprovalVoided`` and the phase back to AwaitingApproval. An approval without a digest
+never counts (NoSpecDigest). This holds without admission; admission additionally refuses
+spec edits once planning started, and binds the digest annotation to its writer like
+approved-by.
 """
 
 from __future__ import annotations
@@ -24,10 +34,11 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from ..api.common import now_rfc3339, parse_duration
+from ..api.digest import short, spec_digest
 from ..api.objects import view
 from ..api.remediation import Approval
 from ..base import rfc3339
-from ..base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS
+from ..base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, ANN_APPROVED_SPEC_DIGEST
 from ..base.errors import RetryableError, SkipError
 from ..clients.access_review import Requester
 from .authz import requester_of, split_groups
@@ -45,20 +56,31 @@ class Gate:
     new_records: list[dict[str, Any]] = field(default_factory=list)
     expired: bool = False
     recheck_after: float | None = None
+    voided: list[dict[str, Any]] = field(default_factory=list)  # accepted before, void now (spec changed)
+    digest: str = ""
 
 
-def observed(obj: dict[str, Any], approval: Approval) -> list[tuple[str, tuple[str, ...]]]:
-    """(user, groups) approvals present on the object right now."""
+def observed(obj: dict[str, Any], approval: Approval) -> list[tuple[str, tuple[str, ...], str | None]]:
+    """(user, groups, approved spec digest) approvals present on the object right now."""
     ann = view(obj).annotations
-    out: list[tuple[str, tuple[str, ...]]] = []
+    out: list[tuple[str, tuple[str, ...], str | None]] = []
     if ann.get(ANN_APPROVED_BY):
-        out.append((ann[ANN_APPROVED_BY], split_groups(ann.get(ANN_APPROVED_BY_GROUPS))))
+        out.append((ann[ANN_APPROVED_BY], split_groups(ann.get(ANN_APPROVED_BY_GROUPS)),
+                    ann.get(ANN_APPROVED_SPEC_DIGEST) or None))
     if approval.approved_by:
-        out.append((approval.approved_by, ()))
+        out.append((approval.approved_by, (), approval.approved_spec_digest))
     return out
 
 
-def _judge(user: str, groups: tuple[str, ...], approval: Approval, requester: Requester | None) -> tuple[bool, str]:
+def _judge(user: str, groups: tuple[str, ...], approval: Approval, requester: Requester | None,
+           approved_digest: str | None = None, digest: str | None = None) -> tuple[bool, str]:
+    if digest is not None:
+        if not approved_digest:
+            return False, (f"NoSpecDigest: the approval by {user} names no spec digest; approve with "
+                           f"`kubectl remedy approve`, or set approval.approvedSpecDigest: {digest}")
+        if approved_digest != digest:
+            return False, (f"SpecChanged: {user} approved spec {short(approved_digest)}, the spec is now "
+                           f"{short(digest)}; approve again (the spec's digest is {digest})")
     if approval.four_eyes:
         if requester is None:
             return False, "RequesterUnknown: fourEyes needs the recorded requester"
@@ -95,25 +117,33 @@ def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, req
     now = now or datetime.now(timezone.utc)
     records = [dict(r) for r in recorded or []]
     needed = approval.required or action_requires or bool(approval.approvers)
+    digest = spec_digest(obj.get("spec"))
     new: list[dict[str, Any]] = []
-    for user, groups in observed(obj, approval):
-        if any(r.get("user") == user and tuple(r.get("groups") or ()) == groups for r in records):
+    for user, groups, approved_digest in observed(obj, approval):
+        if any(r.get("user") == user and tuple(r.get("groups") or ()) == groups
+               and r.get("specDigest") == approved_digest for r in records):
             continue
-        ok, why = _judge(user, groups, approval, requester)
-        rec = {"user": user, "groups": list(groups), "at": now_rfc3339(), "accepted": ok, "reason": why}
+        ok, why = _judge(user, groups, approval, requester, approved_digest, digest)
+        rec = {"user": user, "groups": list(groups), "at": now_rfc3339(), "accepted": ok, "reason": why,
+               "specDigest": approved_digest}
         records.append(rec)
         new.append(rec)
     # Judge every approval again on each pass: whether it counts depends on the current
-    # requester and approvers, not on what they were when it was first seen.
+    # requester, approvers and spec, not on what they were when it was first seen.
+    voided: list[dict[str, Any]] = []
     for seen in records:
-        ok, why = _judge(str(seen.get("user")), tuple(seen.get("groups") or ()), approval, requester)
+        was = bool(seen.get("accepted"))
+        ok, why = _judge(str(seen.get("user")), tuple(seen.get("groups") or ()), approval, requester,
+                         seen.get("specDigest"), digest)
         seen["accepted"], seen["reason"] = ok, why
+        if was and not ok and why.startswith("SpecChanged"):
+            voided.append(seen)
     accepted = [r for r in records if r.get("accepted")]
     names = ", ".join(dict.fromkeys(r["user"] for r in accepted)) or None
     if not needed:
-        return Gate(False, True, names, "approval not required", records, new)
+        return Gate(False, True, names, "approval not required", records, new, digest=digest)
     if _satisfied(approval, accepted):
-        return Gate(True, True, names, f"approved by {names}", records, new)
+        return Gate(True, True, names, f"approved by {names} (spec {short(digest)})", records, new, digest=digest)
     waiting = "waiting for approval: kubectl remedy approve <name> (or annotate approved-by as yourself)"
     if approval.approvers:
         waiting += f"; approvers ({approval.mode}): " + ", ".join(f"{a.kind}:{a.name}" for a in approval.approvers)
@@ -121,7 +151,11 @@ def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, req
         waiting += "; fourEyes: the requester cannot approve"
     if accepted:
         waiting += f"; approved so far by {names}"
-    gate = Gate(True, False, names, waiting, records, new)
+    if voided:
+        waiting = (f"approval by {', '.join(dict.fromkeys(str(r['user']) for r in voided))} voided: the spec changed "
+                   f"after it was approved (now {short(digest)}); " + waiting)
+    waiting += f"; spec digest {digest}"
+    gate = Gate(True, False, names, waiting, records, new, voided=voided, digest=digest)
     if approval.expires_after:
         limit = parse_duration(approval.expires_after)
         age = _age(view(obj).metadata.get("creationTimestamp"), now)
@@ -153,6 +187,8 @@ async def run_gate(run: _Run, approval: Approval, action_requires: bool) -> Gate
     when an expiry is due (nothing else would wake the handler up), and returns the gate.
     """
     gate = evaluate(run.obj, approval, action_requires, requester_of(run.obj), run.status.get("approvals"))
+    for rec in gate.voided:
+        run.event("Warning", "ApprovalVoided", f"approval by {rec['user']} no longer counts: {rec['reason']}")
     for rec in gate.new_records:
         if rec["accepted"]:
             run.event("Normal", "ApprovalRecorded", f"approval by {rec['user']} recorded")
@@ -169,11 +205,12 @@ async def run_gate(run: _Run, approval: Approval, action_requires: bool) -> Gate
             await run.patch({"approvals": gate.records}, lock=False)
         return gate
     changes: dict[str, Any] = {}
-    if gate.new_records:
+    if gate.new_records or gate.voided:
         changes["approvals"] = gate.records
     if run.status.get("phase") != "AwaitingApproval" or run.status.get("message") != gate.message:
+        reason = "ApprovalVoided" if gate.voided else "AwaitingApproval"
         changes.update({"phase": "AwaitingApproval", "message": gate.message,
-                        "conditions": run.conds(Approved=("False", "AwaitingApproval", gate.message))})
+                        "conditions": run.conds(Approved=("False", reason, gate.message))})
     if changes:
         first = run.status.get("phase") != "AwaitingApproval"
         await run.patch(changes, lock=False)

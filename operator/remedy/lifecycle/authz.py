@@ -26,9 +26,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from ..api.children import controller_of
 from ..api.common import SecretKeyRef
 from ..api.objects import view
-from ..base.constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES, POLICY_KIND
+from ..base.constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES
 from ..base.errors import PermanentError
 from ..clients.access_review import Permission, Requester
 from ..clients.egress import DestinationNotAllowedError, EgressPolicy
@@ -109,13 +110,6 @@ def required_permissions(action: str, params: Any, namespace: str) -> list[Permi
     return perms
 
 
-def _policy_owner(obj: dict[str, Any]) -> str | None:
-    for ref in view(obj).metadata.get("ownerReferences") or []:
-        if ref.get("kind") == POLICY_KIND and ref.get("controller"):
-            return str(ref.get("name"))
-    return None
-
-
 @dataclass
 class Guard:
     """The checks above; ``reviewer`` None disables the RBAC part (unit tests, or
@@ -133,9 +127,14 @@ class Guard:
                 f"no {ANN_REQUESTED_BY} annotation: the requester is unknown, so nothing is run on their behalf "
                 "(install the remedy admission policies: charts/remedy templates/admission.yaml or deploy/admission)",
                 reason="RequesterUnknown")
-        policy = _policy_owner(obj)
-        if policy is not None and self.objects is not None:
+        ref = controller_of(obj)
+        if ref is not None and self.objects is not None:
+            policy = str(ref.get("name"))
             owner = await self.objects.get_object(POLICIES, meta.get("namespace", ""), policy)
+            if owner is not None and view(owner).metadata.get("uid") != ref.get("uid"):
+                # A policy of that name, but not the one this child was created for (deleted
+                # and recreated, perhaps by someone else): its author is not this child's.
+                owner = None
             author = requester_of(owner) if owner else None
             if author is None or author != who:
                 raise RequesterForbiddenError(

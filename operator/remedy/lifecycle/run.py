@@ -26,6 +26,7 @@ from .conditions import get_condition, initial_conditions, set_condition
 from .fencing import FencedOutError, fenced_patch
 from .gitops import REASON as REVERTED_BY_GITOPS
 from .gitops import verify_unless_reverted
+from .review import intent_digest, review_before_acting
 from .verify import verify_promql
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class Run:
         # from then on every status write is a compare-and-swap on it (engine/fencing.py).
         self.epoch: int | None = None
         self._confirmed_at = 0.0
+        # The spec this pass reviews, plans and runs: a patch's answer may carry a newer one.
+        self.spec_digest = intent_digest(obj)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -140,6 +143,8 @@ class Run:
             return await self._advance(phase, spec, action, params)
         except FencedOutError:
             raise
+        except _Finished:
+            return str(self.status.get("phase"))
         except RetryableError:
             raise
         except SkipError as exc:
@@ -175,8 +180,15 @@ class Run:
             approved = ("True", "Approved", gate.message) if gate.needed else (
                 "True", "NotRequired", "approval not required")
             if self.e.guard is not None:
-                await self.e.guard.check(self.obj, action.name, params)
+                try:
+                    await self.e.guard.check(self.obj, action.name, params)
+                except PermanentError:
+                    # Approved, then refused for the requester's rights: say both.
+                    await self.patch({"conditions": self.conds(Approved=approved)}, lock=False)
+                    raise
             return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
+        if phase in ("Running", "Verifying"):
+            await self._review(phase, spec, action, params)  # lifecycle/review.py: spec, approval, rights, allowlist
         if phase == "Running":
             return await self._resume_running(spec, action, params, ctx)
         if phase == "Verifying":
@@ -189,6 +201,19 @@ class Run:
             finally:
                 beat.cancel()
         return str(phase)
+
+    async def _review(self, phase: str, spec: RemediationSpec, action: ActionDef[Any], params: Any) -> None:
+        """A resumed attempt is reviewed again; a refusal after intent may follow a send: escalate."""
+        running = phase == "Running"
+        try:
+            await review_before_acting(self.obj, self.e.guard if running else None, action.name, params,
+                                       spec if running else None, action.requires_approval)
+        except PermanentError as exc:
+            self._check_not_live_elsewhere()
+            msg = f"{exc.message} (attempt {self.status.get('attemptId')} was already started)"
+            await self.finish("Failed", exc.reason, msg, executed=("Unknown", exc.reason, msg) if running else None)
+            self.event("Warning", "EscalationRequired", f"a person must check the target: {msg}"[:1024])
+            raise _Finished from None
 
     def _approved_by(self, spec: RemediationSpec) -> str | None:
         annotations = self.meta.get("annotations") or {}
@@ -220,11 +245,16 @@ class Run:
                 evidence = {"error": exc.message}
         attempts = int(self.status.get("attempts") or 0) + 1
         attempt_id = f"{self.meta['uid'][:8]}-{attempts}"
+        if intent_digest(self.obj) != self.spec_digest:
+            # Edited since this pass read it (a patch's answer carried the new spec): what was
+            # approved, reviewed and planned is not what is stored. Read again from the start.
+            raise RetryableError("the spec changed during planning; reviewing it again", delay=0.5, reason="Conflict")
         # Intent first: if we die after this, the next operator sees Running and does not act blindly.
         await self.claim({
             "phase": "Running", "attemptId": attempt_id, "attempts": attempts, "plan": plan,
             "evidence": evidence, "startedAt": self.status.get("startedAt") or now_rfc3339_ms(),
-            "approvedBy": approved_by, "message": f"running: {plan.get('change') or action.name}",
+            "approvedBy": approved_by, "specDigest": self.spec_digest,
+            "message": f"running: {plan.get('change') or action.name}",
             "conditions": self.conds(Approved=approved, Executed=("Unknown", "InProgress", f"attempt {attempt_id} started")),
         })
         self.event("Normal", "Started", f"attempt {attempt_id}: {plan.get('change') or action.name}")
@@ -322,6 +352,8 @@ class Run:
                               "conditions": self.conds(Executed=("Unknown", "ReApplying", msg))}, lock=False)
             self.event("Normal", "ReApplying", f"attempt {attempt_id}: {msg}")
             await asyncio.sleep(min(8.0, 0.5 * 2 ** max(0, attempts - 2)))
+            if self.e.guard is not None:  # rights may have been removed while we waited
+                await self.e.guard.check(self.obj, action.name, params)
             return await self._execute_inner(spec, action, params, ctx, plan)
         return await self._outcome_unknown(f"{cause}; {seen.detail}")
 
@@ -476,6 +508,10 @@ class Run:
         await self.patch(changes, lock=False)
         self.event("Warning", exc.reason, msg)
         exc.delay = min(60.0, max(exc.delay, 2.0 ** attempts))
+
+
+class _Finished(Exception):  # noqa: N818 - control flow, not an error: the pass already wrote a final phase
+    """Raised after ``finish`` to leave ``_advance`` without a second final write."""
 
 
 def _summary(result: dict[str, Any], plan: dict[str, Any]) -> str:

@@ -18,12 +18,17 @@ DEFAULT_TIMEOUT = float(os.environ.get("REMEDY_PROMETHEUS_TIMEOUT", "10"))
 
 
 def _query(url: str, promql: str, timeout: float) -> list[dict[str, Any]]:
+    import requests
     from prometheus_api_client import PrometheusConnect
     from urllib3.util import Retry
 
+    # Never follow a redirect (issue 20, clients/egress.py): a 3xx is an error, not a new address.
+    session = requests.Session()
+    session.max_redirects = 0
+    session.verify = False  # what disable_ssl=True sets on the client's own session
     # One quick retry at most: the caller polls again anyway, and the client's default retries
     # with backoff would hold a thread for many seconds while Prometheus is down.
-    prom = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout,
+    prom = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, session=session,
                              retry=Retry(total=1, backoff_factor=0.1, status_forcelist=[502, 503, 504]))
     result: list[dict[str, Any]] = prom.custom_query(query=promql, timeout=timeout)
     return result

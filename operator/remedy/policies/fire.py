@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..api.children import is_child_of, why_not_child
 from ..api.common import now_rfc3339, now_rfc3339_ms, parse_duration
 from ..api.objects import view
 from ..api.policy import RemediationPolicySpec
@@ -63,8 +64,11 @@ class FirePath(PolicyMemory):
                 return self._dedup(key, name)
             # The watch-fed cache instead of a GET per firing: a child it has not seen yet (a
             # lagging watch, another replica) still ends in the create's 409 below.
-            await self.children(ns, name)
-            if cname in self._children[key]:
+            await self.children(ns, name, policy)
+            taken = self._children[key].get(cname)
+            if taken is not None and not is_child_of(taken, policy):
+                return self._name_taken(policy, cname, taken)
+            if taken is not None:
                 self._remember(cname)
                 return self._dedup(key, name)
             fresh = await self._policy(ns, name, uid)
@@ -89,7 +93,7 @@ class FirePath(PolicyMemory):
             if key not in self._template_ok:
                 self._template_ok.add(key)
                 self._queue_refresh(key)  # a TemplateError may clear now
-            children = await self.children(ns, name)
+            children = await self.children(ns, name, fresh)
             if await autonomy.note_refire(self.kube, children, firing.fingerprint, cname, spec.ineffective_within):
                 # An earlier run was ineffective; with promotion this may demote the policy, and
                 # this very firing must already be created in the demoted mode.
@@ -235,6 +239,12 @@ class FirePath(PolicyMemory):
             if cached is not None:  # the next firing may come before the watch event does
                 cached["metadata"]["annotations"] = {**view(cached).annotations, ANN_RESOLVED_AT: stamp}
         self._episodes[ep_key] = (episode, True)
+
+    def _name_taken(self, policy: dict[str, Any], cname: str, taken: dict[str, Any]) -> str:
+        """Another object holds the child's name: not ours, so this firing cannot create its child."""
+        msg = f"Remediation {cname} exists but is not this policy's child ({why_not_child(taken, policy)}); firing not run"
+        self.recorder.event(policy, "Warning", "ChildNameTaken", msg[:1024])
+        return "error:ChildNameTaken"
 
     def _dedup(self, key: tuple[str, str], name: str) -> str:
         self._count(key, "deduplicated")

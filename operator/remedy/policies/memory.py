@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..actions.base import ActionDef
+from ..api.children import controller_of, is_child_of
 from ..api.objects import view
 from ..api.policy import RemediationPolicySpec
 from ..api.remediation import ActionSpec
@@ -107,6 +108,8 @@ class PolicyMemory:
         meta = body.get("metadata") or {}
         st = body.get("status") or {}
         slim_meta: dict[str, Any] = {k: meta.get(k) for k in ("name", "namespace", "labels", "creationTimestamp")}
+        controller = controller_of(body)  # with the requester annotations: whose child it is
+        slim_meta["ownerReferences"] = [controller] if controller else []
         slim_meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(_OWN_ANNOTATIONS)}
         slim_st: dict[str, Any] = {k: st.get(k) for k in ("phase", "completedAt") if st.get(k) is not None}
         if st.get("conditions"):
@@ -125,7 +128,9 @@ class PolicyMemory:
         else:
             self._children[key][meta.get("name", "")] = self._slim(body)
 
-    async def children(self, namespace: str, policy: str) -> list[dict[str, Any]]:
+    async def children(self, namespace: str, policy: str, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The policy's children: labelled objects the operator created for it (api/children.py);
+        a labelled object anyone else created changes no guard, streak, track record or escalation."""
         key = (namespace, policy)
         if key not in self._synced:
             listed = await self.kube.list_objects(REMEDIATIONS, namespace, f"{LABEL_POLICY}={policy}")
@@ -133,7 +138,10 @@ class PolicyMemory:
             for child in listed:
                 cache.setdefault(child["metadata"]["name"], self._slim(child))
             self._synced.add(key)
-        return list(self._children[key].values())
+        owner = owner or self._policy_seen.get(key) or await self.kube.get_object(POLICIES, namespace, policy)
+        if owner is None:
+            return []
+        return [c for c in self._children[key].values() if is_child_of(c, owner)]
 
     # --- the policies themselves, watch-fed -----------------------------------------------
     def observe_policy(self, body: dict[str, Any], event_type: str | None) -> None:

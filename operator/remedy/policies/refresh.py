@@ -72,7 +72,7 @@ class RefreshPath(PolicyMemory):
             conds = set_condition(conds, "Degraded", "True", "InvalidSpec", msg, gen)
             return await self.kube.patch_status(POLICIES, meta["namespace"], meta["name"],  # type: ignore[no-any-return]
                                                 {"conditions": conds, "observedGeneration": gen}, meta.get("resourceVersion"))
-        children = await self.children(meta["namespace"], meta["name"])
+        children = await self.children(meta["namespace"], meta["name"], policy)
         finals = sorted((c for c in children if view(c).phase in FINAL_PHASES),
                         key=lambda c: view(c).status.get("completedAt") or "")
         active = [c["metadata"]["name"] for c in children if view(c).phase not in FINAL_PHASES]

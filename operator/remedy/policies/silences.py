@@ -12,6 +12,11 @@ remembered id; and a sweep (at startup and periodically) expires every remedy si
 child is final or gone. A crash between creating a silence and recording its id therefore
 loses nothing, and the silence's own endsAt (spec.silence.duration) bounds it even if the
 operator never comes back.
+
+Only a real child gets a silence (issue 20, api/children.py): the annotation is read from
+an object whose controller reference and recorded requester make it the operator's child of
+that policy. A user's own Remediation carrying the annotation (with matchers she chose) gets
+a ``SilenceRefused`` Warning Event and no silence.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from ..api.children import controller_of, is_child_of, why_not_child
 from ..api.objects import view
-from ..base.constants import ANN_SILENCE, ANN_SILENCE_ID, FINAL_PHASES, GROUP, REMEDIATIONS, VERSION
+from ..base.constants import ANN_SILENCE, ANN_SILENCE_ID, FINAL_PHASES, GROUP, POLICIES, REMEDIATIONS, VERSION
 from ..base.errors import RemedyError, RetryableError
 from ..clients.alertmanager import CREATED_BY, Alertmanager
 
@@ -42,6 +48,7 @@ class SilenceKeeper:
         self.am = alertmanager
         self.recorder = recorder
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._refused: set[str] = set()  # uids told once that they get no silence
 
     async def on_child(self, body: dict[str, Any], event_type: str | None = None) -> None:
         meta = body.get("metadata") or {}
@@ -66,6 +73,8 @@ class SilenceKeeper:
             fann = fresh["metadata"].get("annotations") or {}
             if fann.get(ANN_SILENCE_ID) or view(fresh).phase in FINAL_PHASES:
                 return
+            if not await self._is_real_child(fresh):
+                return
             spec = json.loads(fann.get(ANN_SILENCE) or "{}")
             if spec.get("error"):
                 self.recorder.event(fresh, "Warning", "SilenceNotCreated", f"spec.silence: {spec['error']}")
@@ -77,6 +86,19 @@ class SilenceKeeper:
             sid = await self.am.create_silence(spec["matchers"], float(spec.get("durationSeconds") or 900), text)
             await self._annotate(fresh, sid)
             self.recorder.event(fresh, "Normal", "Silenced", f"Alertmanager silence {sid} while this runs: {_show(spec['matchers'])}")
+
+    async def _is_real_child(self, obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        ref = controller_of(obj)
+        policy = await self.kube.get_object(POLICIES, meta["namespace"], str(ref["name"])) if ref else None
+        if policy is not None and is_child_of(obj, policy):
+            return True
+        if meta["uid"] not in self._refused:
+            self._refused.add(meta["uid"])
+            why = why_not_child(obj, policy) if policy is not None else "its RemediationPolicy does not exist"
+            self.recorder.event(obj, "Warning", "SilenceRefused", f"no Alertmanager silence: {why}"[:1024])
+            log.warning("silence refused for %s/%s: %s", meta["namespace"], meta["name"], why)
+        return False
 
     async def _annotate(self, child: dict[str, Any], sid: str) -> None:
         meta = child["metadata"]

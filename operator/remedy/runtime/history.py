@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.children import is_child_of
 from ..api.common import parse_duration
 from ..api.objects import view
 from ..base import rfc3339
@@ -118,9 +119,14 @@ def ttl_expired(objs: Iterable[dict[str, Any]], now: float, policy_label: str) -
     return out
 
 
-async def collect_policy(kube: KubeClient, namespace: str, name: str, spec: dict[str, Any], now: float) -> list[Doomed]:
-    """Delete the policy's children that history no longer keeps; returns what was deleted."""
+async def collect_policy(kube: KubeClient, namespace: str, name: str, spec: dict[str, Any], now: float,
+                         policy: dict[str, Any] | None = None) -> list[Doomed]:
+    """Delete the policy's children that history no longer keeps; returns what was deleted.
+    With ``policy``, only its real children (api/children.py): a labelled object someone
+    else created is neither counted against the limits nor deleted by the operator."""
     children = await kube.list_objects("remediations", namespace, label_selector=f"{LABEL_POLICY}={name}")
+    if policy is not None:
+        children = [c for c in children if is_child_of(c, policy)]
     doomed = beyond_history(spec, children, now)
     return [d for d in doomed if await kube.delete_object("remediations", d.namespace, d.name, d.uid)]
 

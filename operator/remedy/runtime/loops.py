@@ -89,7 +89,8 @@ async def history_loop(memo: kopf.Memo, logger: logging.Logger, interval: float)
             if not _keeps_history(spec) or not owned(meta["namespace"], memo):
                 continue
             try:
-                for d in await history.collect_policy(memo.kube, meta["namespace"], meta["name"], dict(spec), time.time()):
+                for d in await history.collect_policy(memo.kube, meta["namespace"], meta["name"], dict(spec), time.time(),
+                                                       policy):
                     logger.info("deleted Remediation %s/%s: %s", d.namespace, d.name, d.why)
             except Exception as exc:  # noqa: BLE001 - one policy's failure must not stop the others
                 logger.warning("history of policy %s/%s failed: %s", meta["namespace"], meta["name"], exc)

@@ -154,7 +154,7 @@ async def _forward(url: str, token: bytes | None, data: dict[str, Any], namespac
         headers["Authorization"] = "Bearer " + token.decode()
     try:
         async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)) as session,
-                    session.post(url, json=data, headers=headers) as resp):
+                    session.post(url, json=data, headers=headers, allow_redirects=False) as resp):
             if resp.status == 200:
                 return "forwarded"
             log.warning("webhook: forwarding %d alert(s) to %s answered %s; handling them here",

@@ -1,4 +1,10 @@
-"""``kubectl remedy approve NAME``: approve a Remediation, only while it is AwaitingApproval."""
+"""``kubectl remedy approve NAME``: approve a Remediation, only while it is AwaitingApproval.
+
+The approval names the spec it approves: the digest of the spec just read (``remedy.api.digest``)
+goes into the ``approved-spec-digest`` annotation in the same patch, locked to the
+resourceVersion read, so what is approved is exactly what was looked at. The operator counts
+the approval only while the spec still has that digest.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import argparse
 import getpass
 import os
 
-from ...base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, GROUP, REMEDIATIONS
+from ...api.digest import short, spec_digest
+from ...base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, ANN_APPROVED_SPEC_DIGEST, GROUP, REMEDIATIONS
 from .. import identity
 from ..client import Kube, PluginError
 from ..command import Command, done, namespace, output
@@ -35,17 +42,18 @@ def run(kube: Kube, args: argparse.Namespace) -> int:
     who = (args.by or asked).strip()
     if not who:
         raise PluginError("--by must not be empty")
-    annotations = {ANN_APPROVED_BY: who}
+    annotations = {ANN_APPROVED_BY: who, ANN_APPROVED_SPEC_DIGEST: spec_digest(obj.get("spec"))}
     if groups is not None and who == asked:
         # Where no MutatingAdmissionPolicy stamps them, the validating policy wants the
         # approver's groups written by the client; where one does, it writes the same value.
         annotations[ANN_APPROVED_BY_GROUPS] = groups
     # resourceVersion makes this an optimistic lock: if the object moved on since we read it,
     # the API server answers 409 instead of us approving something we did not look at.
+    digest = annotations[ANN_APPROVED_SPEC_DIGEST]
     body = {"metadata": {"resourceVersion": meta(obj).get("resourceVersion"),
                          "annotations": annotations}}
     patched = kube.merge_patch(REMEDIATIONS, ns, args.name, body)
-    return done(patched, fmt, f"remediation.{GROUP}/{args.name} approved by {who}")
+    return done(patched, fmt, f"remediation.{GROUP}/{args.name} approved by {who} (spec {short(digest)})")
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,9 @@
-"""``kubectl remedy history POLICY``: a RemediationPolicy's counters and its Remediations by time."""
+"""``kubectl remedy history POLICY``: a RemediationPolicy's counters and its Remediations by time.
+
+Its Remediations are those the operator created for it (``remedy.api.children``: a controller
+reference to the policy's uid and the policy's recorded author as requester), the same rule the
+policy's counters follow; other objects carrying its label are listed apart, as not counted.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from ...api.children import is_child_of
 from ...base import rfc3339
 from ...base.constants import ANN_MODE, LABEL_POLICY, POLICIES, REMEDIATIONS
 from ..client import Kube
@@ -26,7 +32,9 @@ def run(kube: Kube, args: argparse.Namespace) -> int:
     fmt = output(args, ("json", "yaml"))
     ns = namespace(kube, args)
     policy = kube.get(POLICIES, ns, args.name)
-    kids = children(kube, ns, args.name)
+    labelled = children(kube, ns, args.name)
+    kids = [o for o in labelled if is_child_of(o, policy)]
+    strays = [str(meta(o).get("name")) for o in labelled if not is_child_of(o, policy)]
     pstatus = policy.get("status") or {}
     counters = dict(pstatus.get("counters") or {})
     paused_spec = bool((policy.get("spec") or {}).get("paused"))
@@ -45,6 +53,7 @@ def run(kube: Kube, args: argparse.Namespace) -> int:
                 "phase": phase_of(o) or None, "reason": reason_of(o) or None, "durationSeconds": duration_of(o),
                 "mode": (meta(o).get("annotations") or {}).get(ANN_MODE), "outcome": outcome_of.get(str(meta(o).get("name"))),
             } for o in kids],
+            "notChildren": strays,
         }, fmt))
         return 0
     paused = condition(policy, "Paused")
@@ -68,6 +77,8 @@ def run(kube: Kube, args: argparse.Namespace) -> int:
                      reason_of(o) or "-", duration_text(o), (meta(o).get("annotations") or {}).get(ANN_MODE) or "-",
                      outcome_of.get(str(meta(o).get("name")), "-")])
     out.append(section(rows))
+    if strays:
+        out.append(f"Labelled with this policy but not its children, not counted ({len(strays)}): {', '.join(strays)}\n")
     sys.stdout.write("".join(out))
     return 0
 
