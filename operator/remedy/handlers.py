@@ -31,6 +31,7 @@ from .config import Settings, load
 from .constants import ANN_FAULT_INJECT, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_POLICY, POLICIES, REMEDIATIONS, VERSION
 from .engine import escalation, history, shards
 from .engine.authz import Guard
+from .engine.gitops_identity import GitOpsConfig, ObjectApi
 from .engine.holds import Holds
 from .engine.lifecycle import Engine
 from .engine.policy import PolicyEngine
@@ -92,7 +93,7 @@ def build_engine(settings: Settings, kube: KubeClient) -> Engine:
     egress = EgressPolicy.from_text(settings.egress_allow)
     connectors = Connectors(http=egress_session_factory(egress))
     guard = Guard(reviewer=AccessReviewer(kube.api_client) if settings.requester_checks else None,
-                  egress=egress, objects=kube)
+                  egress=egress, objects=kube, gitops=GitOpsConfig(), apps=ObjectApi(kube))
     return Engine(store=RedactingStore(kube), recorder=RedactingRecorder(ApiRecorder(kube)), registry=REGISTRY,
                   context_factory=context_factory, guard=guard,
                   observer=MetricsObserver(), max_attempts=settings.max_attempts, prometheus_url=settings.prometheus_url,

@@ -30,6 +30,7 @@ from ..clients.access_review import Requester
 from ..constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS
 from ..errors import RetryableError, SkipError
 from .authz import requester_of, split_groups
+from .gitops_identity import GitOpsConfig, gitops_approval
 
 log = logging.getLogger("remedy.engine")
 
@@ -57,7 +58,11 @@ def observed(obj: dict[str, Any], approval: Approval) -> list[tuple[str, tuple[s
     return out
 
 
-def _judge(user: str, groups: tuple[str, ...], approval: Approval, requester: Requester | None) -> tuple[bool, str]:
+def _judge(user: str, groups: tuple[str, ...], approval: Approval, requester: Requester | None,
+           gitops: GitOpsConfig | None = None) -> tuple[bool, str]:
+    refused = gitops_approval(gitops, user)
+    if refused:
+        return False, refused
     if approval.four_eyes:
         if requester is None:
             return False, "RequesterUnknown: fourEyes needs the recorded requester"
@@ -90,7 +95,8 @@ def _age(created: Any, now: datetime) -> float | None:
 
 
 def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, requester: Requester | None,
-             recorded: list[dict[str, Any]] | None, now: datetime | None = None) -> Gate:
+             recorded: list[dict[str, Any]] | None, now: datetime | None = None,
+             gitops: GitOpsConfig | None = None) -> Gate:
     now = now or datetime.now(timezone.utc)
     records = [dict(r) for r in recorded or []]
     needed = approval.required or action_requires or bool(approval.approvers)
@@ -98,14 +104,14 @@ def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, req
     for user, groups in observed(obj, approval):
         if any(r.get("user") == user and tuple(r.get("groups") or ()) == groups for r in records):
             continue
-        ok, why = _judge(user, groups, approval, requester)
+        ok, why = _judge(user, groups, approval, requester, gitops)
         rec = {"user": user, "groups": list(groups), "at": now_rfc3339(), "accepted": ok, "reason": why}
         records.append(rec)
         new.append(rec)
     # Judge every approval again on each pass: whether it counts depends on the current
     # requester and approvers, not on what they were when it was first seen.
     for seen in records:
-        ok, why = _judge(str(seen.get("user")), tuple(seen.get("groups") or ()), approval, requester)
+        ok, why = _judge(str(seen.get("user")), tuple(seen.get("groups") or ()), approval, requester, gitops)
         seen["accepted"], seen["reason"] = ok, why
     accepted = [r for r in records if r.get("accepted")]
     names = ", ".join(dict.fromkeys(r["user"] for r in accepted)) or None
@@ -145,13 +151,14 @@ class _Run(Protocol):
     def event(self, type_: str, reason: str, message: str) -> None: ...
 
 
-async def run_gate(run: _Run, approval: Approval, action_requires: bool) -> Gate:
+async def run_gate(run: _Run, approval: Approval, action_requires: bool, gitops: GitOpsConfig | None = None) -> Gate:
     """Evaluate the gate for a Pending/AwaitingApproval Remediation and record what changed.
 
     Raises SkipError(ApprovalExpired) when the wait is over, RetryableError to look again
     when an expiry is due (nothing else would wake the handler up), and returns the gate.
     """
-    gate = evaluate(run.obj, approval, action_requires, requester_of(run.obj), run.status.get("approvals"))
+    gate = evaluate(run.obj, approval, action_requires, requester_of(run.obj), run.status.get("approvals"),
+                    gitops=gitops)
     for rec in gate.new_records:
         if rec["accepted"]:
             run.event("Normal", "ApprovalRecorded", f"approval by {rec['user']} recorded")
