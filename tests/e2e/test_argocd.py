@@ -53,6 +53,15 @@ class Env:
     def rem(self, name: str) -> dict[str, Any]:
         return get_rem(self.api, self.ns, name)
 
+    def synced_rem(self, name: str, timeout: float = 90) -> dict[str, Any]:
+        """Wait until Argo CD created it, then until it is final."""
+        wait_for(lambda: self.exists(name), timeout, f"Argo CD to create {name}")
+        return wait_phase(self.api, self.ns, name, {"Succeeded", "Failed", "Skipped"}, timeout=timeout)
+
+    def exists(self, name: str) -> bool:
+        return bool(client.CustomObjectsApi(self.api).list_namespaced_custom_object(
+            "remedy.dev", "v1alpha1", self.ns, "remediations", field_selector=f"metadata.name={name}")["items"])
+
     def operator_writes(self, name: str) -> int:
         return AuditCounter(self.cp.audit_log, OPERATOR_USER, self.ns).count("deployments", name)
 
@@ -84,7 +93,8 @@ def grant_requester(cp: ControlPlane, ns: str) -> None:
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "gitops-requester", "namespace": ns},
             "rules": [{"apiGroups": ["remedy.dev"], "resources": ["remediationactions"], "verbs": ["use"],
                        "resourceNames": ["scaleWorkload"]},
-                      {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"], "resourceNames": ["web", "api"]}]}
+                      {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": ["patch"],
+                       "resourceNames": ["web", "api"]}]}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "gitops-requester", "namespace": ns},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "gitops-requester"},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": REQUESTER}]}
@@ -154,7 +164,7 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     # A person approves (kubectl remedy approve writes this annotation as the user the API server saw).
     e.cp.kubectl("-n", e.ns, "annotate", "remediation", "scale-web", "remedy.dev/approved-by=admin")
     done = wait_phase(e.api, e.ns, "scale-web", {"Succeeded", "Failed"}, timeout=60)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     assert e.replicas("web") == 2
     app = e.argo.wait_app(APP_REMEDIES, health_of("Remediation", "scale-web", "Healthy"), 60, "scale-web Healthy in Argo CD")
     assert resource_health(app, "Remediation", "scale-web")["message"].startswith("Succeeded: ")
@@ -173,8 +183,7 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     rev = e.repo.commit({"remedies/scale-web.yaml": None}, "drop scale-web")
     e.argo.refresh(APP_REMEDIES)
     e.argo.wait_app(APP_REMEDIES, synced_to(rev), 90, "pruned")
-    wait_for(lambda: not client.CustomObjectsApi(e.api).list_namespaced_custom_object(
-        "remedy.dev", "v1alpha1", e.ns, "remediations", field_selector="metadata.name=scale-web")["items"], 60, "scale-web pruned")
+    wait_for(lambda: not e.exists("scale-web"), 60, "scale-web pruned")
     # Re-created from git with the same name and spec: a new object, never a second run.
     e.cp.kubectl("scale", "-n", e.ns, "deployment/web", "--replicas=1")
     rev = e.repo.commit({"remedies/scale-web.yaml": remediation_yaml(e.ns, "scale-web", scale("web", 2, approval={"required": True}))},
@@ -203,11 +212,11 @@ def test_argo_rights_are_never_borrowed(env: Env) -> None:
     e.argo.apply(application(APP_UNMAPPED, e.repo.url, "unmapped", e.ns))
     e.argo.refresh(APP_REMEDIES)
     e.argo.wait_app(APP_UNMAPPED, synced_to(rev), 90, "unmapped synced")
-    unmapped = wait_phase(e.api, e.ns, "unmapped-db", {"Succeeded", "Failed"}, timeout=60)
+    unmapped = e.synced_rem("unmapped-db")
     assert condition(unmapped, "Completed")["reason"] == "RequesterForbidden", unmapped["status"]
     assert f"Application argocd/{APP_UNMAPPED}, which has no GitOps requester" in unmapped["status"]["message"]
     assert unmapped["metadata"]["annotations"]["remedy.dev/requested-by"] == CONTROLLER_USER
-    mapped = wait_phase(e.api, e.ns, "mapped-db", {"Succeeded", "Failed"}, timeout=90)
+    mapped = e.synced_rem("mapped-db")
     assert condition(mapped, "Completed")["reason"] == "RequesterForbidden", mapped["status"]
     assert f"requester {REQUESTER} may not" in mapped["status"]["message"]
     AuditCounter(e.cp.audit_log, OPERATOR_USER, e.ns).settle()

@@ -42,7 +42,8 @@ def _grant_requester(st: Stack) -> None:
     rbac = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": REQUESTER, "namespace": NS},
              "rules": [{"apiGroups": ["remedy.dev"], "resources": ["remediationactions"], "verbs": ["use"],
                         "resourceNames": ["scaleWorkload"]},
-                       {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"], "resourceNames": ["gitops-web"]}]},
+                       {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": ["patch"],
+                        "resourceNames": ["gitops-web"]}]},
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": REQUESTER, "namespace": NS},
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": REQUESTER},
              "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": REQUESTER}]}]
