@@ -27,7 +27,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-DOCS = {"reliability": REPO / "docs" / "reliability.md", "benchmarks": REPO / "docs" / "benchmarks.md"}
+DOCS = {"reliability": REPO / "docs" / "reliability.md", "benchmarks": REPO / "docs" / "benchmarks.md",
+        "argocd": REPO / "docs" / "argocd.md"}
 MARK = re.compile(r"(<!-- generated:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 DASH = "–"
 
@@ -220,6 +221,7 @@ for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiser
               "safety-mass-oom"):
     BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"reliability-{n}.json", results)), _name)
 BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
+BLOCKS["argocd"] = lambda results: figures(load("argocd.json", results))  # tests/e2e/test_argocd.py
 BLOCKS["shards"] = lambda results: figures(newest("shards-[0-9]*.json", results))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +35,19 @@ from remedy_devenv.audit import AuditCounter
 from remedy_devenv.cluster import OPERATOR_USER, ControlPlane
 from remedy_devenv.operator import OperatorProcess
 from remedy_devenv.testkit import wait_for
+from tests.fixtures.helpers import results_dir
 from tests.fixtures.operator import condition, get_rem, make_namespace, wait_phase
 
 pytestmark = pytest.mark.cluster
 REQUESTER = "gitops-requester"  # an ordinary identity; RBAC decides what it may do
 APP_REMEDIES, APP_WEB, APP_UNMAPPED = "t22-remedies", "t22-web", "t22-unmapped"
+# What each case observed, written to REMEDY_RESULTS_DIR/argocd.json when the module ends;
+# docs/argocd.md's table is generated from the committed copy (bench/render.py).
+OBSERVED: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def record(section: str, case: str, **figures: Any) -> None:
+    OBSERVED.setdefault(section, {})[case] = figures
 
 
 @dataclass
@@ -82,6 +91,11 @@ def env(control_plane: ControlPlane, kube_admin: client.ApiClient, argocd: ArgoC
     op.wait_ready()
     repo = GitRepo(tmp_path_factory.mktemp("argo-repo") / "repo").init()
     yield Env(control_plane, kube_admin, argocd, op, ns, repo)
+    if OBSERVED:
+        doc = {"test": "tests/e2e/test_argocd.py", "recordedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "argocdVersion": "v3.2.11", "argocdStartSeconds": round(argocd.ready_seconds, 1),
+               "witness": "Argo CD's Application status and the apiserver audit log (writes by user)", **OBSERVED}
+        (results_dir() / "argocd.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     for name in (APP_REMEDIES, APP_WEB, APP_UNMAPPED):
         control_plane.kubectl("-n", "argocd", "delete", "applications.argoproj.io", name, "--ignore-not-found", "--wait=false")
     op.stop()
@@ -171,14 +185,27 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     uid = done["metadata"]["uid"]
     AuditCounter(e.cp.audit_log, OPERATOR_USER, e.ns).settle()
     assert e.operator_writes("web") == 1
+    run = "one-shot Remediation from git"
+    record(run, "1 first sync, approved by a person", argoCD="Synced", phase="Succeeded", operatorWritesToTarget=1)
+
+    def unchanged(case: str, argo_phase: str) -> None:
+        obj = e.rem("scale-web")
+        assert obj["status"]["phase"] == "Succeeded" and obj["metadata"]["uid"] == uid, (case, obj["status"])
+        AuditCounter(e.cp.audit_log, OPERATOR_USER, e.ns).settle()
+        assert e.operator_writes("web") == 1, case
+        record(run, case, argoCD=argo_phase, phase="Succeeded (same object)", operatorWritesToTarget=1)
 
     # Nothing Argo CD does to a finished one-shot Remediation runs it again.
-    assert sync_and_wait(e, APP_REMEDIES)["phase"] == "Succeeded"                 # re-sync
-    e.argo.refresh(APP_REMEDIES, hard=True)                                       # hard refresh
+    assert sync_and_wait(e, APP_REMEDIES)["phase"] == "Succeeded"
+    unchanged("2 re-sync", "sync Succeeded")
+    e.argo.refresh(APP_REMEDIES, hard=True)
     e.argo.wait_app(APP_REMEDIES, lambda a: "argocd.argoproj.io/refresh" not in a["metadata"].get("annotations", {}), 60, "refreshed")
-    replaced = sync_and_wait(e, APP_REMEDIES, options=["Replace=true"])           # Replace=true
-    after_replace = e.rem("scale-web")
-    assert after_replace["status"]["phase"] == "Succeeded" and after_replace["metadata"]["uid"] == uid, replaced
+    unchanged("3 hard refresh", "refreshed")
+    # Replace=true (kubectl replace: a PUT without the API-server-recorded requester/approver
+    # annotations) is refused by remedy's admission policy: nothing is replaced, nothing runs.
+    replaced = sync_and_wait(e, APP_REMEDIES, options=["Replace=true"])
+    assert replaced["phase"] == "Failed" and "remedy-identity" in replaced["message"], replaced
+    unchanged("4 sync with Replace=true", "sync Failed: remedy-identity admission policy denies the replace")
     # Prune: removed from git, Argo CD deletes it; nothing runs for a deletion.
     rev = e.repo.commit({"remedies/scale-web.yaml": None}, "drop scale-web")
     e.argo.refresh(APP_REMEDIES)
@@ -198,6 +225,8 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     assert uid in condition(again, "Completed")["message"]
     AuditCounter(e.cp.audit_log, OPERATOR_USER, e.ns).settle()
     assert e.operator_writes("web") == 1 and e.replicas("web") == 1, "the one-shot Remediation acted exactly once"
+    record(run, "5 pruned (removed from git), then committed again", argoCD="pruned, re-created",
+           phase="Skipped/AlreadyRan (new object)", operatorWritesToTarget=1)
     e.argo.wait_app(APP_REMEDIES, health_of("Remediation", "scale-web", "Healthy"), 60, "Skipped shows Healthy")
 
 
@@ -221,6 +250,10 @@ def test_argo_rights_are_never_borrowed(env: Env) -> None:
     assert f"requester {REQUESTER} may not" in mapped["status"]["message"]
     AuditCounter(e.cp.audit_log, OPERATOR_USER, e.ns).settle()
     assert e.operator_writes("db") == 0 and e.replicas("db") == 1
+    ident = "identity through GitOps"
+    record(ident, "Application without a GitOps requester", phase="Failed/RequesterForbidden", operatorWritesToTarget=0)
+    record(ident, "mapped requester lacking RBAC on the target", phase="Failed/RequesterForbidden", operatorWritesToTarget=0)
+    record(ident, "approval committed to git", phase="AwaitingApproval (approval not counted)", operatorWritesToTarget=0)
 
 
 # --- self-heal meets remedy -------------------------------------------------------------------
@@ -247,6 +280,9 @@ def test_self_heal_forecast_refuse_act_reverted_and_documented_config(env: Env) 
     gitops = condition(refused, "GitOps")
     assert (gitops["status"], gitops["reason"]) == ("False", "WillBeReverted") and f"argocd/{APP_WEB}" in gitops["message"]
     assert e.operator_writes("api") == 0
+    heal = "self-heal (automated sync, selfHeal)"
+    record(heal, "1 default (onRevertExpected Refuse)", phase="Failed/GitOpsWouldRevert", operatorWritesToTarget=0,
+           argoWritesAfter=0, replicasAfter=1)
 
     # 2. Told to act anyway: Argo CD's self-heal puts it back; remedy ends RevertedByGitOps.
     argo_before = e.argo_writes("api")
@@ -261,10 +297,14 @@ def test_self_heal_forecast_refuse_act_reverted_and_documented_config(env: Env) 
     op = app["status"]["operationState"]
     assert op["operation"]["initiatedBy"].get("automated") is True and op["phase"] == "Succeeded", op
     assert e.replicas("api") == 1
+    record(heal, "2 onRevertExpected Act", phase="Failed/RevertedByGitOps", operatorWritesToTarget=1,
+           argoWritesAfter=e.argo_writes("api") - argo_before, replicasAfter=1)
 
     # 3. The documented configuration: Argo CD leaves remedy's field alone, remedy succeeds.
     deploy_web_app(e, sync_options=["ServerSideApply=true", "RespectIgnoreDifferences=true"],
                    ignore_differences=[{"group": "apps", "kind": "Deployment", "managedFieldsManagers": ["remedy"]}])
+    AuditCounter(e.cp.audit_log, CONTROLLER_USER, e.ns).settle()
+    argo_documented, operator_documented = e.argo_writes("api"), e.operator_writes("api")
     apply_rem(e, "api-stands", scale("api", 3, gitops={"watchFor": "20s"}))
     wait_phase(e.api, e.ns, "api-stands", "Verifying", timeout=60)
     stands = wait_phase(e.api, e.ns, "api-stands", {"Succeeded", "Failed"}, timeout=90)
@@ -279,6 +319,11 @@ def test_self_heal_forecast_refuse_act_reverted_and_documented_config(env: Env) 
     time_synced = e.argo.get_app(APP_WEB)
     assert app_sync(time_synced)[0] == "Synced" and time_synced["status"]["operationState"]["startedAt"] == ops_after
     assert e.replicas("api") == 3, "still remedy's value after a hard refresh"
+    AuditCounter(e.cp.audit_log, CONTROLLER_USER, e.ns).settle()
+    assert e.argo_writes("api") == argo_documented, "Argo CD wrote nothing to the Deployment after remedy's scale"
+    assert e.operator_writes("api") == operator_documented + 1
+    record(heal, "3 ignoreDifferences managedFieldsManagers [remedy] + RespectIgnoreDifferences", phase="Succeeded",
+           operatorWritesToTarget=1, argoWritesAfter=0, replicasAfter=3)
 
 
 def test_harness_listens_on_loopback_only(argocd: ArgoCD) -> None:
