@@ -180,6 +180,8 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     done = wait_phase(e.api, e.ns, "scale-web", {"Succeeded", "Failed"}, timeout=60)
     assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     assert e.replicas("web") == 2
+    assert done["metadata"]["annotations"]["remedy.dev/requested-by"] == CONTROLLER_USER
+    assert done["status"]["requestedBy"] == REQUESTER, "ran with the mapped requester's rights, not Argo CD's"
     app = e.argo.wait_app(APP_REMEDIES, health_of("Remediation", "scale-web", "Healthy"), 60, "scale-web Healthy in Argo CD")
     assert resource_health(app, "Remediation", "scale-web")["message"].startswith("Succeeded: ")
     uid = done["metadata"]["uid"]

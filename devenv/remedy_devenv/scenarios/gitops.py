@@ -89,6 +89,8 @@ def check(st: Stack, obj: dict[str, Any]) -> str:
 
     if replicas() != 2:
         raise DemoError(f"gitops-web has {replicas()} replicas, not 2")
+    if (obj.get("status") or {}).get("requestedBy") != REQUESTER:
+        raise DemoError(f"ran as {(obj.get('status') or {}).get('requestedBy')}, not the GitOps requester {REQUESTER}")
 
     def healthy() -> dict[str, Any] | None:
         a = argo.get_app(APP_REMEDIES)

@@ -23,12 +23,13 @@ from typing import Any, Protocol
 from ..actions.base import ActionContext
 from ..api.common import parse_duration
 from ..api.remediation import RemediationSpec
+from ..clients.access_review import Requester
 from ..errors import PermanentError, RemedyError
 from .gitops import _workload_meta
 from .gitops_apps import HOW_TO_KEEP, AmbiguousTrackingError, Forecast, forecast, tracking
 from .gitops_identity import GitOpsConfig, ObjectApi
 
-__all__ = ["CONDITION", "REFUSED", "GitOpsConfig", "preflight", "read_forecast", "tracked_window"]
+__all__ = ["CONDITION", "REFUSED", "GitOpsConfig", "preflight", "read_forecast", "record_requester", "tracked_window"]
 
 CONDITION = "GitOps"
 REFUSED = "GitOpsWouldRevert"
@@ -36,6 +37,9 @@ REFUSED = "GitOpsWouldRevert"
 
 class _Run(Protocol):
     gen: Any
+
+    @property
+    def status(self) -> dict[str, Any]: ...
 
     async def patch(self, changes: dict[str, Any], *, lock: bool = True) -> None: ...
 
@@ -87,6 +91,17 @@ async def preflight(run: _Run, cfg: GitOpsConfig | None, spec: RemediationSpec, 
         raise PermanentError(f"not acting: {fc.message} (spec.gitops.onRevertExpected is Refuse); {HOW_TO_KEEP}",
                              reason=REFUSED)
     return fc
+
+
+async def record_requester(run: _Run, who: Requester | None) -> None:
+    """status.requestedBy is whose rights the action runs with: for an object Argo CD applied,
+    the GitOps requester the Guard substituted (engine/gitops_identity.py), said once in an Event."""
+    recorded = run.status.get("requestedBy")
+    if who is None or who.username == recorded:
+        return
+    await run.patch({"requestedBy": who.username}, lock=False)
+    run.event("Normal", "GitOpsRequester", f"applied by the GitOps controller {recorded}; runs with the rights of "
+                                           f"{who.username}, the requester its Application is mapped to")
 
 
 async def tracked_window(cfg: GitOpsConfig | None, spec: RemediationSpec, ctx: ActionContext, params: Any) -> float:

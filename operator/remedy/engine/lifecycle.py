@@ -233,7 +233,8 @@ class _Run:
             approved = ("True", "Approved", gate.message) if gate.needed else (
                 "True", "NotRequired", "approval not required")
             if self.e.guard is not None:
-                await self.e.guard.check(self.obj, action.name, params)
+                who = await self.e.guard.check(self.obj, action.name, params)
+                await gitops_guard.record_requester(self, who)
             await gitops_guard.preflight(self, self.gitops, spec, ctx, action.name, params)
             return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
         if phase == "Running":
