@@ -56,7 +56,7 @@ def installed(node_cluster: ControlPlane, node_admin: client.ApiClient, node: No
     repository, tag = image.rsplit(":", 1)
     values = {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}, "replicaCount": 1,
               "peering": {"randomPriority": False}, "watch": {"mode": "namespaced", "namespaces": [ns]},
-              "hostNetwork": True, "listenAddress": "127.0.0.1",
+              "hostNetwork": True, "listenAddress": "127.0.0.1", "gitops": {"argocdNamespace": "argocd"},
               "webhook": {"port": webhook}, "metrics": {"port": metrics}, "liveness": {"port": liveness},
               "extraEnv": [{"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
                            {"name": "KUBERNETES_SERVICE_PORT", "value": str(cp.apiserver_port)}]}

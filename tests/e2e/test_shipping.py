@@ -291,13 +291,18 @@ def test_rbac_is_least_privilege_and_follows_action_toggles(control_plane: Contr
     kns = docs(control_plane.kubectl("kustomize", str(REPO / "deploy/overlays/namespaced")).stdout)
     assert not [o for o in kns if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     assert rules_of(one([o for o in kns if not gitops_rbac(o)], "Role")) == rules_of(roles[0])
-    # GitOps (docs/argocd.md): read-only on Applications in argocd, run-once records in the
-    # operator's own namespace; the same in the chart (both modes) and both overlays.
-    for objs in (cw, ns, kcw, kns):
+    # GitOps (docs/argocd.md): run-once records in the operator's own namespace (chart in both
+    # modes, both overlays); reading Applications only where Argo CD is (chart
+    # gitops.argocdNamespace, deploy/gitops/argocd), read-only.
+    run_once = {("remedy-system", "run-once"): {("", "configmaps", "get"), ("", "configmaps", "create")}}
+    apps = {("argocd", "gitops-apps"): {("argoproj.io", "applications", "get")}}
+    with_argo = docs(render(tools, helm_env, "gitops.argocdNamespace=argocd"))
+    kargo = docs(control_plane.kubectl("kustomize", str(REPO / "deploy/gitops/argocd")).stdout)
+    for objs, want in ((cw, run_once), (ns, run_once), (kcw, run_once), (kns, run_once), (with_argo, run_once | apps),
+                       (kargo, apps)):
         extra = {(o["metadata"]["namespace"], o["metadata"]["name"].split("-", 1)[-1]): rules_of(o)
                  for o in objs if o["kind"] == "Role" and gitops_rbac(o)}
-        assert extra == {("argocd", "gitops-apps"): {("argoproj.io", "applications", "get")},
-                         ("remedy-system", "run-once"): {("", "configmaps", "get"), ("", "configmaps", "create")}}, extra
+        assert extra == want, extra
     assert not [o for o in docs(render(tools, helm_env, "gitops.enabled=false")) if gitops_rbac(o)]
 
 
