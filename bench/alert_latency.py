@@ -53,7 +53,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from remedy.constants import GROUP, VERSION  # noqa: E402 - after the path setup above
+from remedy.base.constants import GROUP, VERSION  # noqa: E402 - after the path setup above
 from remedy_devenv import testkit  # noqa: E402
 from remedy_devenv.testkit import free_port  # noqa: E402
 
@@ -457,7 +457,7 @@ def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path]) -> dict[str, 
              ("json", ("json/",)), ("ssl (TLS to the API server)", ("ssl.py",)),
              ("logging", ("logging/",)), ("aiohttp (webhook server, kopf's watch)", ("aiohttp/",)),
              ("kopf (watch, dispatch, bookkeeping)", ("kopf/",)),
-             ("remedy webhook and guards", ("remedy/triggers/", "remedy/engine/policy.py")),
+             ("remedy webhook and guards", ("remedy/triggers/", "remedy/policies/")),
              ("remedy engine and actions", ("remedy/",)),
              ("asyncio and threads", ("asyncio/", "concurrent/", "threading.py")))
     total = idle = 0

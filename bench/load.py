@@ -29,7 +29,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from remedy.constants import GROUP, VERSION
+from remedy.base.constants import GROUP, VERSION
 from remedy_devenv.testkit import free_ports
 
 REPO = Path(__file__).resolve().parents[1]

@@ -37,20 +37,11 @@ OUT = REPO / "bench" / "results" / "memory.json"
 FINAL = {"Succeeded", "Failed", "Skipped"}
 
 
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process, MiB."""
-    vals = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            vals[line.split(":")[0]] = int(line.split()[1]) / 1024.0
-    return vals["VmRSS"], vals["VmHWM"]
-
-
 def measure(kubeconfig: Path, n: int, p: int, step: int, settle: float, log_dir: Path, workers: int = 8) -> dict[str, Any]:
     from kubernetes import client
 
     from remedy_devenv.operator import OperatorProcess
-    from remedy_devenv.testkit import bench_module
+    from remedy_devenv.testkit import bench_module, rss_mib
 
     load: Any = bench_module("load")
     api = load._api(kubeconfig)

@@ -47,7 +47,7 @@ def main() -> int:
 
     from remedy_devenv import admission
     from remedy_devenv.cluster import ControlPlane, locate_binaries
-    from remedy_devenv.testkit import bench_module, free_ports
+    from remedy_devenv.testkit import bench_module, free_ports, rss_mib
 
     load: Any = bench_module("load")
     out = Path(tempfile.mkdtemp(prefix="remedy-memprof-"))
@@ -91,8 +91,8 @@ def main() -> int:
                 op.send_signal(signal.SIGUSR1)
                 while not (out / f"snap{k}.done").exists():
                     time.sleep(0.5)
-                rss = Path(f"/proc/{op.pid}/status").read_text().split("VmRSS:")[1].split("\n")[0].strip()
-                print("snap", k, rss, flush=True)
+                rss, _ = rss_mib(op.pid)
+                print("snap", k, f"{rss:.1f} MiB", flush=True)
 
             batch(0, 500)
             snap(1)

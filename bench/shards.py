@@ -42,8 +42,8 @@ def run_shards(cp: Any, n: int, namespaces: int, log_dir: Path, *, lease_seconds
     """Run on ControlPlane ``cp`` (audit log on); returns the figures (asserts nothing)."""
     from kubernetes import client
 
-    from remedy.constants import GROUP, SHARD_LEASE_PREFIX, VERSION
-    from remedy.engine.shards import shard_of
+    from remedy.base.constants import GROUP, SHARD_LEASE_PREFIX, VERSION
+    from remedy.runtime.shards import shard_of
     from remedy_devenv.audit import AuditCounter
     from remedy_devenv.cluster import OPERATOR_USER
     from remedy_devenv.operator import OperatorProcess

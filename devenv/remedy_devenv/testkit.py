@@ -1,6 +1,7 @@
 """Helpers the tests, the benchmarks and the demo share, so each exists once: free loopback
 ports, polling with a deadline, JSON over HTTP, a minimal Deployment, Alertmanager webhook
-payloads, which operator process an executor identity names, and a bench/ script as a module.
+payloads, which operator process an executor identity names, a bench/ script as a module, and
+a process's RSS.
 
 Part of the development distribution (remedy_devenv), which tests/ and bench/ both import;
 the operator never does.
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -38,6 +40,18 @@ def free_ports(n: int, host: str = HOST) -> list[int]:
 
 def free_port(host: str = HOST) -> int:
     return free_ports(1, host)[0]
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MiB, from /proc: the one RSS sampler of bench/ and tests."""
+    vals = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            vals[line.split(":")[0]] = int(line.split()[1]) / 1024.0
+    return vals["VmRSS"], vals["VmHWM"]
 
 
 # --- waiting -------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Public surface (tested in tests/unit/test_architecture.py, test_public_surface):
 - ``remedy.actions.registry``: the explicit map from ``spec.action`` member to action.
 """
 
-from .constants import GROUP, VERSION
+from .base.constants import GROUP, VERSION
 
 __version__ = "0.1.0"
 

@@ -30,16 +30,18 @@ def main(argv: list[str] | None = None) -> int:
         return crdgen.main(["--check"] if args.check else [])
     import kopf
 
-    from . import handlers  # registers the handlers
-    from .observability import configure_logging
+    from . import handlers  # noqa: F401 - registers the handlers
+    from .base.observability import configure_logging
 
     configure_logging(args.log_format)
-    # Before any worker thread exists: arenas are per thread (remedy/malloc.py says why).
-    from . import malloc
+    # Before any worker thread exists: arenas are per thread (remedy/base/malloc.py says why).
+    from .base import malloc
 
     malloc.limit_arenas(int(os.environ.get("REMEDY_MALLOC_ARENAS", "2")))
-    handlers.WATCHED_NAMESPACES = None if args.all_namespaces or not args.namespace else list(args.namespace)
+    # The namespaces given with `-n` (None: cluster-wide), for the shard takeover's listing.
+    watched = None if args.all_namespaces or not args.namespace else list(args.namespace)
     kopf.run(
+        memo=kopf.Memo(watched_namespaces=watched),
         standalone=args.peering is None,
         peering_name=args.peering,
         priority=args.priority,

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from .api.common import CrdRoot
 from .api.policy import RemediationPolicy
 from .api.remediation import Remediation
-from .constants import GROUP, VERSION
+from .base.constants import GROUP, VERSION
 
 # Every top-level model listed here becomes one CRD; nothing below knows which is which.
 CRD_MODELS: tuple[type[CrdRoot], ...] = (Remediation, RemediationPolicy)

@@ -5,8 +5,7 @@ windows hold starts and count them. Alertmanager's own API is the witness for si
 from __future__ import annotations
 
 import json
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,9 +14,9 @@ import pytest
 from kubernetes import client
 
 from remedy_devenv.operator import OperatorProcess
-from remedy_devenv.services import AlertmanagerServer, PrometheusServer, free_port
+from remedy_devenv.services import AlertmanagerServer, PrometheusServer
 from tests.fixtures.helpers import http_json, wait_for
-from tests.fixtures.operator import GROUP, VERSION, condition, make_namespace, wait_phase
+from tests.fixtures.operator import GROUP, VERSION, WebhookOperator, condition, make_namespace, wait_phase
 
 pytestmark = pytest.mark.cluster
 
@@ -33,28 +32,14 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(kube_admin: client.ApiClient, operator_factory: Any, prometheus_server: PrometheusServer,
-          alertmanager_server: AlertmanagerServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(kube_admin: client.ApiClient, webhook_operator: Callable[..., WebhookOperator], prometheus_server: PrometheusServer,
+          alertmanager_server: AlertmanagerServer) -> Iterator[Stack]:
     ns = make_namespace(kube_admin, "am")
-    token_file = tmp_path_factory.mktemp("am-holds") / "token"
-    token_file.write_text("holds-token\n")
-    port = free_port()
-    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
-                               "REMEDY_PROMETHEUS_URL": prometheus_server.url, "REMEDY_ALERTMANAGER_URL": alertmanager_server.url,
-                               "REMEDY_SILENCE_SWEEP_SECONDS": "2"},
-                          args=["-n", ns]).start()
-    op.wait_ready()
-    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 20, "webhook up")
-    yield Stack(ns, op, f"http://127.0.0.1:{port}/alertmanager", "holds-token", alertmanager_server, kube_admin)
-    op.stop()
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    hook = webhook_operator(ns, token="holds-token", env={
+        "REMEDY_PROMETHEUS_URL": prometheus_server.url, "REMEDY_ALERTMANAGER_URL": alertmanager_server.url,
+        "REMEDY_SILENCE_SWEEP_SECONDS": "2"})
+    yield Stack(ns, hook.op, hook.url, hook.token, alertmanager_server, kube_admin)
+    hook.stop()
 
 
 def _iso(t: datetime) -> str:

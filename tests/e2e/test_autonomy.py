@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from remedy_devenv.demoapp import DemoProcess
 from remedy_devenv.operator import OperatorProcess
 from remedy_devenv.services import PrometheusServer, free_port
 from tests.fixtures.helpers import http_json, wait_for
-from tests.fixtures.operator import GROUP, VERSION, condition, make_namespace, wait_phase
+from tests.fixtures.operator import GROUP, VERSION, WebhookOperator, condition, make_namespace, wait_phase
 
 pytestmark = pytest.mark.cluster
 
@@ -50,25 +50,20 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(control_plane: ControlPlane, kube_admin: client.ApiClient, operator_factory: Any,
-          prometheus_server: PrometheusServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(control_plane: ControlPlane, kube_admin: client.ApiClient, webhook_operator: Callable[..., WebhookOperator],
+          prometheus_server: PrometheusServer) -> Iterator[Stack]:
     ns = make_namespace(kube_admin, "auto")
     client.CoreV1Api(kube_admin).create_namespaced_secret(ns, {"metadata": {"name": "idem-admin"},
                                                                "data": {"token": base64.b64encode(ADMIN.encode()).decode()}})
     gateway = DemoProcess("gateway")
     gateway.start()
     prometheus_server.configure(scrape_configs=[("gateway", [f"127.0.0.1:{gateway.port}"])])
-    token_file = tmp_path_factory.mktemp("autonomy") / "token"
-    token_file.write_text("autonomy-webhook-token\n")
-    port, metrics = free_port(), free_port()
-    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
-                               "REMEDY_METRICS_PORT": str(metrics), "REMEDY_PROMETHEUS_URL": prometheus_server.url},
-                          args=["-n", ns]).start()
-    op.wait_ready()
-    wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") is not None, 20, "webhook up")
-    yield Stack(ns, op, gateway, f"http://127.0.0.1:{port}/alertmanager", "autonomy-webhook-token",
+    metrics = free_port()
+    hook = webhook_operator(ns, token="autonomy-webhook-token",
+                            env={"REMEDY_METRICS_PORT": str(metrics), "REMEDY_PROMETHEUS_URL": prometheus_server.url})
+    yield Stack(ns, hook.op, gateway, hook.url, hook.token,
                 f"http://127.0.0.1:{metrics}/metrics", kube_admin, control_plane, prometheus_server)
-    op.stop()
+    hook.stop()
     gateway.stop()
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
@@ -27,7 +27,7 @@ from kubernetes import client
 from remedy_devenv.operator import OperatorProcess
 from remedy_devenv.services import AlertmanagerServer, free_port
 from tests.fixtures.helpers import http_json, wait_for
-from tests.fixtures.operator import GROUP, VERSION, make_namespace
+from tests.fixtures.operator import GROUP, VERSION, WebhookOperator, make_namespace
 
 pytestmark = pytest.mark.cluster
 
@@ -44,25 +44,15 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(kube_admin: client.ApiClient, operator_factory: Any, alertmanager_server: AlertmanagerServer) -> Iterator[Stack]:
+def stack(kube_admin: client.ApiClient, webhook_operator: Callable[..., WebhookOperator],
+          alertmanager_server: AlertmanagerServer) -> Iterator[Stack]:
     ns = make_namespace(kube_admin, "amflap")
     port = free_port()
     alertmanager_server.configure(webhook_url=f"http://127.0.0.1:{port}/alertmanager")
     alertmanager_server.reload()
-    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(alertmanager_server.token_file)},
-                          args=["-n", ns]).start()
-    op.wait_ready()
-    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 20, "webhook up")
-    yield Stack(ns, op, alertmanager_server, kube_admin)
-    op.stop()
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+    hook = webhook_operator(ns, token_file=alertmanager_server.token_file, port=port)
+    yield Stack(ns, hook.op, alertmanager_server, kube_admin)
+    hook.stop()
 
 
 def _iso(t: datetime) -> str:

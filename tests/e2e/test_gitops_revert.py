@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +18,9 @@ from kubernetes import client
 
 from remedy_devenv.cluster import ControlPlane
 from remedy_devenv.operator import OperatorProcess
-from remedy_devenv.services import PrometheusServer, free_port
+from remedy_devenv.services import PrometheusServer
 from tests.fixtures.helpers import http_json, wait_for
-from tests.fixtures.operator import GROUP, VERSION, condition, make_namespace, wait_phase
+from tests.fixtures.operator import GROUP, VERSION, WebhookOperator, condition, make_namespace, wait_phase
 
 pytestmark = pytest.mark.cluster
 APP = "shop-web"
@@ -39,26 +37,12 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(control_plane: ControlPlane, kube_admin: client.ApiClient, operator_factory: Any, prometheus_server: PrometheusServer,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(control_plane: ControlPlane, kube_admin: client.ApiClient, webhook_operator: Callable[..., WebhookOperator],
+          prometheus_server: PrometheusServer) -> Iterator[Stack]:
     ns = make_namespace(kube_admin, "gitops")
-    token_file: Path = tmp_path_factory.mktemp("gitops") / "token"
-    token_file.write_text("gitops-token\n")
-    port = free_port()
-    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
-                               "REMEDY_PROMETHEUS_URL": prometheus_server.url}, args=["-n", ns]).start()
-    op.wait_ready()
-    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), 20, "webhook up")
-    yield Stack(ns, op, f"http://127.0.0.1:{port}/alertmanager", "gitops-token", kube_admin, control_plane)
-    op.stop()
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    hook = webhook_operator(ns, token="gitops-token", env={"REMEDY_PROMETHEUS_URL": prometheus_server.url})
+    yield Stack(ns, hook.op, hook.url, hook.token, kube_admin, control_plane)
+    hook.stop()
 
 
 def argo_apply(s: Stack, name: str, replicas: int, tracked: bool) -> None:

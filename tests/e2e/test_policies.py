@@ -8,9 +8,8 @@ import base64
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,7 +23,7 @@ from remedy_devenv.services import AlertmanagerServer, PrometheusServer, free_po
 from tests.fixtures.helpers import alert, alert_payload
 from tests.fixtures.helpers import http_json as _http
 from tests.fixtures.helpers import wait_for as _wait
-from tests.fixtures.operator import GROUP, VERSION, condition, make_namespace, wait_phase
+from tests.fixtures.operator import GROUP, VERSION, WebhookOperator, condition, make_namespace, wait_phase
 
 pytestmark = pytest.mark.cluster
 
@@ -53,7 +52,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(kube_admin: client.ApiClient, operator_factory: Any, prometheus_server: PrometheusServer,
+def stack(kube_admin: client.ApiClient, webhook_operator: Callable[..., WebhookOperator], prometheus_server: PrometheusServer,
           alertmanager_server: AlertmanagerServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ns = make_namespace(kube_admin, "p")
     core = client.CoreV1Api(kube_admin)
@@ -71,23 +70,12 @@ def stack(kube_admin: client.ApiClient, operator_factory: Any, prometheus_server
     prometheus_server.configure(scrape_configs=[("gateway", [f"127.0.0.1:{gateway.port}"]),
                                                 ("orders", [f"127.0.0.1:{orders.port}"])],
                                 rules=[RULES], alertmanager_url=alertmanager_server.url)
-    token = Path(alertmanager_server.token_file).read_text().strip()
-    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(alertmanager_server.token_file),
-                               "REMEDY_PROMETHEUS_URL": prometheus_server.url}, args=["-n", ns]).start()
-    op.wait_ready()
-    _wait(lambda: _get_ok(f"http://127.0.0.1:{port}/healthz"), 20, "webhook up")
-    yield Stack(ns, op, gateway, orders, webhook, token, prometheus_server, kube_admin)
-    op.stop()
+    hook = webhook_operator(ns, token_file=alertmanager_server.token_file, port=port,
+                            env={"REMEDY_PROMETHEUS_URL": prometheus_server.url})
+    yield Stack(ns, hook.op, gateway, orders, webhook, hook.token, prometheus_server, kube_admin)
+    hook.stop()
     gateway.stop()
     orders.stop()
-
-
-def _get_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def create_policy(api: client.ApiClient, ns: str, name: str, spec: dict[str, Any]) -> None:

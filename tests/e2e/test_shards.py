@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from remedy.constants import GROUP, SHARD_LEASE_PREFIX, VERSION
-from remedy.engine.shards import shard_of
+from remedy.base.constants import GROUP, SHARD_LEASE_PREFIX, VERSION
+from remedy.runtime.shards import shard_of
 from remedy_devenv.cluster import OPERATOR_USER, ControlPlane
 from remedy_devenv.operator import OperatorProcess
 from remedy_devenv.testkit import alert, bench_module, executor_pid, free_ports, wait_for

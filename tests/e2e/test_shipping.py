@@ -326,7 +326,7 @@ def test_prometheus_rules(tools: dict[str, Path], helm_env: dict[str, str]) -> N
     static = docs((REPO / "deploy/prometheusrule.yaml").read_text())[0]
     assert static["spec"] == rule["spec"]
     # Every metric the rules use is one remedy exports.
-    from remedy.observability import REGISTRY
+    from remedy.base.observability import REGISTRY
     exported = {m.name for m in REGISTRY.collect()} | {s.name for m in REGISTRY.collect() for s in m.samples}
     for name in ("remedy_remediations_total", "remedy_remediations_started_total", "remedy_policies_paused"):
         assert name in exported or name.removesuffix("_total") in exported, name

@@ -4,7 +4,7 @@ attempt count and reasons are honest, finished objects follow their generation, 
 microsecond eventTime, the policy status has one writer, and a firing after a seen resolve is
 a new episode.
 
-Most tests run the engine in this process (``Engine`` / ``PolicyEngine`` with the real
+Most tests run the engine in this process (``Lifecycle`` / ``Policies`` with the real
 ``KubeClient``) because they need its ``hooks`` seam or a client whose answer is lost after the
 API server applied the write. The API server is real in every case; the lost answer is produced
 by ``LosingKube``, which forwards the write and then drops the response, exactly what the fault
@@ -23,10 +23,11 @@ from kubernetes import client
 
 from remedy.actions.base import ActionContext
 from remedy.actions.registry import REGISTRY
+from remedy.base.errors import AmbiguousOutcomeError, RetryableError
 from remedy.clients.kube import KubeClient
-from remedy.engine.lifecycle import Engine
-from remedy.engine.policy import Firing, PolicyEngine
-from remedy.errors import AmbiguousOutcomeError, RetryableError
+from remedy.lifecycle.machine import Lifecycle
+from remedy.policies.firing import Firing
+from remedy.policies.machinery import Policies
 from remedy.triggers import prometheus
 from remedy_devenv.cluster import ControlPlane
 from remedy_devenv.operator import OperatorProcess
@@ -98,16 +99,16 @@ def own_ns(kube_admin: client.ApiClient) -> Any:
     client.CoreV1Api(kube_admin).delete_namespace(name)
 
 
-def engine_for(kube: KubeClient, events: Events, **kwargs: Any) -> Engine:
+def engine_for(kube: KubeClient, events: Events, **kwargs: Any) -> Lifecycle:
     def context_factory(obj: dict[str, Any]) -> ActionContext:
         meta = obj["metadata"]
         return ActionContext(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], kube=kube)
 
-    return Engine(store=kube, recorder=events, registry=REGISTRY, context_factory=context_factory,
+    return Lifecycle(store=kube, recorder=events, registry=REGISTRY, context_factory=context_factory,
                   heartbeat_interval=1.0, **kwargs)
 
 
-async def drive(engine: Engine, ns: str, name: str, limit: int = 12) -> str | None:
+async def drive(engine: Lifecycle, ns: str, name: str, limit: int = 12) -> str | None:
     """What kopf does: call reconcile again after each RetryableError (without its backoff)."""
     for _ in range(limit):
         try:
@@ -217,7 +218,7 @@ async def test_unkeyed_http_call_with_a_lost_answer_escalates_and_is_not_resent(
     the escalation webhook is told once (the receivers here count what arrives)."""
     from aiohttp import web
 
-    from remedy.engine import escalation
+    from remedy.lifecycle import escalation
 
     arrived: dict[str, list[Any]] = {"slow": [], "escalate": []}
 
@@ -435,7 +436,7 @@ async def test_prometheus_poller_and_alert_handling_lose_nothing(kube: LosingKub
         name, {"prometheus": {"query": "up == 0", "interval": "1s"}},
         {"scaleWorkload": {"target": {"name": "web"}, "replicas": 2}}, paused=True,
         guards={"maxPerHour": 1000, "maxConcurrent": 1000, "cooldown": "0s"}))
-    engine = PolicyEngine(kube, Events(kube), REGISTRY)
+    engine = Policies(kube, Events(kube), REGISTRY)
     stale = get_policy(kube_admin, own_ns, name)
     await engine.refresh(own_ns, name)  # writes Paused=True
     assert cond(get_policy(kube_admin, own_ns, name), "Paused").get("status") == "True"
@@ -468,7 +469,7 @@ async def test_template_error_keeps_ready_false_until_a_render_succeeds(kube: Lo
         name, {"alert": {"alertname": "Down"}},
         {"scaleWorkload": {"target": {"name": "{{ labels.deployment }}"}, "replicas": 2}},
         guards={"cooldown": "0s"}))
-    engine = PolicyEngine(kube, Events(kube), REGISTRY)
+    engine = Policies(kube, Events(kube), REGISTRY)
     await engine.refresh(own_ns, name)
     assert cond(get_policy(kube_admin, own_ns, name), "Ready").get("status") == "True"
     outcome = await engine.fire(get_policy(kube_admin, own_ns, name), Firing("fp", "2026-01-01T00:00:00Z", {"alertname": "Down"}, {}))
@@ -500,7 +501,7 @@ async def test_flapping_alert_with_kept_starts_at_is_one_child_per_episode(kube:
         name, {"alert": {"alertname": "Flap"}},
         {"scaleWorkload": {"target": {"name": "web"}, "replicas": 2}},
         guards={"cooldown": "0s", "maxPerHour": 5, "maxConcurrent": 10}))
-    engine = PolicyEngine(kube, Events(kube), REGISTRY)
+    engine = Policies(kube, Events(kube), REGISTRY)
     index = PolicyIndex()
     index.upsert(policy)
     app = alertmanager.make_app(engine, index, alertmanager.TokenSource(None), 1 << 20, require_token=False)

@@ -19,8 +19,9 @@ import pytest
 from aiohttp import web
 
 from remedy.actions.base import CannotTell, NotApplied
-from remedy.actions.http import HTTP_REQUEST, NOTIFY, RESET_CIRCUIT_BREAKER, normalize_state, state_of
-from remedy.errors import (
+from remedy.actions.circuit_breaker import RESET_CIRCUIT_BREAKER, normalize_state, state_of
+from remedy.actions.http import HTTP_REQUEST, NOTIFY
+from remedy.base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,

@@ -22,7 +22,7 @@ import redis
 from aiohttp import web
 
 from remedy.actions.idempotency import PURGE_IDEMPOTENCY_KEYS
-from remedy.errors import ForbiddenError, OverCapError, PermanentError, RetryableError, SkipError
+from remedy.base.errors import ForbiddenError, OverCapError, PermanentError, RetryableError, SkipError
 from remedy_devenv.demoapp import ROLE_KEY, Gateway, runner_port, start_demo_service
 from remedy_devenv.services import RedisServer
 from tests.fixtures.actions import DictSecretsContext, make_ctx, run_action

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from remedy.actions.mongo import KILL_SLOW_MONGO_OPS
-from remedy.errors import InvalidSpecError, OverCapError, RetryableError, SkipError
+from remedy.base.errors import InvalidSpecError, OverCapError, RetryableError, SkipError
 from remedy_devenv.mongowire import CommandError, Conn, MongoWireServer
 from tests.fixtures.actions import make_ctx, run_action
 

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from remedy.actions.postgres import POSTGRES_STATEMENT, TERMINATE_POSTGRES_QUERIES
+from remedy.base.errors import ForbiddenError, InvalidSpecError, OverCapError, PermanentError, RetryableError, SkipError
 from remedy.clients.connectors import Connectors
-from remedy.errors import ForbiddenError, InvalidSpecError, OverCapError, PermanentError, RetryableError, SkipError
 from remedy_devenv.services import PostgresServer
 from tests.fixtures.actions import make_ctx, run_action
 

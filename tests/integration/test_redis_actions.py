@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from remedy.actions.redis_keys import DELETE_REDIS_KEYS, check_pattern, literal_prefix
-from remedy.errors import ForbiddenError, InvalidSpecError, OverCapError, RetryableError, SecretRefError
+from remedy.base.errors import ForbiddenError, InvalidSpecError, OverCapError, RetryableError, SecretRefError
 from remedy_devenv.services import RedisServer, free_port
 from tests.fixtures.actions import DictSecretsContext, make_ctx, run_action
 

@@ -17,7 +17,7 @@ import json
 import random
 import time
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,8 +26,7 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from remedy_devenv.services import free_port
-from tests.fixtures.operator import GROUP, VERSION, create_rem, make_namespace, wait_phase
+from tests.fixtures.operator import GROUP, VERSION, WebhookOperator, create_rem, make_namespace, wait_phase
 
 from ._util import FINAL, alert, cond, create_policy, http, list_rems, payload, record, wait_for
 
@@ -195,20 +194,13 @@ bodies = st.one_of(
 )
 
 
-def test_fuzzed_webhook_payloads_never_5xx_or_hang(kube_admin: client.ApiClient, operator_factory: Any,
-                                                   tmp_path: Path) -> None:
+def test_fuzzed_webhook_payloads_never_5xx_or_hang(kube_admin: client.ApiClient,
+                                                   webhook_operator: Callable[..., WebhookOperator]) -> None:
     ns = make_namespace(kube_admin, "fw")
-    token_file = tmp_path / "token"
-    token_file.write_text("fuzz-webhook-token\n")
-    port = free_port()
     # A 1 MiB limit (the default is 16 MiB, sized for 10,000-alert groups) keeps the oversized
     # cases below small.
-    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
-                               "REMEDY_WEBHOOK_MAX_BODY": str(1 << 20)},
-                          args=["-n", ns]).start()
-    op.wait_ready()
-    url = f"http://127.0.0.1:{port}/alertmanager"
-    wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, 30, "webhook up")
+    hook = webhook_operator(ns, token="fuzz-webhook-token", env={"REMEDY_WEBHOOK_MAX_BODY": str(1 << 20)})
+    op, port, url = hook.op, hook.port, hook.url
     create_policy(kube_admin, ns, "fz", {"trigger": {"alert": {"alertname": "Fz"}},
                                          "template": {"action": {"notify": {"message": "fz {{ labels.svc }}"}}},
                                          "guards": {"cooldown": "0s", "maxPerHour": 20, "maxConcurrent": 5}})

@@ -11,15 +11,14 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from remedy_devenv import kubelet
-from remedy_devenv.services import free_port
-from tests.fixtures.operator import make_namespace, wait_phase
+from tests.fixtures.operator import WebhookOperator, make_namespace, wait_phase
 
 from ._util import FINAL, alert, cond, create_policy, get_policy, http, list_rems, make_deployment, payload, record, wait_for
 
@@ -30,17 +29,11 @@ PODS = 30
 
 
 @pytest.fixture
-def stack(kube_admin: client.ApiClient, operator_factory: Any, tmp_path: Path) -> Any:
+def stack(kube_admin: client.ApiClient, webhook_operator: Callable[..., WebhookOperator]) -> Any:
     ns = make_namespace(kube_admin, "sf")
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    port = free_port()
-    op = operator_factory(env={"REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file)},
-                          args=["-n", ns]).start()
-    op.wait_ready()
-    wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, 30, "webhook up")
-    yield ns, op, f"http://127.0.0.1:{port}"
-    op.stop()
+    hook = webhook_operator(ns, token=TOKEN)
+    yield ns, hook.op, hook.base
+    hook.stop()
     client.CoreV1Api(kube_admin).delete_namespace(ns)
 
 

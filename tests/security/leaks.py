@@ -1,6 +1,6 @@
 """An independent leak detector: does a text contain any encoding of a secret value?
 
-Independent of remedy.redaction on purpose (a test that reused the redactor's own list of
+Independent of remedy.base.redaction on purpose (a test that reused the redactor's own list of
 encodings could not find what the redactor forgets): the encodings here are the ones the
 echoing endpoint of the tests produces, plus those JSON adds when the echo is quoted again.
 A leak is any substring of length >= MIN of one of them (the issue's definition).

@@ -1,4 +1,4 @@
-"""The approval gate (remedy.engine.approval): who counts, mode any/all, fourEyes, expiry.
+"""The approval gate (remedy.lifecycle.approval): who counts, mode any/all, fourEyes, expiry.
 Pure logic, so every combination is checked here; the API-server side (forged names
 refused) is in tests/security/test_requester.py."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from remedy.api.remediation import Approval
 from remedy.clients.access_review import Requester
-from remedy.engine.approval import evaluate
+from remedy.lifecycle.approval import evaluate
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 ALICE = Requester("alice", ("remedy-users", "system:authenticated"))

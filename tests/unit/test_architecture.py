@@ -11,7 +11,7 @@ import kopf
 import pytest
 
 import remedy
-from remedy import errors
+from remedy.base import errors
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -22,17 +22,32 @@ def test_import_layers_contract_is_kept() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_api_package_imports_nothing_else_of_remedy_but_the_leaves() -> None:
-    """api is the bottom layer: it may use the shared names and the timestamp helper, which in
-    turn import nothing of remedy."""
-    leaves = ("from ..constants import", "from .. import rfc3339")
+def test_api_package_imports_nothing_else_of_remedy_but_the_base() -> None:
+    """api is the bottom layer above the base: it may use the base (shared names, the timestamp
+    helper), which in turn imports nothing of remedy."""
     for path in (REPO / "operator" / "remedy" / "api").glob("*.py"):
-        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith(leaves)]
+        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("from ..base")]
         text = "\n".join(lines)
         assert "from .." not in text and "import remedy" not in text, path
-    for leaf in ("constants.py", "rfc3339.py"):
-        text = (REPO / "operator" / "remedy" / leaf).read_text()
-        assert "from ." not in text and "import remedy" not in text, leaf
+    base = sorted((REPO / "operator" / "remedy" / "base").glob("*.py"))
+    assert {p.name for p in base} >= {"errors.py", "config.py", "constants.py", "rfc3339.py", "redaction.py",
+                                      "malloc.py", "observability.py"}
+    for path in base:
+        text = path.read_text()
+        assert "from ." not in text and "import remedy" not in text, path
+
+
+def test_import_contracts_name_the_houses() -> None:
+    """The contracts docs/architecture.md lists are the ones pyproject.toml holds."""
+    import tomllib
+
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in contracts if c["type"] == "layers")["layers"]
+    assert layers == ["remedy.handlers", "remedy.runtime", "remedy.triggers", "remedy.policies", "remedy.lifecycle",
+                      "remedy.actions", "remedy.clients", "remedy.api", "remedy.base"]
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    for contract in contracts:
+        assert contract["name"] in doc, contract["name"]
 
 
 def test_public_surface() -> None:
@@ -49,12 +64,12 @@ def test_public_surface() -> None:
 async def test_retryable_error_becomes_kopf_temporary_error_with_its_delay() -> None:
     from remedy import handlers
 
-    class Engine:
+    class Lifecycle:
         async def reconcile(self, namespace: str, name: str) -> None:
             raise errors.RetryableError("api down", delay=7.0)
 
     memo = kopf.Memo()
-    memo.engine = Engine()
+    memo.lifecycle = Lifecycle()
     with pytest.raises(kopf.TemporaryError) as info:
         await handlers.reconcile_remediation(namespace="n", name="x", memo=memo)
     assert info.value.delay == 7.0
@@ -76,7 +91,7 @@ def test_wheel_holds_only_the_operator(tmp_path: Path) -> None:
     wheels = list(tmp_path.glob("remedy-*.whl"))
     assert len(wheels) == 1, wheels
     names = zipfile.ZipFile(wheels[0]).namelist()
-    assert any(n.startswith("remedy/engine/") for n in names), names[:20]
+    assert any(n.startswith("remedy/lifecycle/") for n in names), names[:20]
     assert not [n for n in names if "devenv" in n or not (n.startswith("remedy/") or ".dist-info/" in n)]
 
 

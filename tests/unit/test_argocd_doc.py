@@ -1,5 +1,5 @@
 """The Argo CD ignoreDifferences example in docs/argocd.md names the field manager the
-operator writes workloads with (remedy.constants.FIELD_MANAGER), for apps/Deployment, with the
+operator writes workloads with (remedy.base.constants.FIELD_MANAGER), for apps/Deployment, with the
 sync options that make Argo CD respect it."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from remedy.constants import FIELD_MANAGER
+from remedy.base.constants import FIELD_MANAGER
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "argocd.md"
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from remedy.api.policy import RemediationPolicySpec
-from remedy.engine import autonomy
+from remedy.policies import autonomy
 
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -1,5 +1,5 @@
 """Each shared name is spelled once: the group string and every label/annotation name appear
-in operator/remedy only in remedy/constants.py; the one timestamp helper parses what the
+in operator/remedy only in remedy/base/constants.py; the one timestamp helper parses what the
 API server and users write."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import remedy
-from remedy import constants, rfc3339
+from remedy.base import constants, rfc3339
 
 PACKAGE = Path(remedy.__file__).resolve().parent
 # Every label and annotation constant, found by prefix: a new one is covered without a list to update.
@@ -26,13 +26,13 @@ def _sources() -> list[Path]:
 def test_name_is_spelled_only_in_constants(name: str) -> None:
     offenders = [f"{p.relative_to(PACKAGE)}:{n}" for p in _sources()
                  for n, line in enumerate(p.read_text().splitlines(), 1) if name in line]
-    assert not offenders, f"{name!r} spelled outside remedy/constants.py: {offenders}"
+    assert not offenders, f"{name!r} spelled outside remedy/base/constants.py: {offenders}"
 
 
 def test_the_grep_would_see_a_stray_literal() -> None:
     # The scan reads every module, including ones in sub-packages: a literal there is found.
     assert len(_sources()) > 20 and any(p.parent != PACKAGE for p in _sources())
-    assert constants.GROUP in (PACKAGE / "constants.py").read_text()
+    assert constants.GROUP in (PACKAGE / "base" / "constants.py").read_text()
     assert {constants.ANN_APPROVED_BY, constants.LABEL_POLICY, constants.ANN_RESTARTED_BY} <= set(NAMES)
 
 
@@ -67,4 +67,4 @@ def test_format_round_trips_and_age_counts_forward() -> None:
 def test_timestamps_are_parsed_only_by_rfc3339() -> None:
     offenders = [f"{p.relative_to(PACKAGE)}:{n}" for p in _sources() if p.name != "rfc3339.py"
                  for n, line in enumerate(p.read_text().splitlines(), 1) if "fromisoformat(" in line]
-    assert not offenders, f"parse timestamps with remedy.rfc3339 (parse/epoch/age_seconds), not here: {offenders}"
+    assert not offenders, f"parse timestamps with remedy.base.rfc3339 (parse/epoch/age_seconds), not here: {offenders}"

@@ -1,4 +1,4 @@
-"""The Grafana dashboard may only use metrics (and labels) that remedy.observability defines.
+"""The Grafana dashboard may only use metrics (and labels) that remedy.base.observability defines.
 
 Metric names are public surface; this keeps deploy/grafana/remedy-dashboard.json from
 drifting silently when a metric is renamed or a label changes.
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-from remedy import observability
-from remedy.observability import REGISTRY
+from remedy.base import observability
+from remedy.base.observability import REGISTRY
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "remedy-dashboard.json"
 
@@ -122,7 +122,7 @@ def test_every_referenced_metric_exists_in_registry() -> None:
     referenced = set().union(*(metric_names(e) for e in expressions()))
     assert referenced, "no metrics parsed from the dashboard"
     unknown = sorted(referenced - set(exposed))
-    assert not unknown, f"dashboard uses metrics remedy.observability does not define: {unknown}"
+    assert not unknown, f"dashboard uses metrics remedy.base.observability does not define: {unknown}"
 
 
 @pytest.mark.parametrize("expr", expressions())

@@ -1,4 +1,4 @@
-"""The Remediation lifecycle (engine/lifecycle.py) in process: every phase transition, the
+"""The Remediation lifecycle (lifecycle/machine.py) in process: every phase transition, the
 approval wait, dry run, invalid spec, skip, over-cap, verification, the optimistic lock, and
 crash-resume from each recorded intent, with a fake Store/Recorder (tests/fixtures/fakes.py)
 and a scripted action. No cluster; the whole file runs in a few seconds. The e2e suite keeps
@@ -15,15 +15,15 @@ import pytest
 
 from remedy.actions.base import ActionContext, ActionDef, Applied, CannotTell, NotApplied, Observation
 from remedy.api.workload import RestartWorkload
-from remedy.constants import ANN_APPROVED_BY, REMEDIATIONS
-from remedy.engine.lifecycle import Engine
-from remedy.errors import (
+from remedy.base.constants import ANN_APPROVED_BY, REMEDIATIONS
+from remedy.base.errors import (
     AmbiguousOutcomeError,
     OverCapError,
     PermanentError,
     RetryableError,
     SkipError,
 )
+from remedy.lifecycle.machine import Lifecycle
 from tests.fixtures.fakes import FakeRecorder, FakeStore
 
 MEMBER = "restartWorkload"  # the spec member the scripted action stands in for
@@ -96,7 +96,7 @@ class World:
         self.escalations: list[str] = []
         self.engine = self.new_engine(**engine)
 
-    def new_engine(self, **kw: Any) -> Engine:
+    def new_engine(self, **kw: Any) -> Lifecycle:
         async def escalate(obj: dict[str, Any], message: str) -> None:
             self.escalations.append(message)
 
@@ -104,14 +104,14 @@ class World:
             meta = obj["metadata"]
             return ActionContext(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], kube=None)  # type: ignore[arg-type]
 
-        return Engine(store=self.store, recorder=self.recorder, registry={MEMBER: self.action}, context_factory=context,
+        return Lifecycle(store=self.store, recorder=self.recorder, registry={MEMBER: self.action}, context_factory=context,
                       escalate=escalate, **kw)
 
     def create(self, name: str = "r", annotations: dict[str, str] | None = None, **spec: Any) -> None:
         body = {"action": {MEMBER: {"target": {"name": "web"}}}, **spec}
         self.store.add(REMEDIATIONS, {"metadata": {"name": name, "annotations": annotations or {}}, "spec": body})
 
-    async def reconcile(self, name: str = "r", engine: Engine | None = None) -> str | None:
+    async def reconcile(self, name: str = "r", engine: Lifecycle | None = None) -> str | None:
         return await (engine or self.engine).reconcile("ns", name)
 
     def status(self, name: str = "r") -> dict[str, Any]:
@@ -387,7 +387,7 @@ async def crash_at(w: World, point: str) -> None:
     await asyncio.sleep(0.01)  # older than the successor's 3 x heartbeat_interval
 
 
-def successor(w: World) -> Engine:
+def successor(w: World) -> Lifecycle:
     """The next operator process; the dead one's heartbeat is already stale for it."""
     return w.new_engine(executor_id="successor", heartbeat_interval=0.001)
 

@@ -1,4 +1,4 @@
-"""RemediationPolicy guards (engine/policy.py ``PolicyEngine.fire``) in process, with the
+"""RemediationPolicy guards (policies/machinery.py ``Policies.fire``) in process, with the
 fake Store/Recorder: a firing creates at most one child, deduplicated by name also across a
 restart, and each guard (paused by spec or condition, failure streak, maxConcurrent,
 maxPerHour, cooldown) blocks with its own Event and counter; bad templates and specs end in
@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from remedy import rfc3339
 from remedy.actions.registry import REGISTRY
-from remedy.constants import ANN_FINGERPRINT, API_VERSION, LABEL_POLICY, LABEL_STEP, LABEL_TARGET, POLICIES, REMEDIATIONS
-from remedy.engine.policy import Firing, PolicyEngine
+from remedy.base import rfc3339
+from remedy.base.constants import ANN_FINGERPRINT, API_VERSION, LABEL_POLICY, LABEL_STEP, LABEL_TARGET, POLICIES, REMEDIATIONS
+from remedy.policies.firing import Firing
+from remedy.policies.machinery import Policies
 from tests.fixtures.fakes import FakeRecorder, FakeStore
 
 TEMPLATE = {"restartWorkload": {"target": {"name": "{{ labels.deployment }}"}}}
@@ -32,9 +33,9 @@ class World:
         body = {"trigger": {"alert": {"alertname": "Down"}}, "template": {"action": TEMPLATE},
                 "guards": {"cooldown": "0s", "maxPerHour": 100, "maxConcurrent": 100, **(guards or {})}, **spec}
         self.policy = self.store.add(POLICIES, {"metadata": {"name": "p"}, "spec": body, "status": status or {}})
-        self.engine = PolicyEngine(self.store, self.recorder, REGISTRY)
+        self.engine = Policies(self.store, self.recorder, REGISTRY)
 
-    async def fire(self, f: Firing, engine: PolicyEngine | None = None) -> str:
+    async def fire(self, f: Firing, engine: Policies | None = None) -> str:
         return await (engine or self.engine).fire(self.store.obj(POLICIES, "p"), f)
 
     def children(self) -> list[dict[str, Any]]:
@@ -78,7 +79,7 @@ async def test_the_same_firing_is_deduplicated_also_after_a_restart() -> None:
     w = World()
     assert await w.fire(firing()) == "created"
     assert await w.fire(firing()) == "deduplicated"
-    restarted = PolicyEngine(w.store, w.recorder, REGISTRY)  # no memory: the child's name is the dedup key
+    restarted = Policies(w.store, w.recorder, REGISTRY)  # no memory: the child's name is the dedup key
     assert await w.fire(firing(), engine=restarted) == "deduplicated"
     assert len(w.children()) == 1 and len(w.store.creates) == 1
 

@@ -3,7 +3,7 @@ managedFields, and which finished child pauses a policy."""
 
 from __future__ import annotations
 
-from remedy.engine import gitops
+from remedy.lifecycle import gitops
 
 
 def test_application_from_annotation_tracking_then_label_tracking() -> None:
@@ -43,7 +43,7 @@ def test_verification_ends_even_when_the_watch_swallows_its_cancellation() -> No
     from typing import Any
 
     from remedy.actions.base import Applied
-    from remedy.errors import RetryableError
+    from remedy.base.errors import RetryableError
 
     calls = [0]
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from remedy.api.remediation import Approval
+from remedy.base.errors import PermanentError, RetryableError
 from remedy.clients.access_review import Requester
-from remedy.engine.approval import evaluate
-from remedy.engine.gitops_apps import AmbiguousTrackingError, forecast, manages, tracking
-from remedy.engine.gitops_identity import GitOpsConfig, gitops_requester
-from remedy.engine.gitops_once import digest, record_name, tracked_by_argo
-from remedy.errors import PermanentError, RetryableError
+from remedy.lifecycle.approval import evaluate
+from remedy.lifecycle.gitops_apps import AmbiguousTrackingError, forecast, manages, tracking
+from remedy.lifecycle.gitops_identity import GitOpsConfig, gitops_requester
+from remedy.lifecycle.gitops_once import digest, record_name, tracked_by_argo
 
 ARGO = "system:serviceaccount:argocd:argocd-application-controller"
 

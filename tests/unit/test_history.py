@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from remedy.engine.history import beyond_history, guard_horizon, ttl_expired
+from remedy.runtime.history import beyond_history, guard_horizon, ttl_expired
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from remedy.api.holds import SilenceSpec, Window
 from remedy.clients.alertmanager import matches
-from remedy.engine.holds import in_window, silence_annotation
+from remedy.policies.holds import in_window, silence_annotation
 
 # Monday 2026-11-30 08:30 UTC = 09:30 in Berlin (CET) = 17:30 in Tokyo.
 MONDAY = datetime(2026, 11, 30, 8, 30, tzinfo=timezone.utc)

@@ -3,7 +3,7 @@
 (``DaemonsMemory.live_fresh_body``) as soon as a resource has any spawning handler, whatever
 that handler's filters; for Remediations that was most of the operator's memory per object
 (bench/memory.py, docs/scale.md). The same holds for RemediationPolicies: their refresh,
-history and Prometheus polling run as process-wide loops (handlers.py), not per-policy timers."""
+history and Prometheus polling run as process-wide loops (runtime/loops.py), not per-policy timers."""
 
 from __future__ import annotations
 

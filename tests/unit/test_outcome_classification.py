@@ -11,8 +11,8 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from remedy.base.errors import AmbiguousOutcomeError, PermanentError, RetryableError, TargetNotFoundError
 from remedy.clients.kube import translate, translate_transport
-from remedy.errors import AmbiguousOutcomeError, PermanentError, RetryableError, TargetNotFoundError
 
 
 def api_error(status: int, body: dict[str, object] | None = None) -> ApiException:

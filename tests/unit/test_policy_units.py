@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from remedy.engine.policy import child_name, series_fingerprint
-from remedy.engine.templating import render
-from remedy.errors import InvalidSpecError
+from remedy.base.errors import InvalidSpecError
+from remedy.policies.firing import child_name, series_fingerprint
+from remedy.policies.templating import render
 from remedy.triggers.index import PolicyIndex
 
 

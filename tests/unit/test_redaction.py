@@ -1,4 +1,4 @@
-"""Property test of remedy.redaction: whatever a Secret value contains, none of its encodings
+"""Property test of remedy.base.redaction: whatever a Secret value contains, none of its encodings
 (raw, JSON-escaped once or twice, URL-encoded, base64 at any alignment, halves) survives
 redaction of a body that echoes it, at any position inside other text."""
 
@@ -9,7 +9,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from remedy.redaction import REDACTED, Redactor, split_connection_string
+from remedy.base.redaction import REDACTED, Redactor, split_connection_string
 from tests.security.conftest import every_encoding
 from tests.security.leaks import ALPHABET, leaks
 

@@ -1,4 +1,4 @@
-"""Shard ownership by Lease (engine/shards.py) against an in-memory Lease store with the API
+"""Shard ownership by Lease (runtime/shards.py) against an in-memory Lease store with the API
 server's optimistic lock (resourceVersion, 409 on a stale write) and a clock the test moves.
 The real control plane run is tests/e2e/test_shards.py."""
 
@@ -11,8 +11,8 @@ import subprocess
 import sys
 from typing import Any
 
-from remedy.constants import ANN_SHARD_WANTED_BY
-from remedy.engine.shards import ShardKeeper, preferred_from_pod_name, shard_of
+from remedy.base.constants import ANN_SHARD_WANTED_BY
+from remedy.runtime.shards import ShardKeeper, preferred_from_pod_name, shard_of
 
 
 class Leases:
@@ -27,7 +27,7 @@ class Leases:
     async def write_lease(self, namespace: str, body: dict[str, Any], *, create: bool) -> dict[str, Any] | None:
         name = body["metadata"]["name"]
         if (body["spec"].get("holderIdentity") or "") in self.fail_writes_from:  # the writer's own calls fail
-            from remedy.errors import RetryableError
+            from remedy.base.errors import RetryableError
             raise RetryableError("API server unreachable")
         current = self.items.get(name)
         if create and current is not None:
@@ -65,7 +65,7 @@ def test_shard_of_spreads_namespaces_and_does_not_depend_on_the_process() -> Non
         for n in names:
             counts[shard_of(n, shards)] += 1
         assert min(counts) > 0.8 * len(names) / shards, counts
-    code = "from remedy.engine.shards import shard_of; print([shard_of(f'team-{i}', 3) for i in range(50)])"
+    code = "from remedy.runtime.shards import shard_of; print([shard_of(f'team-{i}', 3) for i in range(50)])"
     outs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
                            capture_output=True, text=True, check=True).stdout for seed in ("1", "2")}
     assert outs == {str([shard_of(f"team-{i}", 3) for i in range(50)]) + "\n"}

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from remedy.constants import ANN_APPROVED_BY, GROUP, POLICIES, VERSION
+from remedy.base.constants import ANN_APPROVED_BY, FINAL_PHASES, GROUP, POLICIES, VERSION
 
 from ..scenarios import BY_NAME, SCENARIOS, Scenario
 from .ports import choose_ports
@@ -94,7 +94,7 @@ def _follow(st: Stack, sc: Scenario, tl: Timeline, name: str, obj: dict[str, Any
     ver = _cond(obj or {}, "Verified")
     if ver and ver.get("status") in ("True", "False") and status.get("phase") not in (None, "Running", "Pending"):
         tl.mark("verify", f"verification: {ver.get('status')} {ver.get('reason')}: {ver.get('message')}"[:200])
-    if status.get("phase") in ("Succeeded", "Failed", "Skipped"):
+    if status.get("phase") in FINAL_PHASES:
         comp = _cond(obj or {}, "Completed") or {}
         tl.mark("phase", f"phase {status['phase']} ({comp.get('reason')}): {comp.get('message', '')}"[:200])
         return True

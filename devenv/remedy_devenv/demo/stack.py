@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remedy.constants import GROUP, LABEL_POLICY, REMEDIATIONS, VERSION
+from remedy.base.constants import GROUP, LABEL_POLICY, REMEDIATIONS, VERSION
 
 from ..cluster import REPO, ControlPlane
 from .support import DemoError, http, say

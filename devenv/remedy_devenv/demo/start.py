@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from remedy.constants import GROUP, POLICIES, REMEDIATIONS
+from remedy.base.constants import GROUP, POLICIES, REMEDIATIONS
 
 from .. import demo_image
 from ..cluster import REPO, ControlPlane

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from remedy.constants import ANN_APPROVED_BY, ANN_MODE, GROUP, POLICIES, VERSION
+from remedy.base.constants import ANN_APPROVED_BY, ANN_MODE, GROUP, POLICIES, VERSION
 
 from ..demo.stack import ADMIN_TOKEN, NS, Stack
 from ..demo.support import DemoError, http, say, wait_until

@@ -9,36 +9,36 @@ An action is a params model (its CRD schema, in remedy.api) plus async functions
 - ``execute(ctx, params, plan)``: do exactly the plan, return evidence (JSON-able dict).
   Contract on failure, by error type:
     * RetryableError: *nothing was changed* (connect refused, 429, a precondition conflict);
-      the engine may plan again.
+      the lifecycle may plan again.
     * AmbiguousOutcomeError: a mutating request was sent and its outcome is unknown (timeout,
-      connection reset, 5xx/504 after sending). The engine never plans again after this; it
+      connection reset, 5xx/504 after sending). The lifecycle never plans again after this; it
       calls ``observe``.
     * PermanentError: the Remediation ends Failed.
   Every write carries a precondition on what the plan read (resourceVersion, JSON-patch
   ``test`` ops, pid+backend_start, opid...), so re-applying a recorded plan cannot overwrite
   a change someone made since.
 - ``observe(ctx, params, plan)`` (optional): the probe for ambiguous outcomes. Called after an
-  AmbiguousOutcomeError, after ``spec.timeout`` cancelled execute, and when the engine finds an
+  AmbiguousOutcomeError, after ``spec.timeout`` cancelled execute, and when the lifecycle finds an
   attempt ``Running`` that no live executor owns (operator death). It re-reads the target and
   compares it with the *recorded* plan; it must not change anything. It returns one of:
     * ``Applied(detail)``: the plan's effect is visible (restart: the stamp is on the
       template; scale: replicas equal the planned count; rollback: the template equals the
       planned one; memory: limits equal the planned ones; postgres: every planned
       pid+backend_start is gone; mongo: every planned opid is gone; redis: the planned keys
-      are gone). The engine continues to verification; execute is not run again.
+      are gone). The lifecycle continues to verification; execute is not run again.
     * ``NotApplied(detail)``: re-applying the recorded plan (never a new plan) is safe and
       needed: the target shows the effect absent, or the receiver deduplicates by an
       Idempotency-Key derived from the Remediation uid, so a repeat cannot act twice. The
-      engine runs ``execute(ctx, params, plan)`` again with the same plan.
+      lifecycle runs ``execute(ctx, params, plan)`` again with the same plan.
     * ``CannotTell(detail)``: the target cannot say (e.g. an HTTP endpoint declared without
       idempotency support). The Remediation ends Failed with reason OutcomeUnknown and an
       escalation (Warning Event ``OutcomeUnknown`` plus the notify hook).
-  ``observe`` may raise RetryableError (could not read the target now; the engine asks
-  again later, still without planning again). Without ``observe``, the engine treats an
+  ``observe`` may raise RetryableError (could not read the target now; the lifecycle asks
+  again later, still without planning again). Without ``observe``, the lifecycle treats an
   ``idempotent`` action as NotApplied (re-run the recorded plan) and any other as CannotTell.
 - ``verify(ctx, params, plan, result)`` (optional): confirm the effect; raise to fail.
 - ``idempotent``: re-running execute with the same recorded plan is harmless.
-- ``snapshot(ctx, params)`` (optional): evidence taken before a destructive action; the engine
+- ``snapshot(ctx, params)`` (optional): evidence taken before a destructive action; the lifecycle
   calls it only when ``destructive`` is set, and records it in ``status.evidence``.
 """
 
@@ -49,8 +49,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from .. import redaction
 from ..api.common import ApiModel, SecretKeyRef
+from ..base import redaction
 from ..clients.connectors import Connectors
 from ..clients.kube import KubeClient
 

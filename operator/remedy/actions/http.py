@@ -1,4 +1,5 @@
-"""HTTP actions (runbooks 001-003): reset a circuit breaker, call one webhook, notify.
+"""HTTP actions (runbooks 001-003): the rules of sending one request, httpRequest and notify
+(resetCircuitBreaker, which sends through them, is circuit_breaker.py).
 
 Why a module of its own: these three share one hard rule set about *sending* a request, and
 it must be applied identically everywhere:
@@ -6,11 +7,11 @@ it must be applied identically everywhere:
 - Retry intent follows what the server may have seen. Only a failure before any byte was
   sent (connection refused, DNS, connect timeout) is a RetryableError; a timeout, a dropped
   connection or a 5xx after sending may have run the side effect, so it is an
-  AmbiguousOutcomeError (reason OutcomeUnknown / UpstreamError) and the engine asks ``observe``.
+  AmbiguousOutcomeError (reason OutcomeUnknown / UpstreamError) and the lifecycle asks ``observe``.
 - Effectively once: every request carries ``Idempotency-Key: remedy-<Remediation uid>``, the
   same on every attempt and after operator restarts, unless the call says
   ``idempotencyKey: false``. ``observe`` answers NotApplied for keyed calls (a re-send with the
-  same key cannot act twice at a service that honours the header, so the engine re-sends the
+  same key cannot act twice at a service that honours the header, so the lifecycle re-sends the
   recorded request) and CannotTell for unkeyed ones (the Remediation ends OutcomeUnknown with
   an escalation; it is never sent twice).
 - Bearer tokens come from a Secret and never reach plan, evidence or messages: response
@@ -22,7 +23,6 @@ it must be applied identically everywhere:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -32,28 +32,24 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .. import redaction
 from ..api.common import SecretKeyRef, parse_duration
-from ..api.http import HealthCheck, HttpCall, HttpRequest, Notify, ResetCircuitBreaker
-from ..errors import (
+from ..api.http import HttpCall, HttpRequest, Notify
+from ..base import redaction
+from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,
     PermanentError,
     RetryableError,
-    SkipError,
-    TargetNotFoundError,
 )
 from . import notify_sinks
-from .base import ActionContext, ActionDef, Applied, CannotTell, Evidence, NotApplied, Observation
+from .base import ActionContext, ActionDef, CannotTell, Evidence, NotApplied, Observation
 
 EXCERPT_CHARS = 200
 # Read a little more than the excerpt so a token straddling the cut is still redacted whole.
 READ_LIMIT = 64 * 1024
 REDACTED = "<redacted>"
 _SENSITIVE_HEADER = re.compile(r"auth|token|secret|passw|api-?key|cookie|signature", re.IGNORECASE)
-_NUMERIC_STATES = {0.0: "CLOSED", 1.0: "OPEN", 0.5: "HALF_OPEN"}
-_VERIFY_POLL_S = 0.5
 # Connect timeouts mean nothing was sent; aiohttp < 3.10 has no distinct class for them.
 _NOT_SENT: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectorError, *([aiohttp.ConnectionTimeoutError] if hasattr(aiohttp, "ConnectionTimeoutError") else []),
@@ -175,7 +171,7 @@ async def send(ctx: ActionContext, call: HttpCall, *, token: str | None, body: s
         raise PermanentError(f"{what}: TLS failed ({type(exc).__name__}); nothing was sent", reason="TLSError") from None
     except _NOT_SENT as exc:
         # No connection was made, so no byte of the request left: safe to retry.
-        raise RetryableError(f"{what}: cannot connect ({_short(exc)}); nothing was sent", reason="Unreachable") from None
+        raise RetryableError(f"{what}: cannot connect ({short_error(exc)}); nothing was sent", reason="Unreachable") from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise AmbiguousOutcomeError(
             f"{what}: {type(exc).__name__} after the request may have been received", reason="OutcomeUnknown",
@@ -210,7 +206,7 @@ def _decode(raw: bytes, charset: str | None) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
@@ -225,194 +221,6 @@ def observe_call(ctx: ActionContext, call: HttpCall) -> Observation:
         return NotApplied(f"{describe(call)} carries Idempotency-Key {key}: a re-send cannot act twice")
     return CannotTell(f"{describe(call)} is declared without idempotency support (idempotencyKey: false); "
                       "whether it ran cannot be observed and a re-send could act twice")
-
-
-# --- resetCircuitBreaker ----------------------------------------------------------------
-
-
-def normalize_state(value: object) -> str:
-    """CLOSED/OPEN/HALF_OPEN from a state string, "half-open", or a breaker_state gauge value."""
-    if isinstance(value, bool):  # bool is an int: True must not read as OPEN
-        raise ValueError(f"breaker state {value!r} is a boolean")
-    if isinstance(value, (int, float)):
-        if float(value) in _NUMERIC_STATES:
-            return _NUMERIC_STATES[float(value)]
-        raise ValueError(f"numeric breaker state {value!r} is not 0, 0.5 or 1")
-    if isinstance(value, str):
-        try:
-            return normalize_state(float(value))
-        except ValueError:
-            pass
-        text = re.sub(r"[-\s]+", "_", value.strip().upper())
-        return "HALF_OPEN" if text == "HALFOPEN" else text
-    raise ValueError(f"breaker state {value!r} is not a string or number")
-
-
-def state_of(doc: object, breaker: str, state_field: str) -> str:
-    """doc[breaker][stateField] (dotted fields descend), or doc[breaker] itself when it is the state."""
-    if not isinstance(doc, dict):
-        raise ValueError("status document is not a JSON object")
-    if breaker not in doc:
-        raise KeyError(breaker)
-    entry: object = doc[breaker]
-    if isinstance(entry, dict):
-        for part in state_field.split("."):
-            if not isinstance(entry, dict) or part not in entry:
-                raise ValueError(f"breaker entry has no field {state_field!r}")
-            entry = entry[part]
-    return normalize_state(entry)
-
-
-async def read_breaker_state(ctx: ActionContext, p: ResetCircuitBreaker) -> str:
-    """A read: every transient failure is retryable; a malformed answer is not."""
-    url = p.status_url
-    try:
-        # The status endpoint normally lives on the same service as the reset call, so it
-        # shares that call's timeout. No token is sent: it may be a different host.
-        async with ctx.connectors.http(parse_duration(p.reset.timeout)) as session, session.get(url) as resp:
-            status = int(resp.status)
-            text = (await resp.content.read(4 * 1024 * 1024)).decode("utf-8", errors="replace")
-    except aiohttp.ClientSSLError as exc:
-        raise PermanentError(f"GET {url}: TLS failed ({type(exc).__name__})", reason="TLSError") from None
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise RetryableError(f"GET {url}: {_short(exc)}", reason="StatusUnavailable") from None
-    if status >= 500:
-        raise RetryableError(f"GET {url} answered {status}", reason="StatusUnavailable")
-    if not 200 <= status < 300:
-        raise PermanentError(f"GET {url} answered {status}; check statusUrl", reason="StatusUnavailable")
-    try:
-        doc = json.loads(text)
-        return state_of(doc, p.breaker, p.state_field)
-    except KeyError:
-        names = sorted(doc)[:20] if isinstance(doc, dict) else []
-        raise TargetNotFoundError(f"breaker {p.breaker!r} not in {url} (found: {', '.join(map(str, names))})") from None
-    except ValueError as exc:  # json.JSONDecodeError is a ValueError
-        raise PermanentError(f"GET {url}: {exc}", reason="BadStatusDocument") from None
-
-
-async def probe(ctx: ActionContext, hc: HealthCheck) -> Evidence:
-    """One health check; a 2xx passes. A fresh session each time so a pooled keep-alive
-    connection cannot hide an upstream that no longer accepts new ones."""
-    started = time.monotonic()
-    try:
-        async with ctx.connectors.http(parse_duration(hc.timeout)) as session, session.get(hc.url) as resp:
-            status = int(resp.status)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        return {"ok": False, "error": _short(exc), "ms": int((time.monotonic() - started) * 1000)}
-    return {"ok": 200 <= status < 300, "status": status, "ms": int((time.monotonic() - started) * 1000)}
-
-
-async def health_series(ctx: ActionContext, hc: HealthCheck, times: int) -> tuple[bool, list[Evidence]]:
-    """``times`` passes in a row, ``interval`` apart; stops at the first failure."""
-    checks: list[Evidence] = []
-    for n in range(1, times + 1):
-        if n > 1:
-            await asyncio.sleep(parse_duration(hc.interval))
-        check = {"n": n, **await probe(ctx, hc)}
-        checks.append(check)
-        if not check["ok"]:
-            return False, checks
-    return True, checks
-
-
-def _unhealthy(p: ResetCircuitBreaker, checks: list[Evidence], when: str) -> SkipError:
-    passed = sum(1 for c in checks if c["ok"])
-    return SkipError(
-        f"upstream {p.upstream_health.url} failed a health check {when} ({passed} passed before it, "
-        f"{p.upstream_health.consecutive} in a row required); breaker {p.breaker} left alone, nothing sent",
-        reason="UpstreamUnhealthy",
-        evidence={"breaker": p.breaker, "healthUrl": p.upstream_health.url, "checks": checks, "sent": False},
-    )
-
-
-def _states(values: Iterable[str]) -> list[str]:
-    return [normalize_state(v) for v in values]
-
-
-async def breaker_plan(ctx: ActionContext, p: ResetCircuitBreaker) -> Evidence:
-    state = await read_breaker_state(ctx, p)
-    only_when = _states(p.only_when_state)
-    if state not in only_when:
-        raise SkipError(
-            f"breaker {p.breaker} is {state}, not one of {only_when}; nothing to reset",
-            reason="BreakerNotOpen", evidence={"breaker": p.breaker, "state": state, "onlyWhenState": only_when},
-        )
-    # runbook 002: "Do NOT manually close unless you verify provider is healthy".
-    healthy, checks = await health_series(ctx, p.upstream_health, p.upstream_health.consecutive)
-    if not healthy:
-        raise _unhealthy(p, checks, "during planning")
-    check_headers(p.reset)
-    await token_for(ctx, p.reset)  # a missing Secret fails now, before intent is recorded
-    expect = _states(p.expect_state)
-    return {
-        "breaker": p.breaker, "statusUrl": p.status_url, "stateBefore": state, "expectState": expect,
-        "health": {"url": p.upstream_health.url, "required": p.upstream_health.consecutive, "checks": checks},
-        "request": request_plan(ctx, p.reset, p.reset.body),
-        "change": (f"{describe(p.reset)} to move breaker {p.breaker} {state} -> {'/'.join(expect)} "
-                   f"({p.upstream_health.consecutive}/{p.upstream_health.consecutive} health checks passed)"),
-    }
-
-
-async def breaker_execute(ctx: ActionContext, p: ResetCircuitBreaker, plan: Evidence) -> Evidence:
-    # The world may have moved since plan (an approval wait, an operator restart): look again.
-    state = await read_breaker_state(ctx, p)
-    if state not in _states(p.only_when_state):
-        if state in _states(p.expect_state):
-            # Already reset (by itself, or by our own attempt before a restart): forcing it
-            # again could only move a CLOSED breaker back to HALF_OPEN.
-            return {"breaker": p.breaker, "stateBefore": state, "sent": False,
-                    "summary": f"breaker {p.breaker} already {state}; nothing sent"}
-        raise SkipError(f"breaker {p.breaker} is now {state}; nothing sent", reason="BreakerNotOpen",
-                        evidence={"breaker": p.breaker, "state": state, "sent": False})
-    healthy, checks = await health_series(ctx, p.upstream_health, 1)
-    if not healthy:
-        raise _unhealthy(p, checks, "right before sending")
-    token = await token_for(ctx, p.reset)
-    resp = await send(ctx, p.reset, token=token, body=p.reset.body)
-    check_status(ctx, p.reset, resp)
-    return {
-        "breaker": p.breaker, "stateBefore": state, "sent": True, "healthRecheck": checks[0],
-        **response_evidence(p.reset, resp),
-        "summary": f"{describe(p.reset)} -> {resp.status}: breaker {p.breaker} was {state}",
-    }
-
-
-async def breaker_verify(ctx: ActionContext, p: ResetCircuitBreaker, plan: Evidence, result: Evidence) -> Evidence:
-    expect = _states(p.expect_state)
-    limit = parse_duration(p.verify_timeout)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    last = "unknown"
-    while True:
-        try:
-            last = await read_breaker_state(ctx, p)
-        except RetryableError as exc:
-            last = f"unreadable ({exc.message})"
-        elapsed = loop.time() - start
-        if last in expect:
-            return {"breaker": p.breaker, "state": last, "afterSeconds": round(elapsed, 2)}
-        if elapsed >= limit:
-            raise PermanentError(f"breaker {p.breaker} is {last}, not one of {expect}, {p.verify_timeout} after the reset",
-                                 reason="BreakerNotReset")
-        await asyncio.sleep(min(_VERIFY_POLL_S, max(0.0, limit - elapsed)))
-
-
-async def breaker_observe(ctx: ActionContext, p: ResetCircuitBreaker, plan: Evidence) -> Observation:
-    state = await read_breaker_state(ctx, p)
-    if state in _states(p.expect_state):
-        return Applied(f"breaker {p.breaker} is {state}")
-    if state in _states(p.only_when_state):
-        # execute re-reads the state and the health first, so re-running the plan is safe.
-        return NotApplied(f"breaker {p.breaker} is still {state}")
-    return CannotTell(f"breaker {p.breaker} is {state}: neither reset nor in {list(p.only_when_state)}")
-
-
-RESET_CIRCUIT_BREAKER = ActionDef(
-    name="resetCircuitBreaker", params=ResetCircuitBreaker, target=lambda p: f"CircuitBreaker/{p.breaker}",
-    plan=breaker_plan, execute=breaker_execute, verify=breaker_verify, observe=breaker_observe,
-    idempotent=True,  # forcing HALF_OPEN twice is harmless, and execute re-reads state first
-    destructive=False,
-)
 
 
 # --- httpRequest ------------------------------------------------------------------------
@@ -466,7 +274,7 @@ async def notify_plan(ctx: ActionContext, p: Notify) -> Evidence:
 
 
 async def notify_execute(ctx: ActionContext, p: Notify, plan: Evidence) -> Evidence:
-    # The engine's completion Event carries "summary", so the message reaches
+    # The lifecycle's completion Event carries "summary", so the message reaches
     # `kubectl get events` whether or not a webhook is configured.
     out: Evidence = {"message": p.message, "severity": p.severity,
                      "summary": f"[{p.severity}] {p.message}"[:500]}

@@ -27,8 +27,8 @@ else:
 
 from ..api.common import parse_duration
 from ..api.mongo import KillSlowMongoOps
-from ..constants import OPERATOR_APP_NAME
-from ..errors import (
+from ..base.constants import OPERATOR_APP_NAME
+from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,

@@ -23,7 +23,7 @@ import aiohttp
 from ..api.common import parse_duration
 from ..api.http import Notify
 from ..api.notify import NotifySink
-from ..errors import InvalidSpecError, PermanentError, RetryableError
+from ..base.errors import InvalidSpecError, PermanentError, RetryableError
 from .base import ActionContext, Evidence
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"

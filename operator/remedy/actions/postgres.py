@@ -28,8 +28,8 @@ else:
 
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.postgres import PostgresConnection, PostgresStatement, TerminatePostgresQueries
-from ..constants import OPERATOR_APP_NAME
-from ..errors import (
+from ..base.constants import OPERATOR_APP_NAME
+from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,

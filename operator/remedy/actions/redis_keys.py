@@ -27,7 +27,7 @@ from redis import exceptions as rexc
 
 from ..api.common import SecretKeyRef, parse_duration
 from ..api.redis import DeleteRedisKeys, RedisConnection
-from ..errors import (
+from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     InvalidSpecError,
@@ -75,8 +75,8 @@ class RedisSession:
     def error(self, exc: Exception, *, doing: str, changed: bool) -> RemedyError:
         """Map a client error; ``changed`` says whether a write may already have happened.
 
-        A RetryableError promises the engine that nothing changed, so once a delete may have
-        been sent a lost connection is an AmbiguousOutcomeError: the engine then asks the
+        A RetryableError promises the lifecycle that nothing changed, so once a delete may have
+        been sent a lost connection is an AmbiguousOutcomeError: the lifecycle then asks the
         action's ``observe`` (what still matches) instead of planning again.
         """
         detail = self._redact(f"{type(exc).__name__}: {exc}")

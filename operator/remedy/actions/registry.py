@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import http, idempotency, mongo, postgres, redis_keys, workload
+from . import circuit_breaker, http, idempotency, mongo, postgres, redis_keys, workload
 from .base import ActionDef
 
 _ALL: list[ActionDef[Any]] = [
@@ -19,7 +19,7 @@ _ALL: list[ActionDef[Any]] = [
     postgres.TERMINATE_POSTGRES_QUERIES,
     postgres.POSTGRES_STATEMENT,
     mongo.KILL_SLOW_MONGO_OPS,
-    http.RESET_CIRCUIT_BREAKER,
+    circuit_breaker.RESET_CIRCUIT_BREAKER,
     http.HTTP_REQUEST,
     http.NOTIFY,
     idempotency.PURGE_IDEMPOTENCY_KEYS,

@@ -8,7 +8,7 @@ computed once, at plan time, and stored in status.plan.
 Every write is a JSON patch (field manager ``remedy``, so managedFields name remedy) whose
 ``test`` ops are the preconditions: the fields the plan read must still hold what it read
 (``metadata.generation`` for template writes, ``spec.replicas`` for scale). A person's edit in
-between fails the test, nothing is applied, and the engine plans again with a TargetChanged
+between fails the test, nothing is applied, and the lifecycle plans again with a TargetChanged
 Event that says what changed. (A resourceVersion precondition would also fail on every status
 write of the workload controllers, which happen all the time during a rollout.)
 
@@ -31,8 +31,8 @@ from kubernetes.utils import parse_quantity as _parse_quantity
 
 from ..api.common import parse_duration
 from ..api.workload import DeploymentRef, RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload, WorkloadRef
-from ..constants import ANN_RESTARTED_BY, FIELD_MANAGER
-from ..errors import (
+from ..base.constants import ANN_RESTARTED_BY, FIELD_MANAGER
+from ..base.errors import (
     AmbiguousOutcomeError,
     InvalidSpecError,
     OverCapError,
@@ -57,13 +57,16 @@ def _target(ref: Any) -> str:
     return f"{ref.kind}/{ref.name}"
 
 
+# The AppsV1Api method name of each workload kind: ``<verb>_namespaced_<suffix>``.
+_APPS_SUFFIX = {"Deployment": "deployment", "StatefulSet": "stateful_set", "DaemonSet": "daemon_set"}
+
+
+def _apps_call(ctx: ActionContext, verb: str, kind: str) -> Any:
+    return getattr(ctx.kube.apps, f"{verb}_namespaced_{_APPS_SUFFIX[kind]}")
+
+
 async def _read(ctx: ActionContext, kind: str, name: str) -> Any:
-    apps = ctx.kube.apps
-    reader = {
-        "Deployment": apps.read_namespaced_deployment,
-        "StatefulSet": apps.read_namespaced_stateful_set,
-        "DaemonSet": apps.read_namespaced_daemon_set,
-    }[kind]
+    reader = _apps_call(ctx, "read", kind)
     try:
         return await ctx.kube.call(f"{kind} {ctx.namespace}/{name}", reader, name, ctx.namespace)
     except TargetNotFoundError:
@@ -73,12 +76,7 @@ async def _read(ctx: ActionContext, kind: str, name: str) -> Any:
 async def _patch(ctx: ActionContext, kind: str, name: str, ops: list[dict[str, Any]], read: dict[str, Any]) -> Any:
     """One JSON patch whose leading ``test`` ops are the preconditions (``read``: JSON pointer ->
     the value the plan read). A failed test is TargetChanged, with what changed in the message."""
-    apps = ctx.kube.apps
-    patcher = {
-        "Deployment": apps.patch_namespaced_deployment,
-        "StatefulSet": apps.patch_namespaced_stateful_set,
-        "DaemonSet": apps.patch_namespaced_daemon_set,
-    }[kind]
+    patcher = _apps_call(ctx, "patch", kind)
     tests = [{"op": "test", "path": path, "value": value} for path, value in read.items()]
     try:
         return await ctx.kube.call(f"patch {kind} {ctx.namespace}/{name}", patcher, name, ctx.namespace, tests + ops,

@@ -1,13 +1,13 @@
 """The pydantic models of remedy's CRDs: the only hand-written schema (crds/ is generated).
 
-This package imports nothing else of remedy's: it sits at the bottom of the layers.
+This package imports nothing of remedy's but the base: it sits at the bottom of the layers above it.
 """
 
+from ..base.constants import FINAL_PHASES
 from .common import ApiModel, Condition, SecretKeyRef, parse_duration
 from .policy import RemediationPolicy, RemediationPolicySpec, RemediationPolicyStatus
 from .remediation import (
     CONDITION_TYPES,
-    FINAL_PHASES,
     ActionSpec,
     Remediation,
     RemediationSpec,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field
 
-from ..constants import API_VERSION, POLICIES
+from ..base.constants import API_VERSION, POLICIES
 from .autonomy import Mode, Promotion, TrackRecord
 from .common import ApiModel, Condition, CrdRoot, Duration, exactly_one_field, preserve_unknown, printer_column
 from .holds import HoldWhile, SilenceSpec, Window

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
-from ..constants import ANN_APPROVED_BY, API_VERSION, REMEDIATIONS
+from ..base.constants import ANN_APPROVED_BY, API_VERSION, REMEDIATIONS
 from .common import ApiModel, Condition, CrdRoot, Duration, exactly_one_field, preserve_unknown, printer_column
 from .http import HttpRequest, Notify, ResetCircuitBreaker
 from .idempotency import PurgeIdempotencyKeys
@@ -34,7 +34,6 @@ from .redis import DeleteRedisKeys
 from .workload import RaiseMemoryOnOOM, RestartWorkload, RollbackWorkload, ScaleWorkload
 
 Phase = Literal["Pending", "AwaitingApproval", "Running", "Verifying", "Succeeded", "Failed", "Skipped"]
-FINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Skipped"})
 CONDITION_TYPES: tuple[str, ...] = ("Validated", "Approved", "Executed", "Verified", "Completed")
 
 

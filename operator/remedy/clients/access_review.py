@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from ..errors import RetryableError
+from ..base.errors import RetryableError
 
 
 @dataclass(frozen=True)

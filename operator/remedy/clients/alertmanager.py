@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from .. import rfc3339
-from ..errors import RetryableError
+from ..base import rfc3339
+from ..base.errors import RetryableError
 
 CREATED_BY = "remedy"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..constants import OPERATOR_APP_NAME
+from ..base.constants import OPERATOR_APP_NAME
 
 
 class RedisFactory(Protocol):

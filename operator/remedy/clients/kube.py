@@ -10,7 +10,7 @@ by itself within that bound. API errors are translated here, once, into remedy's
   are RetryableError (connection refused / connect timeout: no byte sent; 429; 409 conflict of
   a precondition). A read timeout, a reset or a 5xx/504 after sending raise
   AmbiguousOutcomeError: the server may have applied the change and lost only the answer,
-  so the engine observes the target instead of planning again.
+  so the lifecycle observes the target instead of planning again.
 
 urllib3 never retries a request on its own here (read/status retries are 0): a hidden resend
 of a PATCH after a read timeout would be exactly the duplicate this module exists to prevent.
@@ -28,8 +28,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from ..api.common import SecretKeyRef
-from ..constants import API_VERSION, EVENT_REPORTING_COMPONENT, GROUP, REMEDIATION_KIND, VERSION
-from ..errors import (
+from ..base.constants import API_VERSION, EVENT_REPORTING_COMPONENT, GROUP, REMEDIATION_KIND, VERSION
+from ..base.errors import (
     AmbiguousOutcomeError,
     ForbiddenError,
     PermanentError,
@@ -219,7 +219,7 @@ class KubeClient:
             out += await self.list_objects(plural, ns)
         return out
 
-    # --- leases (engine/shards.py) ------------------------------------------------------
+    # --- leases (runtime/shards.py) ------------------------------------------------------
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             lease = await self.call(f"lease {namespace}/{name}", self.coordination.read_namespaced_lease, name, namespace)

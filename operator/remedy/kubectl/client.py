@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ..constants import GROUP, KUBECTL_FIELD_MANAGER, VERSION
+from ..base.constants import GROUP, KUBECTL_FIELD_MANAGER, VERSION
 
 
 class PluginError(Exception):

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .. import rfc3339
+from ..base import rfc3339
 
 # -- times --------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The Alertmanager webhook receiver (payload version 4), served by aiohttp inside the operator.
 
-Bad input never reaches the engine, and no body gets a 5xx: missing/wrong bearer token -> 401
+Bad input never reaches the policies, and no body gets a 5xx: missing/wrong bearer token -> 401
 (compared in constant time), body over the limit -> 413, body not complete within the read
 deadline -> 408, not JSON (including nesting too deep for the parser) -> 400, wrong version or
 shape -> 422. A firing alert creates at most one Remediation per policy (dedup by
@@ -25,18 +25,27 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..constants import HEADER_FORWARDED_FOR
-from ..engine.policy import Firing, PolicyEngine
-from ..engine.shards import ShardKeeper
-from ..observability import ALERTS, WEBHOOK_LATENCY, WEBHOOK_REJECTED
+from ..base.constants import HEADER_FORWARDED_FOR
+from ..base.observability import ALERTS, WEBHOOK_LATENCY, WEBHOOK_REJECTED
+from ..policies.firing import Firing
+from ..policies.machinery import Policies
 from .index import PolicyIndex
 
 log = logging.getLogger("remedy.webhook")
+
+
+class ShardRouter(Protocol):
+    """Which replica holds a namespace (runtime/shards.py ShardKeeper): the receiver forwards
+    alerts of namespaces it does not own instead of importing the runtime above it."""
+
+    def owns(self, namespace: str | None) -> bool: ...
+
+    def owner_webhook(self, namespace: str) -> str | None: ...
 
 
 class Alert(BaseModel):
@@ -158,8 +167,8 @@ async def _forward(url: str, token: bytes | None, data: dict[str, Any], namespac
     return "forwarded-fallback"
 
 
-def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_body: int, require_token: bool = True,
-             read_timeout: float = 10.0, answer_within: float = 0.8, shards: ShardKeeper | None = None) -> web.Application:
+def make_app(policies: Policies, index: PolicyIndex, token: TokenSource, max_body: int, require_token: bool = True,
+             read_timeout: float = 10.0, answer_within: float = 0.8, shards: ShardRouter | None = None) -> web.Application:
     """``shards``: alerts for namespaces another replica holds are forwarded to it (a forwarded
     request names the namespaces it is for in HEADER_FORWARDED_FOR and is never forwarded again)."""
     app = web.Application(client_max_size=max_body)
@@ -235,24 +244,24 @@ def make_app(engine: PolicyEngine, index: PolicyIndex, token: TokenSource, max_b
                     if not idx or idx[-1] != i:
                         idx.append(i)
                     nss.add(ns)
-                    fallback.append(functools.partial(engine.fire if alert.status == "firing" else engine.resolve,
+                    fallback.append(functools.partial(policies.fire if alert.status == "firing" else policies.resolve,
                                                       policy, firing))
                     continue
                 job_key = (str(entry["metadata"].get("uid")), alert.status, alert.fingerprint, alert.startsAt)
                 if job_key in jobs:
                     jobs[job_key][1][0] += 1
                     if alert.status == "firing":
-                        engine.count_repeats(policy)
-                elif alert.status == "firing" and engine.fire_known_duplicate(policy, firing):
+                        policies.count_repeats(policy)
+                elif alert.status == "firing" and policies.fire_known_duplicate(policy, firing):
                     outcomes["deduplicated"] = outcomes.get("deduplicated", 0) + 1
                 elif job_key in _in_flight:
                     # Another request's task is deciding this very firing: no new task, and this
                     # request does not wait for it (reported as queued).
                     joined[0] += 1
                     if alert.status == "firing":
-                        engine.count_repeats(policy)
+                        policies.count_repeats(policy)
                 else:
-                    work = engine.fire(policy, firing) if alert.status == "firing" else engine.resolve(policy, firing)
+                    work = policies.fire(policy, firing) if alert.status == "firing" else policies.resolve(policy, firing)
                     task = asyncio.get_running_loop().create_task(work)
                     _in_flight[job_key] = task
                     task.add_done_callback(functools.partial(_finished, job_key))

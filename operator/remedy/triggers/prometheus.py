@@ -9,28 +9,29 @@ from typing import Any
 
 from ..api.common import now_rfc3339, parse_duration
 from ..api.policy import RemediationPolicySpec
-from ..engine.policy import TRIGGER_DEGRADED_REASONS, Firing, PolicyEngine, series_fingerprint
-from ..engine.verify import query
-from ..errors import RemedyError
+from ..base.errors import RemedyError
+from ..lifecycle.verify import query
+from ..policies.firing import TRIGGER_DEGRADED_REASONS, Firing, series_fingerprint
+from ..policies.machinery import Policies
 
 
-async def poll_once(engine: PolicyEngine, policy: dict[str, Any], prometheus_url: str | None) -> dict[str, str]:
+async def poll_once(policies: Policies, policy: dict[str, Any], prometheus_url: str | None) -> dict[str, str]:
     meta = policy["metadata"]
     spec = RemediationPolicySpec.model_validate(policy["spec"])
     trig = spec.trigger.prometheus
     assert trig is not None
     st = policy.get("status") or {}
     if not prometheus_url:
-        await _condition(engine, policy, "Degraded", "True", "NoPrometheus", "REMEDY_PROMETHEUS_URL is not configured")
+        await _condition(policies, policy, "Degraded", "True", "NoPrometheus", "REMEDY_PROMETHEUS_URL is not configured")
         return {}
     try:
         series = await query(prometheus_url, trig.query)
     except RemedyError as exc:
-        await _condition(engine, policy, "Degraded", "True", exc.reason, exc.message)
+        await _condition(policies, policy, "Degraded", "True", exc.reason, exc.message)
         return {}
     degraded: dict[str, Any] = next((c for c in st.get("conditions") or [] if c.get("type") == "Degraded"), {})
     if degraded.get("status") == "True" and degraded.get("reason") in TRIGGER_DEGRADED_REASONS:
-        await _condition(engine, policy, "Degraded", "False", "Healthy", "Prometheus answers the trigger query again")
+        await _condition(policies, policy, "Degraded", "False", "Healthy", "Prometheus answers the trigger query again")
     active: dict[str, Any] = dict(st.get("activeSeries") or {})
     patch: dict[str, Any] = {}
     outcomes: dict[str, str] = {}
@@ -45,7 +46,7 @@ async def poll_once(engine: PolicyEngine, policy: dict[str, Any], prometheus_url
         if fp not in active:
             patch[fp] = entry
         if not entry.get("fired") and now - float(entry.get("firstSeenUnix", now)) >= hold:
-            outcome = await engine.fire(policy, Firing(fp, entry["firstSeen"], labels, {}, "prometheus"))
+            outcome = await policies.fire(policy, Firing(fp, entry["firstSeen"], labels, {}, "prometheus"))
             outcomes[fp] = outcome
             if outcome in ("created", "deduplicated"):
                 entry["fired"] = True
@@ -63,15 +64,15 @@ async def poll_once(engine: PolicyEngine, policy: dict[str, Any], prometheus_url
         if not absent_since:
             patch[fp] = {**entry, "absentSince": now}
         elif now - absent_since >= grace:
-            await engine.resolve(policy, Firing(fp, entry.get("firstSeen", ""), entry.get("labels") or {}, {}, "prometheus"))
+            await policies.resolve(policy, Firing(fp, entry.get("firstSeen", ""), entry.get("labels") or {}, {}, "prometheus"))
             patch[fp] = None  # merge patch: null deletes the key
     if patch:
         # Through the policy's one status writer (optimistic lock, re-read on 409): a merge
         # patch of these keys only, so alert handling's writes in between are kept.
-        await engine.write_status(meta["namespace"], meta["name"], lambda _fresh: {"activeSeries": patch})
+        await policies.write_status(meta["namespace"], meta["name"], lambda _fresh: {"activeSeries": patch})
     return outcomes
 
 
-async def _condition(engine: PolicyEngine, policy: dict[str, Any], type_: str, status: str, reason: str, message: str) -> None:
+async def _condition(policies: Policies, policy: dict[str, Any], type_: str, status: str, reason: str, message: str) -> None:
     # Computed from the policy as it is when written, not as it was when the poll started.
-    await engine.set_policy_condition(policy, type_, status, reason, message)
+    await policies.set_policy_condition(policy, type_, status, reason, message)

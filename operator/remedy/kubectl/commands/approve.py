@@ -6,7 +6,7 @@ import argparse
 import getpass
 import os
 
-from ...constants import ANN_APPROVED_BY, GROUP, REMEDIATIONS
+from ...base.constants import ANN_APPROVED_BY, GROUP, REMEDIATIONS
 from ..client import Kube, PluginError
 from ..command import Command, done, namespace, output
 from ..render import meta, phase_of

@@ -12,7 +12,7 @@ import base64
 import sys
 from typing import Any
 
-from ...constants import REMEDIATIONS
+from ...base.constants import REMEDIATIONS
 from ..client import Kube, PluginError
 from ..command import Command, namespace, output
 from ..render import (
@@ -31,35 +31,30 @@ from ..render import (
 
 
 def _keys(kube: Kube, obj: dict[str, Any]) -> int:
-    from ...actions.base import ActionContext
-    from ...actions.keylist import lister
-    from ...api.common import SecretKeyRef
-    from ...api.remediation import ActionSpec
-    from ...errors import RemedyError
+    from ...actions.keys import key_set_action, selected_keys
+    from ...base.errors import RemedyError
 
     ns = str((obj.get("metadata") or {}).get("namespace"))
+    action = (obj.get("spec") or {}).get("action") or {}
     try:
-        name, params = ActionSpec.model_validate((obj.get("spec") or {}).get("action") or {}).only()
+        name, is_key_set = key_set_action(action)
     except ValueError as exc:
         raise PluginError(f"cannot read spec.action: {exc}") from None
-    list_keys = lister(name)
-    if list_keys is None:
+    if not is_key_set:
         raise PluginError(f"--keys: action {name} does not act on a key set")
 
-    class PluginContext(ActionContext):
-        async def secret(self, ref: SecretKeyRef) -> str:
-            secret = kube.call(f'secrets "{ref.name}" in namespace "{ns}"', kube.core.read_namespaced_secret, ref.name, ns)
-            data = (secret.data or {}).get(ref.key)
-            if data is None:
-                raise PluginError(f'Secret {ns}/{ref.name} has no key "{ref.key}"')
-            return base64.b64decode(data).decode()
-
-    ctx = PluginContext(namespace=ns, name=str(obj["metadata"]["name"]), uid=str(obj["metadata"].get("uid")),
-                        kube=None)  # type: ignore[arg-type]  # secret() above is all the lister uses
+    def read_secret(secret_name: str, key: str) -> str:
+        secret = kube.call(f'secrets "{secret_name}" in namespace "{ns}"', kube.core.read_namespaced_secret,
+                           secret_name, ns)
+        data = (secret.data or {}).get(key)
+        if data is None:
+            raise PluginError(f'Secret {ns}/{secret_name} has no key "{key}"')
+        return base64.b64decode(data).decode()
 
     async def stream() -> int:
         n = 0
-        async for key in list_keys(ctx, params):
+        async for key in selected_keys(action, ns, str(obj["metadata"]["name"]), str(obj["metadata"].get("uid")),
+                                       read_secret):
             sys.stdout.write(key + "\n")
             n += 1
         return n

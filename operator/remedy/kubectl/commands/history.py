@@ -7,8 +7,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from ... import rfc3339
-from ...constants import ANN_MODE, LABEL_POLICY, POLICIES, REMEDIATIONS
+from ...base import rfc3339
+from ...base.constants import ANN_MODE, LABEL_POLICY, POLICIES, REMEDIATIONS
 from ..client import Kube
 from ..command import Command, namespace, output
 from ..render import condition, dump, duration_of, duration_text, fmt_stamp, indent, meta, phase_of, reason_of, section, table

@@ -6,7 +6,7 @@ import argparse
 import sys
 from datetime import datetime, timezone
 
-from ...constants import GROUP, REMEDIATIONS
+from ...base.constants import GROUP, REMEDIATIONS
 from ..client import Kube
 from ..command import Command, namespace, output
 from ..render import age, dump, duration_text, meta, phase_of, reason_of, table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ...constants import GROUP, POLICIES
+from ...base.constants import GROUP, POLICIES
 from ..client import Kube
 from ..command import Command, done, namespace, output
 

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from ...constants import LABEL_POLICY, REMEDIATIONS
+from ...base.constants import FINAL_PHASES, LABEL_POLICY, REMEDIATIONS
 from ..client import Kube
 from ..command import Command, namespace, output
 from ..render import conditions, duration_text, fmt_stamp, fmt_time, meta, phase_of, reason_of, timeline, yaml_text
@@ -34,7 +34,7 @@ def render_report(obj: dict[str, Any], events: list[dict[str, Any]], now: dateti
     trigger = f"RemediationPolicy `{policy}`" if policy else "created directly (kubectl / GitOps)"
     approval = (spec.get("approval") or {})
     approved = status.get("approvedBy") or (
-        "not required" if not approval.get("required") else "never given" if phase in ("Succeeded", "Failed", "Skipped") else "pending")
+        "not required" if not approval.get("required") else "never given" if phase in FINAL_PHASES else "pending")
     generated = fmt_time(now or datetime.now(timezone.utc))
     out: list[str] = [
         f"# Incident report: {ns}/{name}\n\n",

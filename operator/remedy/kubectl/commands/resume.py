@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ... import rfc3339
-from ...constants import ANN_RESUMED_AT, GROUP, POLICIES
+from ...base import rfc3339
+from ...base.constants import ANN_RESUMED_AT, GROUP, POLICIES
 from ..client import Kube
 from ..command import Command, done, namespace, output
 

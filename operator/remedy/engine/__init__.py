@@ -1,1 +1,0 @@
-"""The engine: the Remediation lifecycle, guards, verification and escalation. No kopf here."""

@@ -1,0 +1,464 @@
+"""One pass of the lifecycle over one Remediation: plan, intent, act, observe, verify, each
+step read from status and written back with an optimistic lock (machine.py says why).
+
+Why a module apart from machine.py: the pass is the long part, read top to bottom; the
+Lifecycle around it only serialises passes per object and holds the configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from ..actions.base import ActionContext, ActionDef, Applied, CannotTell, NotApplied, Observation
+from ..api.common import now_rfc3339_ms, parse_duration
+from ..api.objects import view
+from ..api.remediation import CONDITION_TYPES, RemediationSpec
+from ..base.constants import ANN_APPROVED_BY, FINAL_PHASES, NOT_STARTED_PHASES, REMEDIATIONS
+from ..base.errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
+from ..base.rfc3339 import age_seconds
+from . import gitops_guard, gitops_once
+from .approval import run_gate
+from .authz import requester_of
+from .conditions import get_condition, initial_conditions, set_condition
+from .gitops import REASON as REVERTED_BY_GITOPS
+from .gitops import verify_unless_reverted
+from .verify import verify_promql
+
+if TYPE_CHECKING:
+    from .machine import Lifecycle
+
+PLURAL = REMEDIATIONS
+APPROVED_BY_ANNOTATION = ANN_APPROVED_BY
+log = logging.getLogger("remedy.engine")
+# Executed condition reason while the outcome of an attempt is being observed; a resumed pass
+# reads its message as the true cause instead of guessing "the operator restarted".
+OBSERVING = "ObservingOutcome"
+
+
+class Run:
+    """One pass over one object; keeps the freshest copy of it between patches."""
+
+    def __init__(self, lifecycle: Lifecycle, obj: dict[str, Any]) -> None:
+        self.e = lifecycle
+        self.obj = obj
+        self.meta = obj["metadata"]
+        self.ns = self.meta["namespace"]
+        self.name = self.meta["name"]
+        self.gen = self.meta.get("generation")
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(view(self.obj).status)
+
+    async def _hook(self, point: str) -> None:
+        fn = self.e.hooks.get(point)
+        if fn is not None:
+            await fn(self.obj)
+
+    async def patch(self, changes: dict[str, Any], *, lock: bool = True) -> None:
+        changes = dict(changes)
+        changes.setdefault("observedGeneration", self.gen)
+        rv = self.meta.get("resourceVersion") if lock else None
+        self.obj = await self.e.store.patch_status(PLURAL, self.ns, self.name, changes, rv)
+        self.meta = self.obj["metadata"]
+
+    def conds(self, **updates: tuple[str, str, str]) -> list[dict[str, Any]]:
+        conds = list(self.status.get("conditions") or [])
+        for type_, (status, reason, message) in updates.items():
+            conds = set_condition(conds, type_, status, reason, message, self.gen)
+        return conds
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.e.recorder.event(self.obj, type_, reason, message)
+        # One log line per transition, carrying the object's identity (grep-able by name or uid).
+        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s: %s",
+                reason, message, extra={"remediation": f"{self.ns}/{self.name}", "uid": self.meta.get("uid")})
+
+    async def finish(self, phase: str, reason: str, message: str, **extra: Any) -> str:
+        executed = extra.pop("executed", None)
+        verified = extra.pop("verified", None)
+        updates: dict[str, tuple[str, str, str]] = {"Completed": ("True", reason, message)}
+        if executed:
+            updates["Executed"] = executed
+        if verified:
+            updates["Verified"] = verified
+        await self.patch(
+            {"phase": phase, "completedAt": now_rfc3339_ms(), "message": message, "conditions": self.conds(**updates), **extra},
+            lock=False,
+        )
+        self.event("Normal" if phase != "Failed" else "Warning", reason, f"{phase}: {message}")
+        if self.e.observer:
+            started = self.status.get("startedAt")
+            self.e.observer.finished(str(self.status.get("action") or "unknown"), phase, reason, age_seconds(started))
+        return phase
+
+    async def advance(self) -> str | None:
+        phase = self.status.get("phase")
+        if phase in FINAL_PHASES:
+            # Finished objects are never run again, but a spec edit (e.g. spec.reason) must still
+            # be observed, or GitOps tools wait for "observedGeneration" forever.
+            if self.gen is not None and self.status.get("observedGeneration") != self.gen:
+                await self.patch({"observedGeneration": self.gen}, lock=False)
+            return str(phase)
+        try:
+            spec = RemediationSpec.model_validate(self.obj.get("spec") or {})
+            member, params = spec.action.only()
+            action = self.e.registry[member]
+        except (ValidationError, ValueError) as exc:
+            return await self._invalid(_readable(exc))
+        except KeyError as exc:
+            return await self._invalid(f"action {exc} is not supported by this operator version")
+        try:
+            return await self._advance(phase, spec, action, params)
+        except RetryableError:
+            raise
+        except SkipError as exc:
+            return await self.finish("Skipped", exc.reason, exc.message,
+                                     executed=("False", exc.reason, exc.message),
+                                     result=exc.evidence or None)
+        except RemedyError as exc:
+            return await self.finish("Failed", exc.reason, exc.message, executed=("False", exc.reason, exc.message))
+
+    async def _invalid(self, message: str) -> str:
+        if not self.status.get("conditions"):
+            await self.patch({"conditions": initial_conditions(CONDITION_TYPES, self.gen)}, lock=False)
+        await self.patch({"conditions": self.conds(Validated=("False", "InvalidSpec", message))}, lock=False)
+        return await self.finish("Failed", "InvalidSpec", message)
+
+    async def _advance(self, phase: str | None, spec: RemediationSpec, action: ActionDef[Any], params: Any) -> str:
+        if phase is None:
+            conds = initial_conditions(CONDITION_TYPES, self.gen)
+            conds = set_condition(conds, "Validated", "True", "Valid", "spec is valid", self.gen)
+            await self.patch({"phase": "Pending", "action": action.name, "target": action.target(params),
+                              "conditions": conds, "attempts": 0,
+                              "requestedBy": getattr(requester_of(self.obj), "username", None)})
+            self.event("Normal", "Accepted", f"{action.name} on {action.target(params)} accepted")
+            phase = "Pending"
+        ctx = self.e.context_factory(self.obj)
+        if phase in NOT_STARTED_PHASES:
+            # Approval (lifecycle/approval.py) and the requester's own rights (lifecycle/authz.py):
+            # both before planning, because planning already reads Secrets.
+            gate = await run_gate(self, spec.approval, action.requires_approval, self.gitops)
+            if not gate.approved:
+                return "AwaitingApproval"
+            approved_by = gate.approved_by if gate.needed else None
+            approved = ("True", "Approved", gate.message) if gate.needed else (
+                "True", "NotRequired", "approval not required")
+            if self.e.guard is not None:
+                who = await self.e.guard.check(self.obj, action.name, params)
+                await gitops_guard.record_requester(self, who)
+            await gitops_guard.preflight(self, self.gitops, spec, ctx, action.name, params)
+            return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
+        if phase == "Running":
+            return await self._resume_running(spec, action, params, ctx)
+        if phase == "Verifying":
+            self._check_not_live_elsewhere()
+            await self.patch({"executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms()})
+            beat = asyncio.create_task(self._heartbeat())
+            try:
+                return await self._verify(spec, action, params, ctx, dict(self.status.get("plan") or {}),
+                                          dict(self.status.get("result") or {}))
+            finally:
+                beat.cancel()
+        return str(phase)
+
+    @property
+    def gitops(self) -> gitops_guard.GitOpsConfig | None:
+        return self.e.guard.gitops if self.e.guard is not None else None
+
+    def _approved_by(self, spec: RemediationSpec) -> str | None:
+        annotations = self.meta.get("annotations") or {}
+        return spec.approval.approved_by or annotations.get(APPROVED_BY_ANNOTATION) or None
+
+    async def _plan_and_run(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                            approved: tuple[str, str, str], approved_by: str | None) -> str:
+        # A plan recorded by an earlier attempt (its precondition failed: TargetChanged): the
+        # new plan may compare against it so it never undoes a person's edit.
+        ctx.previous_plan = dict(self.status.get("plan") or {}) or None
+        try:
+            plan = await action.plan(ctx, params)
+        except RetryableError as exc:
+            await self._count_retry(exc, "planning")
+            raise
+        except OverCapError as exc:
+            await self.patch({"conditions": self.conds(Approved=approved)}, lock=False)
+            return await self.finish("Failed", exc.reason, exc.message, executed=("False", exc.reason, exc.message))
+        if spec.dry_run:
+            msg = f"dry run: {plan.get('change') or 'plan recorded'}"
+            await self.patch({"plan": plan, "conditions": self.conds(Approved=approved)})
+            return await self.finish("Succeeded", "DryRun", msg, executed=("False", "DryRun", "dry run: nothing changed"),
+                                     verified=("Unknown", "NotConfigured", "dry run"))
+        if self.gitops is not None:  # one run per name+spec even if Argo CD re-creates the object
+            await gitops_once.claim(ctx.kube, self.obj, self.gitops.ledger_namespace)
+        evidence = None
+        if action.destructive and action.snapshot is not None:  # evidence of what is about to be destroyed
+            try:
+                evidence = await action.snapshot(ctx, params)
+            except RemedyError as exc:
+                evidence = {"error": exc.message}
+        attempts = int(self.status.get("attempts") or 0) + 1
+        attempt_id = f"{self.meta['uid'][:8]}-{attempts}"
+        # Intent first: if we die after this, the next operator sees Running and does not act blindly.
+        await self.patch({
+            "phase": "Running", "attemptId": attempt_id, "executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms(), "attempts": attempts, "plan": plan,
+            "evidence": evidence, "startedAt": self.status.get("startedAt") or now_rfc3339_ms(),
+            "approvedBy": approved_by, "message": f"running: {plan.get('change') or action.name}",
+            "conditions": self.conds(Approved=approved, Executed=("Unknown", "InProgress", f"attempt {attempt_id} started")),
+        })
+        self.event("Normal", "Started", f"attempt {attempt_id}: {plan.get('change') or action.name}")
+        if self.e.observer:
+            self.e.observer.started(action.name)
+        await self._hook("after_intent")
+        return await self._execute(spec, action, params, ctx, plan)
+
+    async def _resume_running(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext) -> str:
+        """Found Running: the outcome of the recorded attempt was never recorded. Observe it."""
+        st = self.status
+        attempt_id = st.get("attemptId")
+        plan = dict(st.get("plan") or {})
+        self._check_not_live_elsewhere()
+        previous = st.get("executor")
+        executed = get_condition(st.get("conditions") or [], "Executed") or {}
+        if executed.get("reason") == OBSERVING and executed.get("message"):
+            cause = str(executed["message"])  # we were already observing; keep the true cause
+        elif previous not in (None, self.e.executor_id):
+            age = age_seconds(st.get("heartbeatAt"))
+            cause = (f"executor {previous} stopped during attempt {attempt_id} before recording its outcome"
+                     + (f" (last heartbeat {age:.0f}s ago)" if age is not None else ""))
+        else:
+            cause = f"attempt {attempt_id} was interrupted in this operator process before its outcome was recorded"
+        await self.patch({"executor": self.e.executor_id, "heartbeatAt": now_rfc3339_ms()})
+        beat = asyncio.create_task(self._heartbeat())
+        try:
+            return await self._recover(spec, action, params, ctx, plan, cause, interrupted=True)
+        finally:
+            beat.cancel()
+
+    async def _observe(self, action: ActionDef[Any], ctx: ActionContext, params: Any, plan: dict[str, Any]) -> Observation:
+        if action.observe is None:
+            if action.idempotent:
+                return NotApplied(f"{action.name} has no probe but is idempotent: re-running the recorded plan is harmless")
+            return CannotTell(f"{action.name} has no way to observe whether its request was applied")
+        try:
+            return await asyncio.wait_for(action.observe(ctx, params, plan), timeout=self.e.observe_timeout)
+        except TimeoutError:
+            raise RetryableError(f"observing the target of {action.name} took over {self.e.observe_timeout:.0f}s",
+                                 reason="ObserveUnavailable") from None
+
+    async def _recover(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                       plan: dict[str, Any], cause: str, *, interrupted: bool = False) -> str:
+        """The outcome of sending the recorded plan is unknown: observe it, never plan again.
+
+        ``interrupted``: the executor died (or was cancelled) mid-attempt. Re-applying after that
+        counts against ``max_interruptions`` in ``status.interruptions``, not against the
+        attempts budget meant for sends the target answered badly.
+        """
+        attempt_id = self.status.get("attemptId")
+        await self.patch({"message": f"outcome unknown: {cause}; observing the target",
+                          "conditions": self.conds(Executed=("Unknown", OBSERVING, cause))}, lock=False)
+        self.event("Warning", "OutcomeUnknown", f"{cause}; observing the target against the recorded plan")
+        try:
+            seen = await self._observe(action, ctx, params, plan)
+        except RetryableError as exc:
+            # Cannot read the target now. Ask again later, but not beyond spec.timeout after start.
+            started = age_seconds(self.status.get("startedAt"))
+            if started is not None and started > 2 * parse_duration(spec.timeout):
+                return await self._outcome_unknown(f"{cause}; the target could not be observed: {exc.message}")
+            raise
+        except RemedyError as exc:
+            return await self._outcome_unknown(f"{cause}; observing failed: {exc.message}")
+        if isinstance(seen, Applied):
+            self.event("Normal", "ObservedApplied", f"attempt {attempt_id}: {seen.detail}; not sending it again")
+            # The plan's own figures (target revision, images, replicas) are the result: observe
+            # just confirmed the target holds them.
+            result = {**{k: v for k, v in plan.items() if k not in ("template", "change")},
+                      "summary": f"{plan.get('change') or action.name} (observed applied after: {cause})"[:500],
+                      "observed": seen.detail, "outcomeObserved": "Applied"}
+            loop = asyncio.get_running_loop()
+            return await self._after_execute(spec, action, params, ctx, plan, result,
+                                              loop.time() + parse_duration(spec.timeout))
+        if isinstance(seen, NotApplied) and interrupted:
+            interruptions = int(self.status.get("interruptions") or 0) + 1
+            if interruptions > self.e.max_interruptions:
+                msg = (f"gave up after {interruptions - 1} interrupted attempts (the executor kept dying "
+                       f"before recording an outcome): {cause}; observed: {seen.detail}")
+                return await self.finish("Failed", "InterruptionsExhausted", msg, executed=("False", "NotApplied", msg))
+            msg = (f"observed not applied ({seen.detail}); re-applying the recorded plan "
+                   f"(interruption {interruptions}/{self.e.max_interruptions})")
+            await self.patch({"interruptions": interruptions, "message": msg,
+                              "conditions": self.conds(Executed=("Unknown", "ReApplying", msg))}, lock=False)
+            self.event("Normal", "ReApplying", f"attempt {attempt_id}: {msg}")
+            return await self._execute_inner(spec, action, params, ctx, plan)
+        if isinstance(seen, NotApplied):
+            attempts = int(self.status.get("attempts") or 0)
+            if attempts >= self.e.max_attempts:
+                msg = f"gave up after {attempts} attempts: {cause}; observed: {seen.detail}"
+                return await self.finish("Failed", "RetriesExhausted", msg, executed=("False", "NotApplied", msg))
+            attempts += 1
+            msg = f"observed not applied ({seen.detail}); re-applying the recorded plan (attempt {attempts}/{self.e.max_attempts})"
+            await self.patch({"attempts": attempts, "message": msg,
+                              "conditions": self.conds(Executed=("Unknown", "ReApplying", msg))}, lock=False)
+            self.event("Normal", "ReApplying", f"attempt {attempt_id}: {msg}")
+            await asyncio.sleep(min(8.0, 0.5 * 2 ** max(0, attempts - 2)))
+            return await self._execute_inner(spec, action, params, ctx, plan)
+        return await self._outcome_unknown(f"{cause}; {seen.detail}")
+
+    async def _outcome_unknown(self, message: str) -> str:
+        msg = f"{message}. Not run again so it cannot act twice: check the target against status.plan."
+        phase = await self.finish("Failed", "OutcomeUnknown", msg, executed=("Unknown", "OutcomeUnknown", msg))
+        self.event("Warning", "EscalationRequired", f"a person must check the target: {msg}"[:1024])
+        if self.e.escalate is not None:
+            try:
+                await self.e.escalate(self.obj, msg)
+            except Exception as exc:  # noqa: BLE001 - escalation is best effort; the Event is posted
+                log.warning("escalation hook failed: %s", exc)
+        return phase
+
+    def _check_not_live_elsewhere(self) -> None:
+        """Running/Verifying with a fresh heartbeat from another executor: it is alive, not crashed."""
+        st = self.status
+        if st.get("executor") in (None, self.e.executor_id):
+            return
+        age = age_seconds(st.get("heartbeatAt"))
+        stale_after = 3 * self.e.heartbeat_interval
+        if age is not None and age < stale_after:
+            raise RetryableError(
+                f"attempt {st.get('attemptId')} is in progress on {st.get('executor')} (heartbeat {age:.0f}s ago)",
+                delay=stale_after - age + 0.5, reason="InProgressElsewhere",
+            )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.e.heartbeat_interval)
+            try:
+                self.obj = await self.e.store.patch_status(PLURAL, self.ns, self.name, {"heartbeatAt": now_rfc3339_ms()})
+                self.meta = self.obj["metadata"]
+            except RemedyError as exc:
+                log.warning("heartbeat for %s/%s failed: %s", self.ns, self.name, exc.message)
+
+    async def _execute(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                       plan: dict[str, Any]) -> str:
+        beat = asyncio.create_task(self._heartbeat())
+        try:
+            return await self._execute_inner(spec, action, params, ctx, plan)
+        finally:
+            beat.cancel()
+
+    async def _execute_inner(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                             plan: dict[str, Any]) -> str:
+        timeout = parse_duration(spec.timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        attempt_id = self.status.get("attemptId")
+        try:
+            result = await asyncio.wait_for(action.execute(ctx, params, plan), timeout=timeout)
+        except AmbiguousOutcomeError as exc:
+            return await self._recover(spec, action, params, ctx, plan, f"attempt {attempt_id}: {exc.message}")
+        except RetryableError as exc:
+            # Contract: RetryableError from execute means nothing changed; plan again.
+            if exc.reason == "TargetChanged":
+                self.event("Warning", "TargetChanged", f"attempt {attempt_id} not applied: {exc.message}; planning again")
+            await self._count_retry(exc, "executing", back_to_pending=True)
+            raise
+        except TimeoutError:
+            return await self._timed_out(spec, action, params, ctx, plan)
+        await self._hook("after_action")
+        return await self._after_execute(spec, action, params, ctx, plan, result, deadline)
+
+    async def _timed_out(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                         plan: dict[str, Any]) -> str:
+        """spec.timeout cancelled execute mid-flight: say what actually happened to the target."""
+        msg = f"{action.name} did not finish within spec.timeout {spec.timeout}"
+        try:
+            seen = await self._observe(action, ctx, params, plan)
+        except RemedyError as exc:
+            seen = CannotTell(f"observing failed: {exc.message}")
+        if isinstance(seen, Applied):
+            msg += f"; observed applied ({seen.detail}), not verified"
+            return await self.finish("Failed", "Timeout", msg, executed=("True", "Timeout", msg))
+        if isinstance(seen, NotApplied):
+            msg += f"; observed not applied ({seen.detail})"
+            return await self.finish("Failed", "Timeout", msg, executed=("False", "Timeout", msg))
+        return await self._outcome_unknown(f"{msg}; {seen.detail}")
+
+    async def _after_execute(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                             plan: dict[str, Any], result: dict[str, Any], deadline: float) -> str:
+        watch = await gitops_guard.tracked_window(self.gitops, spec, ctx, params)
+        if action.verify is not None or spec.verify is not None or watch > 0:
+            await self.patch({"phase": "Verifying", "result": result, "message": "verifying",
+                              "conditions": self.conds(Executed=("True", "Executed", _summary(result, plan)),
+                                                       Verified=("Unknown", "InProgress", "verifying"))}, lock=False)
+            return await self._verify(spec, action, params, ctx, plan, result, deadline)
+        msg = _summary(result, plan)
+        return await self.finish("Succeeded", "Succeeded", msg, result=result, executed=("True", "Executed", msg),
+                                 verified=("Unknown", "NotConfigured", "no verification configured"))
+
+    async def _verify(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
+                      plan: dict[str, Any], result: dict[str, Any], deadline: float | None = None) -> str:
+        """spec.timeout bounds execution plus verification: verification gets what is left."""
+        checks: dict[str, Any] = {}
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + parse_duration(spec.timeout)
+
+        async def run_checks() -> None:
+            if action.verify is not None:
+                checks["action"] = await action.verify(ctx, params, plan, result)
+            if spec.verify is not None:
+                checks["promql"] = await verify_promql(self.e.prometheus_url, spec.verify)
+            if action.verify is None and spec.verify is None:  # only a GitOps revert can fail it
+                window = await gitops_guard.tracked_window(self.gitops, spec, ctx, params)
+                await asyncio.sleep(window)
+                checks["gitops"] = f"not reverted within spec.gitops.watchFor {spec.gitops.watch_for}"
+
+        try:
+            await asyncio.wait_for(verify_unless_reverted(run_checks(), action, ctx, params, plan),
+                                   timeout=max(0.1, deadline - loop.time()))
+        except TimeoutError:
+            msg = f"verification did not finish within spec.timeout {spec.timeout}"
+            return await self.finish("Failed", "VerificationTimeout", msg, result=result,
+                                     verified=("False", "VerificationTimeout", msg))
+        except RetryableError:
+            raise
+        except RemedyError as exc:
+            msg = f"verification failed: {exc.message}"
+            reason = REVERTED_BY_GITOPS if exc.reason == REVERTED_BY_GITOPS else "VerificationFailed"
+            return await self.finish("Failed", reason, msg, verified=("False", exc.reason, msg))
+        msg = _summary(result, plan)
+        return await self.finish("Succeeded", "Verified", msg, result={**result, "verification": checks},
+                                 verified=("True", "Verified", "verification passed"))
+
+    async def _count_retry(self, exc: RetryableError, during: str, back_to_pending: bool = False) -> None:
+        # Executing counted its attempt when it recorded intent; planning counts here.
+        attempts = int(self.status.get("attempts") or 0) + (0 if back_to_pending else 1)
+        if attempts >= self.e.max_attempts:
+            # Record the count the message states, and say it is final: not a transient reason.
+            msg = f"gave up after {attempts} attempts; last error while {during} ({exc.reason}): {exc.message}"
+            await self.patch({"attempts": attempts}, lock=False)
+            raise PermanentError(msg, reason="RetriesExhausted")
+        msg = f"transient error while {during} (attempt {attempts}/{self.e.max_attempts}): {exc.message}"
+        changes: dict[str, Any] = {"attempts": attempts, "message": msg,
+                                   "conditions": self.conds(Executed=("Unknown", exc.reason, msg))}
+        if back_to_pending:
+            changes["phase"] = "Pending"
+        await self.patch(changes, lock=False)
+        self.event("Warning", exc.reason, msg)
+        exc.delay = min(60.0, max(exc.delay, 2.0 ** attempts))
+
+
+def _summary(result: dict[str, Any], plan: dict[str, Any]) -> str:
+    text = result.get("summary") or plan.get("change") or "done"
+    return str(text)[:500]
+
+
+def _readable(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(x) for x in err["loc"])
+            parts.append(f"spec.{loc}: {err['msg']}")
+        return "; ".join(parts)
+    return str(exc)
