@@ -155,3 +155,15 @@ def test_manages_matches_group_kind_namespace_name() -> None:
     assert manages(a, "remedy.dev", "Remediation", "shop", "r")
     assert not manages(a, "remedy.dev", "Remediation", "other", "r")
     assert not manages(a, "remedy.dev", "RemediationPolicy", "shop", "r")
+
+
+def test_a_refused_child_pauses_its_policy_like_a_reverted_one() -> None:
+    from remedy.lifecycle.gitops import reverted_since
+
+    def child(reason: str, at: str) -> dict[str, Any]:
+        return {"metadata": {"name": reason}, "status": {"completedAt": at, "conditions": [
+            {"type": "Completed", "status": "True", "reason": reason}]}}
+    assert reverted_since([child("GitOpsWouldRevert", "2026-01-01T00:00:01Z")], None) is not None
+    assert reverted_since([child("RevertedByGitOps", "2026-01-01T00:00:01Z")], None) is not None
+    assert reverted_since([child("VerificationFailed", "2026-01-01T00:00:01Z")], None) is None
+    assert reverted_since([child("GitOpsWouldRevert", "2026-01-01T00:00:01Z")], "2026-01-01T00:00:02Z") is None

@@ -22,7 +22,7 @@ from ..base.constants import API_VERSION, POLICIES
 from .autonomy import Mode, Promotion, TrackRecord
 from .common import ApiModel, Condition, CrdRoot, Duration, exactly_one_field, preserve_unknown, printer_column
 from .holds import HoldWhile, SilenceSpec, Window
-from .remediation import PromQLVerify
+from .remediation import GitOps, PromQLVerify
 
 
 class PrometheusTrigger(ApiModel):
@@ -64,6 +64,7 @@ class RemediationTemplate(ApiModel):
     dry_run: bool = False
     timeout: Duration = "5m"
     reason: str | None = None
+    gitops: GitOps | None = Field(default=None, description="The children's spec.gitops (Argo CD-tracked targets).")
 
 
 class RemediationPolicySpec(ApiModel):

@@ -25,14 +25,14 @@ from ..api.common import parse_duration
 from ..api.remediation import RemediationSpec
 from ..base.errors import PermanentError, RemedyError
 from ..clients.access_review import Requester
-from .gitops import _workload_meta
+from .gitops import WOULD_REVERT, _workload_meta
 from .gitops_apps import HOW_TO_KEEP, AmbiguousTrackingError, Forecast, forecast, tracking
 from .gitops_identity import GitOpsConfig, ObjectApi
 
 __all__ = ["CONDITION", "REFUSED", "GitOpsConfig", "preflight", "read_forecast", "record_requester", "tracked_window"]
 
 CONDITION = "GitOps"
-REFUSED = "GitOpsWouldRevert"
+REFUSED = WOULD_REVERT
 
 
 class _Run(Protocol):
