@@ -69,8 +69,9 @@ async def read_forecast(cfg: GitOpsConfig, ctx: ActionContext, action: str, para
     except RemedyError as exc:
         return Forecast("/".join(ref), "unknown", f"cannot read Argo CD Application {'/'.join(ref)}: {exc.message}")
     if app is None:
-        return Forecast("/".join(ref), "unknown", f"the target is tracked by Argo CD Application {'/'.join(ref)}, "
-                                                  f"which does not exist")
+        # No such Application (or no Application CRD): the label is someone else's, e.g. Helm
+        # sets app.kubernetes.io/instance on everything it installs. Not Argo CD's to revert.
+        return None
     return forecast(app, "apps", kind, ctx.namespace, name, action)
 
 
@@ -104,15 +105,11 @@ async def record_requester(run: _Run, who: Requester | None) -> None:
                                            f"{who.username}, the requester its Application is mapped to")
 
 
-async def tracked_window(cfg: GitOpsConfig | None, spec: RemediationSpec, ctx: ActionContext, params: Any) -> float:
-    """Seconds to watch for a revert when nothing else verifies; 0 for untracked targets."""
+async def tracked_window(cfg: GitOpsConfig | None, spec: RemediationSpec, ctx: ActionContext, action: str,
+                         params: Any) -> float:
+    """Seconds to watch for a revert when nothing else verifies: spec.gitops.watchFor for a
+    workload an existing Application tracks (or whose Application cannot be read), else 0."""
     if cfg is None:
         return 0.0
-    try:
-        meta = await _workload_meta(ctx, params)
-        ref = tracking(meta or {}, cfg.apps_namespace)
-    except AmbiguousTrackingError:
-        ref = ("?", "?")
-    except RemedyError:
-        return 0.0
-    return parse_duration(spec.gitops.watch_for) if ref else 0.0
+    fc = await read_forecast(cfg, ctx, action, params)
+    return parse_duration(spec.gitops.watch_for) if fc is not None else 0.0

@@ -386,7 +386,7 @@ class Run:
 
     async def _after_execute(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
                              plan: dict[str, Any], result: dict[str, Any], deadline: float) -> str:
-        watch = await gitops_guard.tracked_window(self.gitops, spec, ctx, params)
+        watch = await gitops_guard.tracked_window(self.gitops, spec, ctx, action.name, params)
         if action.verify is not None or spec.verify is not None or watch > 0:
             await self.patch({"phase": "Verifying", "result": result, "message": "verifying",
                               "conditions": self.conds(Executed=("True", "Executed", _summary(result, plan)),
@@ -410,7 +410,7 @@ class Run:
             if spec.verify is not None:
                 checks["promql"] = await verify_promql(self.e.prometheus_url, spec.verify)
             if action.verify is None and spec.verify is None:  # only a GitOps revert can fail it
-                window = await gitops_guard.tracked_window(self.gitops, spec, ctx, params)
+                window = await gitops_guard.tracked_window(self.gitops, spec, ctx, action.name, params)
                 await asyncio.sleep(window)
                 checks["gitops"] = f"not reverted within spec.gitops.watchFor {spec.gitops.watch_for}"
 
