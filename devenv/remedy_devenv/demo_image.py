@@ -50,7 +50,13 @@ def third_party_roots() -> list[Path]:
         "    f = getattr(m, '__file__', None)\n"
         "    if f and 'site-packages' in f: print(f)\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return probe_roots(probe)
+
+
+def probe_roots(probe: str, env: dict[str, str] | None = None, dist_info: bool = False) -> list[Path]:
+    """Run ``probe`` (it prints the files of the modules it imported) with the venv's python;
+    the top-level site-packages entries among them (and their .dist-info with ``dist_info``)."""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env).stdout
     roots: set[Path] = set()
     for line in out.splitlines():
         site, rel = line.split("site-packages/", 1)
@@ -58,6 +64,8 @@ def third_party_roots() -> list[Path]:
         if top.startswith(("__editable__", "_distutils_hack")):
             continue
         roots.add(Path(site + "site-packages") / top)
+        if dist_info:
+            roots.update(Path(site + "site-packages").glob(f"{top.split('.')[0]}-*.dist-info"))
     return sorted(roots)
 
 

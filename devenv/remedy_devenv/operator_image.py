@@ -13,12 +13,10 @@ imports (cp311 wheels from the venv), the operator package, and a ``remedy`` lau
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from .demo_image import PYTHON, build_python_image
+from .demo_image import PYTHON, build_python_image, probe_roots
 
 OPERATOR = Path(__file__).resolve().parents[2] / "operator" / "remedy"
 # Imported inside functions (per action), so not seen by importing the modules.
@@ -42,19 +40,8 @@ def third_party_roots() -> list[Path]:
         "    f = getattr(m, '__file__', None)\n"
         "    if f and 'site-packages' in f: print(f)\n"
     )
-    env_path = str(OPERATOR.parent)
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}).stdout
-    roots: set[Path] = set()
-    for line in out.splitlines():
-        site, rel = line.split("site-packages/", 1)
-        top = rel.split("/", 1)[0]
-        if top.startswith(("__editable__", "_distutils_hack")):
-            continue
-        roots.add(Path(site + "site-packages") / top)
-        for dist_info in Path(site + "site-packages").glob(f"{top.split('.')[0]}-*.dist-info"):
-            roots.add(dist_info)  # importlib.metadata lookups (kopf reads its own version)
-    return sorted(roots)
+    # dist_info: importlib.metadata lookups at run time (kopf reads its own version).
+    return probe_roots(probe, env={"PYTHONPATH": str(OPERATOR.parent), "PATH": "/usr/bin:/bin"}, dist_info=True)
 
 
 def build(out_dir: Path | None = None) -> tuple[str, Path]:
