@@ -44,6 +44,7 @@ APP_REMEDIES, APP_WEB, APP_UNMAPPED = "t22-remedies", "t22-web", "t22-unmapped"
 # What each case observed, written to REMEDY_RESULTS_DIR/argocd.json when the module ends;
 # docs/argocd.md's table is generated from the committed copy (bench/render.py).
 OBSERVED: dict[str, dict[str, dict[str, Any]]] = {}
+HOLD_RUNNING = 15
 
 
 def record(section: str, case: str, **figures: Any) -> None:
@@ -87,7 +88,10 @@ def env(control_plane: ControlPlane, kube_admin: client.ApiClient, argocd: ArgoC
     ns = make_namespace(kube_admin, "argo")
     grant_requester(control_plane, ns)
     op = operator_factory(args=["-n", ns], env={
-        "REMEDY_GITOPS_REQUESTERS": f"argocd/{APP_REMEDIES}={REQUESTER},argocd/{APP_WEB}={REQUESTER}"}).start()
+        "REMEDY_GITOPS_REQUESTERS": f"argocd/{APP_REMEDIES}={REQUESTER},argocd/{APP_WEB}={REQUESTER}",
+        # Objects annotated remedy.dev/fault-inject=true stay Running this long after acting, so
+        # Argo CD's Progressing is observable (runtime/faults.py; no other object is slowed).
+        "REMEDY_FAULT_INJECT": f"after_action:{HOLD_RUNNING}"}).start()
     op.wait_ready()
     repo = GitRepo(tmp_path_factory.mktemp("argo-repo") / "repo").init()
     yield Env(control_plane, kube_admin, argocd, op, ns, repo)
@@ -157,7 +161,8 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     e = env
     e.cp.kubectl("apply", "-f", "-", input=deployment_yaml(e.ns, "web", 1))  # not in git: only the target
     rev = e.repo.commit({
-        "remedies/scale-web.yaml": remediation_yaml(e.ns, "scale-web", scale("web", 2, approval={"required": True})),
+        "remedies/scale-web.yaml": remediation_yaml(e.ns, "scale-web", scale("web", 2, approval={"required": True}),
+                                                    {"remedy.dev/fault-inject": "true"}),
         "remedies/scale-missing.yaml": remediation_yaml(e.ns, "scale-missing", scale("nothing-here", 2)),
         # An approval committed to git is applied by Argo CD's identity: it must not count.
         "remedies/scale-api.yaml": remediation_yaml(e.ns, "scale-api", scale("api", 2, approval={"required": True}),
@@ -177,7 +182,10 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
 
     # A person approves (kubectl remedy approve writes this annotation as the user the API server saw).
     e.cp.kubectl("-n", e.ns, "annotate", "remediation", "scale-web", "remedy.dev/approved-by=admin")
-    done = wait_phase(e.api, e.ns, "scale-web", {"Succeeded", "Failed"}, timeout=60)
+    app = e.argo.wait_app(APP_REMEDIES, health_of("Remediation", "scale-web", "Progressing"), 60,
+                          "scale-web Progressing in Argo CD while it runs")
+    assert resource_health(app, "Remediation", "scale-web")["message"].startswith("Running: ")
+    done = wait_phase(e.api, e.ns, "scale-web", {"Succeeded", "Failed"}, timeout=60 + HOLD_RUNNING)
     assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     assert e.replicas("web") == 2
     assert done["metadata"]["annotations"]["remedy.dev/requested-by"] == CONTROLLER_USER
@@ -188,7 +196,8 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     AuditCounter(e.cp.audit_log, OPERATOR_USER, e.ns).settle()
     assert e.operator_writes("web") == 1
     run = "one-shot Remediation from git"
-    record(run, "1 first sync, approved by a person", argoCD="Synced", phase="Succeeded", operatorWritesToTarget=1)
+    record(run, "1 first sync, approved by a person", argoCD="Synced; Suspended -> Progressing -> Healthy",
+           phase="Succeeded", operatorWritesToTarget=1)
 
     def unchanged(case: str, argo_phase: str) -> None:
         obj = e.rem("scale-web")

@@ -63,6 +63,8 @@ def inject(st: Stack) -> str:
     argo.apply(application(APP_WEB, repo.url, "web", NS, self_heal=True,
                            sync_options=["ServerSideApply=true", "RespectIgnoreDifferences=true"],
                            ignore_differences=[{"group": "apps", "kind": "Deployment", "managedFieldsManagers": ["remedy"]}]))
+    # The target first: a Remediation synced before its Deployment exists ends TargetNotFound.
+    wait_until(lambda: app_sync(argo.get_app(APP_WEB)) == ("Synced", rev), 90, f"{APP_WEB} synced")
     argo.apply(application(APP_REMEDIES, repo.url, "remedies", NS, self_heal=True, prune=True))
     return (f"committed Deployment gitops-web, RemediationPolicy gitops-web-latency and Remediation {REMEDIATION} "
             f"to {repo.url} ({rev[:8]}); Argo CD Applications {APP_WEB} and {APP_REMEDIES} (Argo CD started in "
