@@ -34,7 +34,7 @@ from remedy_devenv.argocd import CONTROLLER_USER, ArgoCD, GitRepo, app_health, a
 from remedy_devenv.audit import AuditCounter
 from remedy_devenv.cluster import OPERATOR_USER, ControlPlane
 from remedy_devenv.operator import OperatorProcess
-from remedy_devenv.testkit import wait_for
+from remedy_devenv.testkit import alert, alert_payload, free_port, http_json, wait_for
 from tests.fixtures.helpers import results_dir
 from tests.fixtures.operator import condition, get_rem, make_namespace, wait_phase
 
@@ -45,6 +45,7 @@ APP_REMEDIES, APP_WEB, APP_UNMAPPED = "t22-remedies", "t22-web", "t22-unmapped"
 # docs/argocd.md's table is generated from the committed copy (bench/render.py).
 OBSERVED: dict[str, dict[str, dict[str, Any]]] = {}
 HOLD_RUNNING = 15
+WEBHOOK_TOKEN = "argo-webhook-token"
 
 
 def record(section: str, case: str, **figures: Any) -> None:
@@ -59,6 +60,7 @@ class Env:
     op: OperatorProcess
     ns: str
     repo: GitRepo
+    webhook: str
 
     def rem(self, name: str) -> dict[str, Any]:
         return get_rem(self.api, self.ns, name)
@@ -87,14 +89,19 @@ def env(control_plane: ControlPlane, kube_admin: client.ApiClient, argocd: ArgoC
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ns = make_namespace(kube_admin, "argo")
     grant_requester(control_plane, ns)
+    token_file = tmp_path_factory.mktemp("argo-webhook") / "token"
+    token_file.write_text(WEBHOOK_TOKEN + "\n")
+    port = free_port()
     op = operator_factory(args=["-n", ns], env={
+        "REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
         "REMEDY_GITOPS_REQUESTERS": f"argocd/{APP_REMEDIES}={REQUESTER},argocd/{APP_WEB}={REQUESTER}",
         # Objects annotated remedy.dev/fault-inject=true stay Running this long after acting, so
         # Argo CD's Progressing is observable (runtime/faults.py; no other object is slowed).
         "REMEDY_FAULT_INJECT": f"after_action:{HOLD_RUNNING}"}).start()
     op.wait_ready()
     repo = GitRepo(tmp_path_factory.mktemp("argo-repo") / "repo").init()
-    yield Env(control_plane, kube_admin, argocd, op, ns, repo)
+    wait_for(lambda: http_json("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, 20, "webhook up")
+    yield Env(control_plane, kube_admin, argocd, op, ns, repo, f"http://127.0.0.1:{port}/alertmanager")
     if OBSERVED:
         doc = {"test": "tests/e2e/test_argocd.py", "recordedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "argocdVersion": "v3.2.11", "argocdStartSeconds": round(argocd.ready_seconds, 1),
@@ -311,6 +318,26 @@ def test_self_heal_forecast_refuse_act_reverted_and_documented_config(env: Env) 
     record(heal, "2 onRevertExpected Act", phase="Failed/RevertedByGitOps", operatorWritesToTarget=1,
            argoWritesAfter=e.argo_writes("api") - argo_before, replicasAfter=1)
 
+    # 2b. The same from a policy: its child is reverted, the policy pauses, the next firing is blocked.
+    policy = {"apiVersion": "remedy.dev/v1alpha1", "kind": "RemediationPolicy", "metadata": {"name": "api-latency", "namespace": e.ns},
+              "spec": {"trigger": {"alert": {"alertname": "ApiLatency"}},
+                       "template": {"action": {"scaleWorkload": {"target": {"name": "api"}, "replicas": 3}},
+                                    "gitops": {"onRevertExpected": "Act", "watchFor": "60s"}},
+                       "guards": {"cooldown": "0s", "pauseAfterFailures": 10}}}
+    e.cp.kubectl("apply", "-f", "-", input=json.dumps(policy))
+    wait_for(lambda: policy_condition(e, "api-latency", "Ready").get("status") == "True", 30, "policy Ready")
+    assert fire(e, "ApiLatency", "2026-12-05T10:00:00Z") == {"created": 1}
+    child = wait_for(lambda: children(e, "api-latency"), 20, "child")[0]["metadata"]["name"]
+    done = wait_phase(e.api, e.ns, child, {"Succeeded", "Failed"}, timeout=90)
+    assert condition(done, "Completed")["reason"] == "RevertedByGitOps", done["status"]
+    paused = wait_for(lambda: policy_condition(e, "api-latency", "Paused").get("status") == "True"
+                      and policy_condition(e, "api-latency", "Paused"), 30, "policy paused")
+    assert paused["reason"] == "RevertedByGitOps" and child in paused["message"]
+    assert fire(e, "ApiLatency", "2026-12-05T10:05:00Z") == {"blocked:paused": 1}
+    assert e.operator_writes("api") == 2 and e.replicas("api") == 1
+    record(heal, "2b a policy's child (onRevertExpected Act)", phase="Failed/RevertedByGitOps; policy Paused, next firing blocked",
+           operatorWritesToTarget=1, argoWritesAfter="self-heal", replicasAfter=1)
+
     # 3. The documented configuration: Argo CD leaves remedy's field alone, remedy succeeds.
     deploy_web_app(e, sync_options=["ServerSideApply=true", "RespectIgnoreDifferences=true"],
                    ignore_differences=[{"group": "apps", "kind": "Deployment", "managedFieldsManagers": ["remedy"]}])
@@ -371,3 +398,21 @@ def listening_addresses(pids: set[int]) -> list[str]:
                     out.append(".".join(str(int(host[i:i + 2], 16)) for i in (6, 4, 2, 0)) + f":{int(port, 16)}")
     return out
 
+
+
+def policy_condition(e: Env, name: str, type_: str) -> dict[str, Any]:
+    pol = client.CustomObjectsApi(e.api).get_namespaced_custom_object("remedy.dev", "v1alpha1", e.ns, "remediationpolicies", name)
+    return next((dict(c) for c in (pol.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def children(e: Env, policy: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = client.CustomObjectsApi(e.api).list_namespaced_custom_object(
+        "remedy.dev", "v1alpha1", e.ns, "remediations", label_selector=f"remedy.dev/policy={policy}")["items"]
+    return items
+
+
+def fire(e: Env, alertname: str, starts: str) -> dict[str, int]:
+    code, body = http_json("POST", e.webhook, alert_payload([alert(f"{alertname}-fp", starts=starts, alertname=alertname)]),
+                           token=WEBHOOK_TOKEN)
+    assert code == 200, body
+    return dict(body["outcomes"])
