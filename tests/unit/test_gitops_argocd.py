@@ -167,3 +167,28 @@ def test_a_refused_child_pauses_its_policy_like_a_reverted_one() -> None:
     assert reverted_since([child("RevertedByGitOps", "2026-01-01T00:00:01Z")], None) is not None
     assert reverted_since([child("VerificationFailed", "2026-01-01T00:00:01Z")], None) is None
     assert reverted_since([child("GitOpsWouldRevert", "2026-01-01T00:00:01Z")], "2026-01-01T00:00:02Z") is None
+
+
+def test_a_policy_child_runs_as_the_requester_of_the_policys_application() -> None:
+    """A policy Argo CD synced from git: its children carry Argo CD's identity (copied from the
+    policy); the Guard resolves the Application from the policy's tracking, not the child's."""
+    from remedy.lifecycle.authz import Guard
+
+    stamp = {"remedy.dev/requested-by": ARGO, "remedy.dev/requested-by-groups": "system:serviceaccounts"}
+    policy = {"kind": "RemediationPolicy", "metadata": {"name": "p", "namespace": "shop", "annotations": stamp,
+                                                        "labels": {"app.kubernetes.io/instance": "shop"}}}
+    child = {"kind": "Remediation", "metadata": {"name": "p-1", "namespace": "shop", "annotations": stamp,
+                                                 "ownerReferences": [{"kind": "RemediationPolicy", "name": "p", "controller": True}]}}
+
+    class Objects:
+        async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+            return policy if (plural, name) == ("remediationpolicies", "p") else None
+
+    listed = [{"group": "remedy.dev", "kind": "RemediationPolicy", "namespace": "shop", "name": "p"}]
+    cfg = GitOpsConfig(controllers=frozenset({ARGO}), requesters={"argocd/shop": "gitops-shop"})
+    guard = Guard(reviewer=None, egress=None, objects=Objects(), gitops=cfg, apps=Apps(app(resources=listed)))  # type: ignore[arg-type]
+    assert asyncio.run(guard.requester(child)).username == "gitops-shop"
+    # The same child whose policy the Application does not list gets nothing run.
+    guard.apps = Apps(app(resources=LISTED))  # type: ignore[assignment]
+    with pytest.raises(PermanentError, match="does not list it"):
+        asyncio.run(guard.requester(child))
