@@ -25,6 +25,7 @@ from ..api.common import parse_duration
 from ..api.remediation import RemediationSpec
 from ..base.errors import PermanentError, RemedyError
 from ..clients.access_review import Requester
+from .conditions import get_condition
 from .gitops import WOULD_REVERT, _workload_meta
 from .gitops_apps import HOW_TO_KEEP, AmbiguousTrackingError, Forecast, forecast, tracking
 from .gitops_identity import GitOpsConfig, ObjectApi
@@ -86,8 +87,10 @@ async def preflight(run: _Run, cfg: GitOpsConfig | None, spec: RemediationSpec, 
     reason = {"never": "ChangeStands", "selfHeal": "WillBeReverted", "nextSync": "RevertedAtNextSync",
               "manualSync": "RevertedAtManualSync"}.get(fc.reverts, "CannotTell")
     message = fc.message if fc.reverts == "never" else f"{fc.message}; {HOW_TO_KEEP}"
-    await run.patch({"conditions": run.conds(**{CONDITION: (status, reason, message)})}, lock=False)
-    run.event("Normal" if fc.reverts == "never" else "Warning", f"GitOps{reason}", message)
+    seen = get_condition(run.status.get("conditions") or [], CONDITION) or {}
+    if (seen.get("status"), seen.get("reason"), seen.get("message")) != (status, reason, message):  # once per change
+        await run.patch({"conditions": run.conds(**{CONDITION: (status, reason, message)})}, lock=False)
+        run.event("Normal" if fc.reverts == "never" else "Warning", f"GitOps{reason}", message)
     if fc.certain and spec.gitops.on_revert_expected == "Refuse":
         raise PermanentError(f"not acting: {fc.message} (spec.gitops.onRevertExpected is Refuse); {HOW_TO_KEEP}",
                              reason=REFUSED)
