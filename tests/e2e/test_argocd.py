@@ -44,8 +44,8 @@ APP_REMEDIES, APP_WEB, APP_UNMAPPED = "t22-remedies", "t22-web", "t22-unmapped"
 # What each case observed, written to REMEDY_RESULTS_DIR/argocd.json when the module ends;
 # docs/argocd.md's table is generated from the committed copy (bench/render.py).
 OBSERVED: dict[str, dict[str, dict[str, Any]]] = {}
-HOLD_RUNNING = 15
 WEBHOOK_TOKEN = "argo-webhook-token"
+REQUESTERS = f"argocd/{APP_REMEDIES}={REQUESTER},argocd/{APP_WEB}={REQUESTER}"
 
 
 def record(section: str, case: str, **figures: Any) -> None:
@@ -94,10 +94,7 @@ def env(control_plane: ControlPlane, kube_admin: client.ApiClient, argocd: ArgoC
     port = free_port()
     op = operator_factory(args=["-n", ns], env={
         "REMEDY_WEBHOOK_PORT": str(port), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
-        "REMEDY_GITOPS_REQUESTERS": f"argocd/{APP_REMEDIES}={REQUESTER},argocd/{APP_WEB}={REQUESTER}",
-        # Objects annotated remedy.dev/fault-inject=true stay Running this long after acting, so
-        # Argo CD's Progressing is observable (runtime/faults.py; no other object is slowed).
-        "REMEDY_FAULT_INJECT": f"after_action:{HOLD_RUNNING}"}).start()
+        "REMEDY_GITOPS_REQUESTERS": REQUESTERS}).start()
     op.wait_ready()
     repo = GitRepo(tmp_path_factory.mktemp("argo-repo") / "repo").init()
     wait_for(lambda: http_json("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, 20, "webhook up")
@@ -168,8 +165,7 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     e = env
     e.cp.kubectl("apply", "-f", "-", input=deployment_yaml(e.ns, "web", 1))  # not in git: only the target
     rev = e.repo.commit({
-        "remedies/scale-web.yaml": remediation_yaml(e.ns, "scale-web", scale("web", 2, approval={"required": True}),
-                                                    {"remedy.dev/fault-inject": "true"}),
+        "remedies/scale-web.yaml": remediation_yaml(e.ns, "scale-web", scale("web", 2, approval={"required": True})),
         "remedies/scale-missing.yaml": remediation_yaml(e.ns, "scale-missing", scale("nothing-here", 2)),
         # An approval committed to git is applied by Argo CD's identity: it must not count.
         "remedies/scale-api.yaml": remediation_yaml(e.ns, "scale-api", scale("api", 2, approval={"required": True}),
@@ -189,10 +185,7 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
 
     # A person approves (kubectl remedy approve writes this annotation as the user the API server saw).
     e.cp.kubectl("-n", e.ns, "annotate", "remediation", "scale-web", "remedy.dev/approved-by=admin")
-    app = e.argo.wait_app(APP_REMEDIES, health_of("Remediation", "scale-web", "Progressing"), 60,
-                          "scale-web Progressing in Argo CD while it runs")
-    assert resource_health(app, "Remediation", "scale-web")["message"].startswith("Running: ")
-    done = wait_phase(e.api, e.ns, "scale-web", {"Succeeded", "Failed"}, timeout=60 + HOLD_RUNNING)
+    done = wait_phase(e.api, e.ns, "scale-web", {"Succeeded", "Failed"}, timeout=60)
     assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     assert e.replicas("web") == 2
     assert done["metadata"]["annotations"]["remedy.dev/requested-by"] == CONTROLLER_USER
@@ -203,7 +196,7 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     AuditCounter(e.cp.audit_log, OPERATOR_USER, e.ns).settle()
     assert e.operator_writes("web") == 1
     run = "one-shot Remediation from git"
-    record(run, "1 first sync, approved by a person", argoCD="Synced; Suspended -> Progressing -> Healthy",
+    record(run, "1 first sync, approved by a person", argoCD="Synced; Suspended -> Healthy",
            phase="Succeeded", operatorWritesToTarget=1)
 
     def unchanged(case: str, argo_phase: str) -> None:
@@ -246,6 +239,39 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     record(run, "5 pruned (removed from git), then committed again", argoCD="pruned, re-created",
            phase="Skipped/AlreadyRan (new object)", operatorWritesToTarget=1)
     e.argo.wait_app(APP_REMEDIES, health_of("Remediation", "scale-web", "Healthy"), 60, "Skipped shows Healthy")
+
+
+def test_progressing_until_remedy_observes_then_healthy(env: Env, kube_admin: client.ApiClient,
+                                                       operator_factory: Callable[..., OperatorProcess]) -> None:
+    """One object through Progressing -> Healthy in Argo CD: synced into a namespace no operator
+    watches yet, it stays Progressing ("Waiting for remedy to observe", remedy's Lua); once an
+    operator watches that namespace it runs and Argo CD shows it Healthy."""
+    e = env
+    late = make_namespace(kube_admin, "argo-late")
+    try:
+        grant_requester(e.cp, late)
+        e.cp.kubectl("apply", "-f", "-", input=deployment_yaml(late, "web", 1))
+        rev = e.repo.commit({"remedies/late.yaml": remediation_yaml(late, "late-scale", scale("web", 2))}, "late-scale")
+        e.argo.refresh(APP_REMEDIES)
+        app = e.argo.wait_app(APP_REMEDIES, lambda a: synced_to(rev)(a) and health_of("Remediation", "late-scale", "Progressing")(a),
+                              90, "late-scale Progressing")
+        assert resource_health(app, "Remediation", "late-scale")["message"] == "Waiting for remedy to observe"
+        op = operator_factory(args=["-n", late], env={"REMEDY_GITOPS_REQUESTERS": REQUESTERS}).start()
+        try:
+            op.wait_ready()
+            app = e.argo.wait_app(APP_REMEDIES, health_of("Remediation", "late-scale", "Healthy"), 90, "late-scale Healthy")
+            assert resource_health(app, "Remediation", "late-scale")["message"].startswith("Succeeded: ")
+            assert int(client.AppsV1Api(e.api).read_namespaced_deployment("web", late).spec.replicas) == 2
+            audit = AuditCounter(e.cp.audit_log, OPERATOR_USER, late)
+            audit.settle()
+            assert audit.count("deployments", "web") == 1
+        finally:
+            op.stop()
+        record("one-shot Remediation from git", "0 synced before any operator watches, then watched",
+               argoCD="Progressing (Waiting for remedy to observe) -> Healthy", phase="Succeeded", operatorWritesToTarget=1)
+    finally:
+        e.repo.commit({"remedies/late.yaml": None}, "drop late-scale")
+        client.CoreV1Api(kube_admin).delete_namespace(late)
 
 
 def test_argo_rights_are_never_borrowed(env: Env) -> None:
