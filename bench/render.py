@@ -28,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DOCS = {"reliability": REPO / "docs" / "reliability.md", "benchmarks": REPO / "docs" / "benchmarks.md",
-        "security": REPO / "docs" / "security.md"}
+        "security": REPO / "docs" / "security.md", "argocd": REPO / "docs" / "argocd.md"}
 MARK = re.compile(r"(<!-- generated:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 DASH = "–"
 
@@ -226,6 +226,7 @@ BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
 # Issue 20 (docs/security.md): each written by the test the threat-model row names.
 for _name in ("redaction_bound", "redaction_bound_operator", "egress_redirects", "forged_children"):
     BLOCKS[_name.replace("_", "-")] = functools.partial(lambda n, results: figures(load(f"{n}.json", results)), _name)
+BLOCKS["argocd"] = lambda results: figures(load("argocd.json", results))  # tests/e2e/test_argocd.py
 BLOCKS["shards"] = lambda results: figures(newest("shards-[0-9]*.json", results))
 BLOCKS["namespace-pickup"] = lambda results: figures(
     {k: v for k, v in load("namespace-pickup.json", results).items() if k != "waits"})

@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.operator",
     "tests.fixtures.node",
+    "tests.fixtures.argocd",
 ]
 
 

@@ -276,9 +276,12 @@ class ControlPlane:
             "--authorization-mode=RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--service-account-issuer={SA_ISSUER}", f"--service-account-key-file={p / 'sa.key'}",
             f"--service-account-signing-key-file={p / 'sa.key'}",
-            # Like envtest: no kubelet mounts tokens, and pods must not be rejected while the
-            # controller-manager has not yet created a new namespace's `default` account.
-            "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
+            # Like envtest (fake kubelet): no kubelet mounts tokens, and pods must not be rejected
+            # while the controller-manager has not yet created a new namespace's `default`
+            # account. A real node runs pods that talk to the API server (the operator from
+            # its chart, tests/e2e/test_argocd_chart.py): they need the ServiceAccount token
+            # volume this admission plugin adds.
+            *(() if self.real_node else ("--disable-admission-plugins=ServiceAccount",)), "--allow-privileged=true",
             "--profiling=false",
             # A real node (remedy_devenv.node) is named remedy-node-0, which no DNS resolves:
             # reach its kubelet (kubectl logs/exec) by the address it reports.

@@ -50,7 +50,13 @@ def third_party_roots() -> list[Path]:
         "    f = getattr(m, '__file__', None)\n"
         "    if f and 'site-packages' in f: print(f)\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return probe_roots(probe)
+
+
+def probe_roots(probe: str, env: dict[str, str] | None = None, dist_info: bool = False) -> list[Path]:
+    """Run ``probe`` (it prints the files of the modules it imported) with the venv's python;
+    the top-level site-packages entries among them (and their .dist-info with ``dist_info``)."""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env).stdout
     roots: set[Path] = set()
     for line in out.splitlines():
         site, rel = line.split("site-packages/", 1)
@@ -58,6 +64,8 @@ def third_party_roots() -> list[Path]:
         if top.startswith(("__editable__", "_distutils_hack")):
             continue
         roots.add(Path(site + "site-packages") / top)
+        if dist_info:
+            roots.update(Path(site + "site-packages").glob(f"{top.split('.')[0]}-*.dist-info"))
     return sorted(roots)
 
 
@@ -79,9 +87,16 @@ def _in_image(path: Path) -> str:
 
 def build(out_dir: Path | None = None) -> tuple[str, Path]:
     """(image name, archive path); builds the archive unless one with the same inputs exists."""
+    return build_python_image("demoapp", third_party_roots(), [(DEVENV / f, f"/app/remedy_devenv/{f}") for f in APP_FILES],
+                              [str(PYTHON), "-m", "remedy_devenv.demoapp"], out_dir=out_dir)
+
+
+def build_python_image(image: str, roots: list[Path], app: list[tuple[Path, str]], entrypoint: list[str],
+                       out_dir: Path | None = None, extra_env: list[str] | None = None) -> tuple[str, Path]:
+    """Debian's python3.11 + ``roots`` (site-packages entries) + ``app`` files, as
+    remedy.local/<image>:<hash of the inputs>; reused when an archive with that tag exists."""
     if not PYTHON.exists():
         raise FileNotFoundError(f"{PYTHON} missing: Debian's python3.11 (scripts/install-deps)")
-    roots = third_party_roots()
     elf = [PYTHON, *STDLIB.joinpath("lib-dynload").glob("*.so")]
     elf += [p for r in roots if r.is_dir() for p in r.rglob("*.so")]
     libs = _shared_libraries(elf)
@@ -93,17 +108,18 @@ def build(out_dir: Path | None = None) -> tuple[str, Path]:
             files.append((target, str(target)))
     files += [(PYTHON, str(PYTHON)), (STDLIB, str(STDLIB))]
     files += [(r, f"/opt/site-packages/{r.name}") for r in roots]
-    files += [(DEVENV / f, f"/app/remedy_devenv/{f}") for f in APP_FILES]
+    files += app
 
     h = hashlib.sha256(Path(oci.__file__).read_bytes())
+    h.update(repr((entrypoint, extra_env)).encode())
     for src, dest in files:
         for host, inside in oci._entries(src, dest):
             st = host.lstat()
             h.update(f"{inside}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     tag = h.hexdigest()[:12]
-    name = f"remedy.local/demoapp:{tag}"
+    name = f"remedy.local/{image}:{tag}"
     out_dir = out_dir or _images_dir()
-    archive = out_dir / f"demoapp-{tag}.tar"
+    archive = out_dir / f"{image}-{tag}.tar"
     if archive.exists():
         return name, archive
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,11 +131,10 @@ def build(out_dir: Path | None = None) -> tuple[str, Path]:
         tmpdir = Path(tmp) / "tmp"
         tmpdir.mkdir(mode=0o1777)
         tmpdir.chmod(0o1777)
-        oci.build(name, archive, [*links, (tmpdir, "/tmp"), *files],
-                  entrypoint=[str(PYTHON), "-m", "remedy_devenv.demoapp"],
-                  env=["PATH=/usr/bin:/bin", "PYTHONPATH=/app:/opt/site-packages",
-                       "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"])
-    for old in out_dir.glob("demoapp-*.tar"):
+        oci.build(name, archive, [*links, (tmpdir, "/tmp"), *files], entrypoint=entrypoint,
+                  env=["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/app:/opt/site-packages",
+                       "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", *(extra_env or [])])
+    for old in out_dir.glob(f"{image}-*.tar"):
         if old != archive:
             old.unlink(missing_ok=True)
     return name, archive

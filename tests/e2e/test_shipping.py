@@ -275,10 +275,10 @@ def test_rbac_is_least_privilege_and_follows_action_toggles(control_plane: Contr
 
     ns = docs(render(tools, helm_env, *NAMESPACED_MODE))
     assert not [o for o in ns if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")]
-    roles = [o for o in ns if o["kind"] == "Role"]
+    roles = [o for o in ns if o["kind"] == "Role" and not gitops_rbac(o)]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["apps", "shop"]
     assert sorted(o["metadata"]["namespace"] for o in ns if o["kind"] == "KopfPeering") == ["apps", "shop"]
-    assert sorted(o["metadata"]["namespace"] for o in ns if o["kind"] == "RoleBinding") == ["apps", "shop"]
+    assert sorted(o["metadata"]["namespace"] for o in ns if o["kind"] == "RoleBinding" and not gitops_rbac(o)) == ["apps", "shop"]
     cluster_only = {("", "namespaces"), ("apiextensions.k8s.io", "customresourcedefinitions"), ("kopf.dev", "clusterkopfpeerings")}
     assert rules_of(roles[0]) == {t for t in grants if t[:2] not in cluster_only} | {
         ("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
@@ -290,7 +290,24 @@ def test_rbac_is_least_privilege_and_follows_action_toggles(control_plane: Contr
     assert rules_of(one(kcw, "ClusterRole")) == grants
     kns = docs(control_plane.kubectl("kustomize", str(REPO / "deploy/overlays/namespaced")).stdout)
     assert not [o for o in kns if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    assert rules_of(one(kns, "Role")) == rules_of(roles[0])
+    assert rules_of(one([o for o in kns if not gitops_rbac(o)], "Role")) == rules_of(roles[0])
+    # GitOps (docs/argocd.md): run-once records in the operator's own namespace (chart in both
+    # modes, both overlays); reading Applications only where Argo CD is (chart
+    # gitops.argocdNamespace, deploy/gitops/argocd), read-only.
+    run_once = {("remedy-system", "run-once"): {("", "configmaps", "get"), ("", "configmaps", "create")}}
+    apps = {("argocd", "gitops-apps"): {("argoproj.io", "applications", "get")}}
+    with_argo = docs(render(tools, helm_env, "gitops.argocdNamespace=argocd"))
+    kargo = docs(control_plane.kubectl("kustomize", str(REPO / "deploy/gitops/argocd")).stdout)
+    for objs, want in ((cw, run_once), (ns, run_once), (kcw, run_once), (kns, run_once), (with_argo, run_once | apps),
+                       (kargo, apps)):
+        extra = {(o["metadata"]["namespace"], o["metadata"]["name"].split("-", 1)[-1]): rules_of(o)
+                 for o in objs if o["kind"] == "Role" and gitops_rbac(o)}
+        assert extra == want, extra
+    assert not [o for o in docs(render(tools, helm_env, "gitops.enabled=false")) if gitops_rbac(o)]
+
+
+def gitops_rbac(obj: dict[str, Any]) -> bool:
+    return str(obj["metadata"]["name"]).endswith(("-gitops-apps", "-run-once"))
 
 
 def test_prometheus_rules(tools: dict[str, Path], helm_env: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.fixtures.chart import render
 
 REPO = Path(__file__).resolve().parents[2]
-RENDERINGS = (("shards=2",), ("watch.mode=namespaced", "watch.namespaces={a,b}"))
+RENDERINGS = (("shards=2", "gitops.argocdNamespace=argocd"), ("watch.mode=namespaced", "watch.namespaces={a,b}"))
 Grants = dict[tuple[str, str], set[str]]
 
 

@@ -123,3 +123,12 @@ restartWorkload scaleWorkload rollbackWorkload raiseMemoryOnOOM purgeIdempotency
 {{- define "remedy.operatorUser" -}}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "remedy.serviceAccountName" .) }}
 {{- end }}
+
+{{/* "app=user,app2=user2" from gitops.requesters, sorted so renders are stable. */}}
+{{- define "remedy.gitopsRequesters" -}}
+{{- $out := list }}
+{{- range $app, $user := .Values.gitops.requesters }}
+{{- $out = append $out (printf "%s=%s" $app $user) }}
+{{- end }}
+{{- join "," (sortAlpha $out) }}
+{{- end }}

@@ -54,6 +54,11 @@ def _detect(st: Stack, sc: Scenario, tl: Timeline) -> None:
 
 def _find_remediation(st: Stack, sc: Scenario, tl: Timeline) -> str | None:
     """Applies the scenario's Remediation once every symptom is seen, or finds the policy's child."""
+    if sc.remediation and sc.from_git and all(k in tl for k, _ in sc.detect):
+        if st.remediation(sc.remediation) is None:
+            return None
+        tl.mark("created", f"Remediation {sc.remediation} applied by Argo CD from git (docs/cookbook/{sc.name}.yaml)")
+        return sc.remediation
     if sc.remediation and all(k in tl for k, _ in sc.detect):
         st.apply(sc.name)
         tl.mark("created", f"Remediation {sc.remediation} applied with kubectl (docs/cookbook/{sc.name}.yaml)")

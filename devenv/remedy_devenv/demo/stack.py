@@ -86,6 +86,10 @@ class Stack:
                 out[f"demo-{role}"] = int(proc.pid)
         if self.op is not None and self.op.proc is not None:
             out["operator"] = self.op.proc.pid
+        argo = self.scratch.get("argocd")  # the gitops scenario's Argo CD (remedy_devenv.argocd)
+        for proc in (argo.controller, argo.repo_server, argo.redis) if argo is not None else ():
+            if proc is not None and proc.pid():
+                out[proc.name if proc.name.startswith("argocd") else "argocd-redis"] = int(proc.pid())
         return out
 
     def record(self) -> None:

@@ -25,6 +25,7 @@ from .. import demo_image
 from ..cluster import REPO, ControlPlane
 from ..node import NODE_NAME, Node, image_name
 from ..scenarios import prometheus_rules
+from ..scenarios.gitops import OPERATOR_ENV as GITOPS_OPERATOR_ENV
 from .pods import PodService
 from .stack import ADMIN_TOKEN, CRON_SECRET, INVENTORY_LIMIT, NS, WORKLOAD_LIMIT, WORKLOAD_MIB, Stack
 from .support import DemoError, http, say, wait_until
@@ -278,7 +279,7 @@ def start_stack(stack: Stack) -> None:
         assert stack.cp is not None
         env = {"REMEDY_WEBHOOK_PORT": str(p["webhook"]), "REMEDY_WEBHOOK_TOKEN_FILE": str(token_file),
                "REMEDY_PROMETHEUS_URL": stack.prom.url, "REMEDY_METRICS_PORT": str(p["metrics"]),
-               "REMEDY_HEARTBEAT_SECONDS": "1"}
+               "REMEDY_HEARTBEAT_SECONDS": "1", **GITOPS_OPERATOR_ENV}
         stack.op = OperatorProcess(stack.cp.admin_kubeconfig, s / "logs" / "operator.log", env=env,
                                    args=["-n", NS, "--liveness", f"http://127.0.0.1:{p['liveness']}/healthz"])
         stack.op.start()

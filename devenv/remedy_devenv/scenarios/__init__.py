@@ -13,6 +13,7 @@ from . import (
     breaker_upstream_down,
     chaos_keys,
     earned_autonomy,
+    gitops,
     idempotency_locks,
     long_transactions,
     oom,
@@ -25,7 +26,7 @@ from .base import AlertRule, Scenario
 
 SCENARIOS: list[Scenario] = [m.SCENARIO for m in (
     idempotency_locks, breaker_stuck, chaos_keys, outbox_stuck, purchase_locks, long_transactions, oom, bad_release, slow_mongo,
-    reconcile, breaker_upstream_down, earned_autonomy)]
+    reconcile, breaker_upstream_down, earned_autonomy, gitops)]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 

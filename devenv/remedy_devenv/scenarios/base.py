@@ -42,6 +42,7 @@ class Scenario:
     check: Callable[[Stack, dict[str, Any]], str]  # after the Remediation ended; raises DemoError
     policy: str | None = None  # automatic: children of this RemediationPolicy
     remediation: str | None = None  # manual: applied with kubectl once detected
+    from_git: bool = False  # the Remediation is applied by Argo CD from git, not with kubectl
     approve: bool = False
     expect_phase: str = "Succeeded"
     expect_reason: str | None = None

@@ -22,7 +22,7 @@ from ..base.constants import API_VERSION, POLICIES
 from .autonomy import Mode, Promotion, TrackRecord
 from .common import ApiModel, Condition, CrdRoot, Duration, exactly_one_field, preserve_unknown, printer_column
 from .holds import HoldWhile, SilenceSpec, Window
-from .remediation import PromQLVerify
+from .remediation import GitOps, PromQLVerify
 
 
 class PrometheusTrigger(ApiModel):
@@ -66,6 +66,7 @@ class RemediationTemplate(ApiModel):
     reason: str | None = None
     on_target_changed: Literal["Skip", "Replan"] = Field(
         default="Skip", description="The children's spec.onTargetChanged: Skip (a person's edit wins) or Replan.")
+    gitops: GitOps | None = Field(default=None, description="The children's spec.gitops (Argo CD-tracked targets).")
 
 
 class RemediationPolicySpec(ApiModel):

@@ -135,6 +135,20 @@ class PromQLVerify(ApiModel):
     interval: Duration = "5s"
 
 
+class GitOps(ApiModel):
+    """Acting on a workload an Argo CD Application tracks (docs/argocd.md)."""
+
+    on_revert_expected: Literal["Refuse", "Act"] = Field(
+        default="Refuse",
+        description="When the tracking Application would undo the change at once (automated sync with selfHeal, "
+                    "the field not ignored): Refuse ends Failed/GitOpsWouldRevert without acting; Act acts anyway "
+                    "(a revert then ends Failed/RevertedByGitOps).")
+    watch_for: Duration = Field(
+        default="60s",
+        description="After acting on an Argo CD-tracked workload without any verification configured, watch the "
+                    "changed field this long for a GitOps revert before Succeeded.")
+
+
 class RemediationSpec(ApiModel):
     action: ActionSpec
     dry_run: bool = Field(default=False, description="Plan only: status.plan says what would change.")
@@ -147,6 +161,7 @@ class RemediationSpec(ApiModel):
         description="When the target changed between plan and write (a precondition failed, nothing was written): "
                     "Skip ends Skipped/TargetChanged naming the field, its value and the manager that changed it "
                     "(a person's edit wins); Replan plans again from the changed target.")
+    gitops: GitOps = Field(default_factory=GitOps)
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=31_536_000,
         description="Delete this Remediation this long after it finished (like a Job's). A policy's child is "

@@ -42,6 +42,7 @@ from ..base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, ANN_APPROV
 from ..base.errors import RetryableError, SkipError
 from ..clients.access_review import Requester
 from .authz import requester_of, split_groups
+from .gitops_identity import GitOpsConfig, gitops_approval
 
 log = logging.getLogger("remedy.engine")
 
@@ -73,7 +74,11 @@ def observed(obj: dict[str, Any], approval: Approval) -> list[tuple[str, tuple[s
 
 
 def _judge(user: str, groups: tuple[str, ...], approval: Approval, requester: Requester | None,
-           approved_digest: str | None = None, digest: str | None = None) -> tuple[bool, str]:
+           approved_digest: str | None = None, digest: str | None = None,
+           gitops: GitOpsConfig | None = None) -> tuple[bool, str]:
+    refused = gitops_approval(gitops, user)
+    if refused:
+        return False, refused
     if digest is not None:
         if not approved_digest:
             return False, (f"NoSpecDigest: the approval by {user} names no spec digest; approve with "
@@ -113,7 +118,8 @@ def _age(created: Any, now: datetime) -> float | None:
 
 
 def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, requester: Requester | None,
-             recorded: list[dict[str, Any]] | None, now: datetime | None = None) -> Gate:
+             recorded: list[dict[str, Any]] | None, now: datetime | None = None,
+             gitops: GitOpsConfig | None = None) -> Gate:
     now = now or datetime.now(timezone.utc)
     records = [dict(r) for r in recorded or []]
     needed = approval.required or action_requires or bool(approval.approvers)
@@ -123,7 +129,7 @@ def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, req
         if any(r.get("user") == user and tuple(r.get("groups") or ()) == groups
                and r.get("specDigest") == approved_digest for r in records):
             continue
-        ok, why = _judge(user, groups, approval, requester, approved_digest, digest)
+        ok, why = _judge(user, groups, approval, requester, approved_digest, digest, gitops)
         rec = {"user": user, "groups": list(groups), "at": now_rfc3339(), "accepted": ok, "reason": why,
                "specDigest": approved_digest}
         records.append(rec)
@@ -134,7 +140,7 @@ def evaluate(obj: dict[str, Any], approval: Approval, action_requires: bool, req
     for seen in records:
         was = bool(seen.get("accepted"))
         ok, why = _judge(str(seen.get("user")), tuple(seen.get("groups") or ()), approval, requester,
-                         seen.get("specDigest"), digest)
+                         seen.get("specDigest"), digest, gitops)
         seen["accepted"], seen["reason"] = ok, why
         if was and not ok and why.startswith("SpecChanged"):
             voided.append(seen)
@@ -180,13 +186,14 @@ class _Run(Protocol):
     def event(self, type_: str, reason: str, message: str) -> None: ...
 
 
-async def run_gate(run: _Run, approval: Approval, action_requires: bool) -> Gate:
+async def run_gate(run: _Run, approval: Approval, action_requires: bool, gitops: GitOpsConfig | None = None) -> Gate:
     """Evaluate the gate for a Pending/AwaitingApproval Remediation and record what changed.
 
     Raises SkipError(ApprovalExpired) when the wait is over, RetryableError to look again
     when an expiry is due (nothing else would wake the handler up), and returns the gate.
     """
-    gate = evaluate(run.obj, approval, action_requires, requester_of(run.obj), run.status.get("approvals"))
+    gate = evaluate(run.obj, approval, action_requires, requester_of(run.obj), run.status.get("approvals"),
+                    gitops=gitops)
     for rec in gate.voided:
         run.event("Warning", "ApprovalVoided", f"approval by {rec['user']} no longer counts: {rec['reason']}")
     for rec in gate.new_records:

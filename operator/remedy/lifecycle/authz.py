@@ -33,6 +33,7 @@ from ..base.constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, P
 from ..base.errors import PermanentError
 from ..clients.access_review import Permission, Requester
 from ..clients.egress import DestinationNotAllowedError, EgressPolicy
+from .gitops_identity import GitOpsConfig, ObjectApi, gitops_requester
 
 ACTIONS_RESOURCE = "remediationactions"
 USE_VERB = "use"
@@ -118,6 +119,10 @@ class Guard:
     reviewer: Reviewer | None
     egress: EgressPolicy | None
     objects: ObjectReader | None = None
+    # Identity through GitOps (lifecycle/gitops_identity.py): a GitOps controller as requester is
+    # replaced by the requester the admin mapped its Application to, or refused.
+    gitops: GitOpsConfig | None = None
+    apps: ObjectApi | None = None
 
     async def requester(self, obj: dict[str, Any]) -> Requester:
         meta = obj.get("metadata") or {}
@@ -128,6 +133,7 @@ class Guard:
                 "(install the remedy admission policies: charts/remedy templates/admission.yaml or deploy/admission)",
                 reason="RequesterUnknown")
         ref = controller_of(obj)
+        owner: dict[str, Any] | None = None
         if ref is not None and self.objects is not None:
             policy = str(ref.get("name"))
             owner = await self.objects.get_object(POLICIES, meta.get("namespace", ""), policy)
@@ -140,6 +146,9 @@ class Guard:
                 raise RequesterForbiddenError(
                     f"recorded requester {who.username!r} does not match the author of RemediationPolicy "
                     f"{policy!r} ({author.username if author else 'unknown'!r}); not run on anyone's behalf")
+        if self.gitops is not None and self.gitops.is_controller(who.username):
+            tracked = {"kind": POLICY_KIND, **owner} if owner is not None else {"kind": "Remediation", **obj}
+            return await gitops_requester(self.gitops, self.apps, who, obj, tracked)
         return who
 
     async def check(self, obj: dict[str, Any], action: str, params: Any) -> Requester | None:

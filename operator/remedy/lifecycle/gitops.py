@@ -23,6 +23,8 @@ from ..base.errors import PermanentError, RemedyError, RetryableError
 from .conditions import get_condition
 
 REASON = "RevertedByGitOps"
+# Refused up front (lifecycle/gitops_guard.py): the tracking Application would revert the change.
+WOULD_REVERT = "GitOpsWouldRevert"
 ARGO_TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
 ARGO_TRACKING_LABEL = "app.kubernetes.io/instance"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
@@ -125,11 +127,12 @@ async def verify_unless_reverted(checks: Coroutine[Any, Any, None], action: Acti
 
 
 def reverted_since(finals: list[dict[str, Any]], reset_at: str | None) -> dict[str, Any] | None:
-    """The latest child that ended RevertedByGitOps after the last resume, if the policy must pause."""
+    """The latest child that ended RevertedByGitOps (or was refused because GitOps would revert
+    it, GitOpsWouldRevert: same cause, Git wins) after the last resume, if the policy must pause."""
     for c in reversed(finals):
         st = c.get("status") or {}
         if reset_at and (st.get("completedAt") or "") <= reset_at:
             return None
-        if (get_condition(st.get("conditions") or [], "Completed") or {}).get("reason") == REASON:
+        if (get_condition(st.get("conditions") or [], "Completed") or {}).get("reason") in (REASON, WOULD_REVERT):
             return dict(c)
     return None

@@ -20,6 +20,7 @@ from ..api.remediation import CONDITION_TYPES, RemediationSpec
 from ..base.constants import ANN_APPROVED_BY, FINAL_PHASES, NOT_STARTED_PHASES, REMEDIATIONS
 from ..base.errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
 from ..base.rfc3339 import age_seconds
+from . import gitops_guard, gitops_once
 from .approval import run_gate
 from .authz import requester_of
 from .conditions import get_condition, initial_conditions, set_condition
@@ -173,7 +174,7 @@ class Run:
         if phase in NOT_STARTED_PHASES:
             # Approval (lifecycle/approval.py) and the requester's own rights (lifecycle/authz.py):
             # both before planning, because planning already reads Secrets.
-            gate = await run_gate(self, spec.approval, action.requires_approval)
+            gate = await run_gate(self, spec.approval, action.requires_approval, self.gitops)
             if not gate.approved:
                 return "AwaitingApproval"
             approved_by = gate.approved_by if gate.needed else None
@@ -181,11 +182,13 @@ class Run:
                 "True", "NotRequired", "approval not required")
             if self.e.guard is not None:
                 try:
-                    await self.e.guard.check(self.obj, action.name, params)
+                    who = await self.e.guard.check(self.obj, action.name, params)
                 except PermanentError:
                     # Approved, then refused for the requester's rights: say both.
                     await self.patch({"conditions": self.conds(Approved=approved)}, lock=False)
                     raise
+                await gitops_guard.record_requester(self, who)
+            await gitops_guard.preflight(self, self.gitops, spec, ctx, action.name, params)
             return await self._plan_and_run(spec, action, params, ctx, approved, approved_by)
         if phase in ("Running", "Verifying"):
             await self._review(phase, spec, action, params)  # lifecycle/review.py: spec, approval, rights, allowlist
@@ -215,6 +218,10 @@ class Run:
             self.event("Warning", "EscalationRequired", f"a person must check the target: {msg}"[:1024])
             raise _Finished from None
 
+    @property
+    def gitops(self) -> gitops_guard.GitOpsConfig | None:
+        return self.e.guard.gitops if self.e.guard is not None else None
+
     def _approved_by(self, spec: RemediationSpec) -> str | None:
         annotations = self.meta.get("annotations") or {}
         return spec.approval.approved_by or annotations.get(APPROVED_BY_ANNOTATION) or None
@@ -237,6 +244,8 @@ class Run:
             await self.patch({"plan": plan, "conditions": self.conds(Approved=approved)})
             return await self.finish("Succeeded", "DryRun", msg, executed=("False", "DryRun", "dry run: nothing changed"),
                                      verified=("Unknown", "NotConfigured", "dry run"))
+        if self.gitops is not None:  # one run per name+spec even if Argo CD re-creates the object
+            await gitops_once.claim(ctx.kube, self.obj, self.gitops.ledger_namespace)
         evidence = None
         if action.destructive and action.snapshot is not None:  # evidence of what is about to be destroyed
             try:
@@ -452,7 +461,8 @@ class Run:
 
     async def _after_execute(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
                              plan: dict[str, Any], result: dict[str, Any], deadline: float) -> str:
-        if action.verify is not None or spec.verify is not None:
+        watch = await gitops_guard.tracked_window(self.gitops, spec, ctx, action.name, params)
+        if action.verify is not None or spec.verify is not None or watch > 0:
             await self.patch({"phase": "Verifying", "result": result, "message": "verifying",
                               "conditions": self.conds(Executed=("True", "Executed", _summary(result, plan)),
                                                        Verified=("Unknown", "InProgress", "verifying"))}, lock=False)
@@ -474,6 +484,10 @@ class Run:
                 checks["action"] = await action.verify(ctx, params, plan, result)
             if spec.verify is not None:
                 checks["promql"] = await verify_promql(self.e.prometheus_url, spec.verify)
+            if action.verify is None and spec.verify is None:  # only a GitOps revert can fail it
+                window = await gitops_guard.tracked_window(self.gitops, spec, ctx, action.name, params)
+                await asyncio.sleep(window)
+                checks["gitops"] = f"not reverted within spec.gitops.watchFor {spec.gitops.watch_for}"
 
         try:
             await asyncio.wait_for(verify_unless_reverted(run_checks(), action, ctx, params, plan),

@@ -219,6 +219,8 @@ class PolicyMemory:
             child_spec["approval"] = {"required": True}
         if spec.verify is not None:
             child_spec["verify"] = spec.verify.wire()
+        if spec.template.gitops is not None:
+            child_spec["gitops"] = spec.template.gitops.wire()
         annotations = {ANN_FINGERPRINT: firing.fingerprint, ANN_STARTS_AT: firing.starts_at,
                        ANN_LABELS: json.dumps(firing.labels, sort_keys=True)[:4000], ANN_TARGET: target[:250]}
         # On behalf of the policy's author as the API server recorded it (lifecycle/authz.py); the

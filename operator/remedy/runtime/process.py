@@ -31,6 +31,7 @@ from ..clients.egress import session_factory as egress_session_factory
 from ..clients.kube import KubeClient
 from ..lifecycle import escalation
 from ..lifecycle.authz import Guard
+from ..lifecycle.gitops_identity import GitOpsConfig, ObjectApi
 from ..lifecycle.machine import Lifecycle
 from ..policies.holds import Holds
 from ..policies.machinery import Policies
@@ -72,7 +73,7 @@ def build_lifecycle(settings: Settings, kube: KubeClient) -> Lifecycle:
     egress = EgressPolicy.from_text(settings.egress_allow)
     connectors = Connectors(http=egress_session_factory(egress))
     guard = Guard(reviewer=AccessReviewer(kube.api_client) if settings.requester_checks else None,
-                  egress=egress, objects=kube)
+                  egress=egress, objects=kube, gitops=GitOpsConfig(), apps=ObjectApi(kube))
     return Lifecycle(store=RedactingStore(kube), recorder=RedactingRecorder(ApiRecorder(kube)), registry=REGISTRY,
                      context_factory=context_factory, guard=guard,
                      observer=MetricsObserver(), max_attempts=settings.max_attempts, prometheus_url=settings.prometheus_url,
