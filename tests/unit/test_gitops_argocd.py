@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from remedy.api.digest import spec_digest
 from remedy.api.remediation import Approval
 from remedy.base.errors import PermanentError, RetryableError
 from remedy.clients.access_review import Requester
@@ -135,6 +136,8 @@ def test_git_approvals_never_count() -> None:
     assert not gate.approved
     assert gate.records[0]["accepted"] is False and gate.records[0]["reason"].startswith("GitOpsApproval")
     person = rem(annotations={"remedy.dev/approved-by": "bob"})
+    # A person's approval names the spec it approved (issue 20: approvals are bound to a digest).
+    person["metadata"]["annotations"]["remedy.dev/approved-spec-digest"] = spec_digest(person["spec"])
     assert evaluate(person, Approval(required=True), False, Requester("alice"), [], gitops=cfg).approved
 
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from ..api.children import controller_of
 from ..api.common import SecretKeyRef
 from ..api.objects import view
-from ..base.constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES
+from ..base.constants import ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, GROUP, POLICIES, POLICY_KIND
 from ..base.errors import PermanentError
 from ..clients.access_review import Permission, Requester
 from ..clients.egress import DestinationNotAllowedError, EgressPolicy
