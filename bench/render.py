@@ -218,7 +218,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
 }
 for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiserver", "outages-data-plane",
               "load-smoke", "fuzz-specs", "fuzz-webhook", "security", "chart-security", "safety-flapping",
-              "safety-mass-oom", "fencing"):
+              "safety-mass-oom", "fencing", "dry-run-dryrun", "dry-run-shadow"):
     BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"reliability-{n}.json", results)), _name)
 for _name in ("validating-only", "forged-labels"):  # tests/security (issue 20)
     BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"security-{n}.json", results)), _name)

@@ -281,7 +281,9 @@ async def test_human_edit_between_plan_and_execute_is_not_overwritten(kube: Losi
 
 async def test_scale_after_a_human_scale_builds_on_it(kube: LosingKube, kube_admin: client.ApiClient, own_ns: str) -> None:
     make_deployment(kube_admin, own_ns, "web", replicas=2)
-    create_rem(kube_admin, own_ns, "up", {"action": {"scaleWorkload": {"target": {"name": "web"}, "delta": 1}}})
+    # onTargetChanged: Replan (issue 21 made Skip the default: tests/e2e/test_person_edit_wins.py)
+    create_rem(kube_admin, own_ns, "up", {"action": {"scaleWorkload": {"target": {"name": "web"}, "delta": 1}},
+                                          "onTargetChanged": "Replan"})
     apps = client.AppsV1Api(kube_admin)
     done: list[bool] = []
 

@@ -47,6 +47,7 @@ from remedy_devenv.services import PostgresServer, RedisServer
 from remedy_devenv.testkit import make_deployment, wait_for
 from tests.fixtures.actions import make_ctx
 from tests.fixtures.fakes import FakeRecorder, FakeStore
+from tests.reliability._util import record
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
 
@@ -310,19 +311,25 @@ async def test_plans_change_nothing(env: Env, how: str) -> None:
     engine = engine_for(env, store, recorder)
     before = await witness(env)
     assert len(before["postgres"]["victims"]) == 2 and before["mongo"]["ops"] and before["redis"]["dbsize"] >= 8
-    outcomes: dict[str, str] = {}
+    outcomes: dict[str, dict[str, Any]] = {}
     for i, (case, action) in enumerate(cases(env).items()):
         name = f"{how.lower()}-{i}"
         store.add(REMEDIATIONS, remediation(name, action, how))
         phase = await engine.reconcile(env.ns, name)
         st = store.obj(REMEDIATIONS, name, env.ns)["status"]
         completed = next(c for c in st["conditions"] if c["type"] == "Completed")
-        outcomes[case] = f"{phase}/{completed['reason']}"
         assert (phase, completed["reason"]) == ("Succeeded", "DryRun"), f"{case}: {st.get('message')}"
         assert st["plan"], case
         after = await witness(env)
+        outcomes[case] = {"outcome": f"{phase}/{completed['reason']}", "countersUnchanged": after == before,
+                          "plan": str(st["plan"].get("change") or "")[:90]}
         assert after == before, f"{case} ({how}) changed something"
     assert len(outcomes) == len(cases(env))
+    record(f"dry-run-{how.lower()}", {
+        "how": "spec.dryRun: true" if how == "dryRun" else "child of a mode: shadow policy (autonomy.apply_mode)",
+        "cases": outcomes, "witnesses": sorted(f"{server}.{key}" for server, keys in before.items() for key in keys),
+        "victimSessionsAlive": len(before["postgres"]["victims"]), "actionsCovered": len({k for a in cases(env).values() for k in a}),
+    })
 
 
 async def test_the_witness_sees_a_real_run(env: Env) -> None:

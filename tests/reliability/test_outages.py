@@ -20,14 +20,13 @@ import pytest
 import redis
 from kubernetes import client
 
-from remedy_devenv import admission
 from remedy_devenv.audit import AuditCounter
 from remedy_devenv.cluster import OPERATOR_USER, ControlPlane
 from remedy_devenv.operator import OperatorProcess
 from remedy_devenv.services import AlertmanagerServer, PostgresServer, PrometheusServer, RedisServer
 from remedy_devenv.testkit import free_port, free_ports
 from tests.fixtures.cluster import api_client_for
-from tests.fixtures.operator import REPO, create_rem, get_rem, make_namespace, wait_phase
+from tests.fixtures.operator import create_rem, get_rem, install_remedy_api, make_namespace, wait_phase
 
 from ._util import (
     FINAL,
@@ -172,10 +171,9 @@ def test_apiserver_outage_operator_survives_and_loses_nothing(tmp_path: Path) ->
     cp.start(timeout=240)
     op: OperatorProcess | None = None
     try:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/remediations.remedy.dev",
-                   "crd/remediationpolicies.remedy.dev")
-        admission.install(cp)  # requester stamps: the operator runs nothing without them
+        # CRDs Established (kubectl wait errors while a fresh CRD has no conditions yet: the helper
+        # retries) and the admission policies that stamp requester identity.
+        install_remedy_api(cp)
         api = api_client_for(cp.admin_kubeconfig)
         ns = make_namespace(api, "oa")
         for i in range(10):
