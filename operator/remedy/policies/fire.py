@@ -66,14 +66,19 @@ class FirePath(PolicyMemory):
             # lagging watch, another replica) still ends in the create's 409 below.
             await self.children(ns, name, policy)
             taken = self._children[key].get(cname)
-            if taken is not None and not is_child_of(taken, policy):
-                return self._name_taken(policy, cname, taken)
-            if taken is not None:
+            if taken is not None and is_child_of(taken, policy):
                 self._remember(cname)
                 return self._dedup(key, name)
             fresh = await self._policy(ns, name, uid)
             if fresh is None:
                 return "error:PolicyGone"
+            if taken is not None:
+                # Judged against the newest policy (the trigger's copy may predate an author
+                # change): still not its child, so the name is taken by someone else's object.
+                if not is_child_of(taken, fresh):
+                    return self._name_taken(fresh, cname, taken)
+                self._remember(cname)
+                return self._dedup(key, name)
             try:
                 spec = RemediationPolicySpec.model_validate(fresh.get("spec") or {})
             except ValidationError as exc:
