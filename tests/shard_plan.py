@@ -25,46 +25,55 @@ REPO = TESTS.parent
 # scans every test file for the real-node fixtures and fails if one is missing here.
 REAL_NODE = ("tests/e2e/test_demo.py", "tests/e2e/test_real_node.py")
 
-# Seconds per file (setup + call + teardown) measured by a full serial run of the suite on the
-# 2-core CI machine (`--durations=0`, /tmp/ci1 plus the sharded runs); only the balance
-# depends on them, never correctness. The unit tests are one block (shard 0).
-UNIT_SECONDS = 90.0
+# Seconds per file (setup + call + teardown; refresh with REMEDY_TEST_DURATIONS=0 and sum each
+# file's lines) measured by a full two-shard run on the 2-core machine; only the balance depends
+# on them, never correctness. The unit tests are one block (shard 0); a file under a second is
+# left to DEFAULT_SECONDS.
+UNIT_SECONDS = 20.0
 DEFAULT_SECONDS = 10.0
 SECONDS: dict[str, float] = {
-    "tests/e2e/test_demo.py": 124,
-    "tests/e2e/test_shards.py": 106,
-    "tests/reliability/test_outages.py": 72,
-    "tests/e2e/test_history.py": 67,
-    "tests/e2e/test_kubectl_plugin.py": 68,
-    "tests/e2e/test_policies.py": 66,
-    "tests/reliability/test_fuzz.py": 56,
-    "tests/e2e/test_real_node.py": 48,
-    "tests/e2e/test_shipping.py": 52,
-    "tests/reliability/test_ha.py": 51,
-    "tests/e2e/test_lifecycle.py": 50,
-    "tests/reliability/test_crash_consistency.py": 41,
-    "tests/e2e/test_alertmanager_holds.py": 34,
-    "tests/reliability/test_safety.py": 28,
-    "tests/bench_smoke/test_memory_smoke.py": 26,
-    "tests/e2e/test_flap_alertmanager.py": 25,
-    "tests/reliability/test_faults.py": 23,
-    "tests/e2e/test_examples.py": 23,
-    "tests/bench_smoke/test_alert_latency_smoke.py": 20,
-    "tests/security/test_requester.py": 21,
-    "tests/e2e/test_autonomy.py": 19,
-    "tests/reliability/test_load_smoke.py": 18,
-    "tests/integration/test_control_plane.py": 13,
-    "tests/integration/test_bulk_million.py": 12,
-    "tests/integration/test_http_actions.py": 10,
-    "tests/integration/test_redis_actions.py": 10,
-    "tests/integration/test_idempotency_action.py": 8,
-    "tests/e2e/test_trust.py": 8,
-    "tests/integration/test_postgres_actions.py": 7,
-    "tests/integration/test_argocd_health.py": 7,
-    "tests/e2e/test_gitops_revert.py": 8,
+    "tests/e2e/test_demo.py": 131,
+    "tests/e2e/test_shards.py": 119,
+    "tests/e2e/test_kubectl_plugin.py": 99,
+    "tests/reliability/test_outages.py": 91,
+    "tests/e2e/test_shipping.py": 86,
+    "tests/reliability/test_fuzz.py": 80,
+    "tests/e2e/test_history.py": 73,
+    "tests/e2e/test_policies.py": 72,
+    "tests/reliability/test_crash_consistency.py": 69,
+    "tests/e2e/test_real_node.py": 62,
+    "tests/reliability/test_faults.py": 61,
+    "tests/security/test_validating_only.py": 60,
+    "tests/reliability/test_ha.py": 57,
+    "tests/e2e/test_lifecycle.py": 49,
+    "tests/bench_smoke/test_alert_latency_smoke.py": 46,
+    "tests/e2e/test_alertmanager_holds.py": 44,
+    "tests/e2e/test_autonomy.py": 43,
+    "tests/reliability/test_safety.py": 38,
+    "tests/bench_smoke/test_memory_smoke.py": 35,
+    "tests/security/test_requester.py": 34,
+    "tests/e2e/test_examples.py": 30,
+    "tests/reliability/test_load_smoke.py": 29,
+    "tests/e2e/test_trust.py": 28,
+    "tests/e2e/test_flap_alertmanager.py": 22,
+    "tests/integration/test_control_plane.py": 15,
+    "tests/integration/test_postgres_actions.py": 15,
+    "tests/integration/test_bulk_million.py": 13,
+    "tests/e2e/test_gitops_revert.py": 13,
+    "tests/integration/test_services.py": 12,
     "tests/security/test_redaction_e2e.py": 8,
-    "tests/e2e/test_notify_sinks.py": 6,
-    "tests/e2e/test_describe_keys.py": 5,
+    "tests/security/test_receiver.py": 7,
+    "tests/integration/test_idempotency_action.py": 6,
+    "tests/integration/test_demoapp.py": 6,
+    "tests/e2e/test_describe_keys.py": 6,
+    "tests/e2e/test_notify_sinks.py": 4,
+    "tests/reliability/test_security.py": 3,
+    "tests/integration/test_redis_actions.py": 3,
+    "tests/bench_smoke/test_bulk_redis_smoke.py": 2,
+    "tests/integration/test_argocd_health.py": 1,
+    "tests/integration/test_mongo_action.py": 1,
+    "tests/security/test_policy_manifests.py": 1,
+    "tests/integration/test_http_actions.py": 1,
 }
 
 

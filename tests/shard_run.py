@@ -3,7 +3,8 @@
 Why: CI must finish on a fresh 2-core machine within its budget including cold builds, and one
 serial pytest session spends most of its time waiting on real processes. tests/shard_plan.py
 decides which files each process runs; this module starts them, keeps each one's output in its
-own file (printed whole at the end, shard by shard, so nothing interleaves), prints a progress
+own file (printed whole at the end, shard by shard, so nothing interleaves) and its temp dirs
+in its own --basetemp (kept when the shard fails: operator and cluster logs), prints a progress
 line now and then so a CI log never looks hung, and exits non-zero if any shard failed, ending
 with the failing shard's tail. Every shard is a plain pytest session: tests/conftest.py's rules
 (unit tests first, under CI=true a skip fails the run, the skipped-test list) hold in each,
@@ -15,6 +16,7 @@ and the skipped tests of all shards are listed again together at the end.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +45,11 @@ class Shard:
     rc: int | None = None
     out: IO[bytes] | None = field(default=None, repr=False)
 
+    @property
+    def basetemp(self) -> Path:
+        """The shard's pytest --basetemp (cluster state, operator and server logs), beside its log."""
+        return self.log.with_suffix("")
+
     def lines(self) -> list[str]:
         return self.log.read_text(errors="replace").splitlines()
 
@@ -68,7 +75,8 @@ def start(shard: Shard, durations: str) -> None:
     env = {**os.environ, "REMEDY_TEST_SHARD": str(shard.index)}
     # Own process group: a terminal's Ctrl-C reaches only this runner, which forwards ONE SIGINT
     # (a second one would interrupt pytest's fixture teardown and leak control planes).
-    shard.proc = subprocess.Popen([*PYTEST, f"--durations={durations}", *shard.files], cwd=REPO, env=env,
+    args = [*PYTEST, f"--durations={durations}", f"--basetemp={shard.basetemp}", *shard.files]
+    shard.proc = subprocess.Popen(args, cwd=REPO, env=env,
                                   stdout=shard.out, stderr=subprocess.STDOUT, start_new_session=True)
     shard.started = time.monotonic()
 
@@ -79,6 +87,8 @@ def poll(shards: list[Shard]) -> None:
             s.rc, s.seconds = rc, time.monotonic() - s.started
             if s.out is not None:
                 s.out.close()
+            if rc == 0:  # a failing shard keeps its operator, cluster and server logs for the report
+                shutil.rmtree(s.basetemp, ignore_errors=True)
             print(f"[shards] shard {s.index} finished rc={rc} in {s.seconds:.0f}s: {s.last_line()}", flush=True)
 
 
@@ -96,7 +106,8 @@ def report(shards: list[Shard], wall: float) -> int:
         print("\n".join(skipped))
     failed = [s for s in shards if s.rc != 0]
     for s in failed:
-        print(f"\n{'!' * 30} shard {s.index} FAILED (rc={s.rc}); last {TAIL_LINES} lines of {s.log} {'!' * 30}")
+        print(f"\n{'!' * 30} shard {s.index} FAILED (rc={s.rc}); last {TAIL_LINES} lines of {s.log} "
+              f"(its operator, cluster and server logs: {s.basetemp}) {'!' * 30}")
         print("\n".join(s.lines()[-TAIL_LINES:]))
     verdict = "FAILED: shard(s) " + ", ".join(str(s.index) for s in failed) if failed else "all passed"
     print(f"\n[shards] {verdict}; wall {wall:.0f}s for {len(shards)} concurrent shards", flush=True)
