@@ -23,7 +23,7 @@ REPO = TESTS.parent
 
 # Files whose tests start a real node (tests/fixtures/node.py, ./scripts/demo). A unit test
 # scans every test file for the real-node fixtures and fails if one is missing here.
-REAL_NODE = ("tests/e2e/test_demo.py", "tests/e2e/test_real_node.py")
+REAL_NODE = ("tests/e2e/test_argocd_chart.py", "tests/e2e/test_demo.py", "tests/e2e/test_real_node.py")
 
 # Seconds per file (setup + call + teardown; refresh with REMEDY_TEST_DURATIONS=0 and sum each
 # file's lines) measured by a full two-shard run on the 2-core machine; only the balance depends
@@ -33,6 +33,8 @@ UNIT_SECONDS = 20.0
 DEFAULT_SECONDS = 10.0
 SECONDS: dict[str, float] = {
     "tests/e2e/test_demo.py": 131,
+    "tests/e2e/test_argocd_chart.py": 130,
+    "tests/e2e/test_argocd.py": 110,
     "tests/e2e/test_shards.py": 119,
     "tests/e2e/test_kubectl_plugin.py": 99,
     "tests/reliability/test_outages.py": 91,
