@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from ..actions.base import ActionContext, ActionDef, Applied, CannotTell, NotApplied, Observation
+from ..actions.base import ActionContext, ActionDef, Applied, CannotTell, NotApplied
 from ..api.common import now_rfc3339_ms, parse_duration
 from ..api.objects import view
 from ..api.remediation import CONDITION_TYPES, RemediationSpec
 from ..base.constants import ANN_APPROVED_BY, FINAL_PHASES, NOT_STARTED_PHASES, REMEDIATIONS
 from ..base.errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
 from ..base.rfc3339 import age_seconds
-from . import gitops_guard, gitops_once
+from . import gitops_guard, gitops_once, recovery
 from .approval import run_gate
 from .authz import requester_of
 from .conditions import get_condition, initial_conditions, set_condition
@@ -36,9 +36,7 @@ if TYPE_CHECKING:
 PLURAL = REMEDIATIONS
 APPROVED_BY_ANNOTATION = ANN_APPROVED_BY
 log = logging.getLogger("remedy.engine")
-# Executed condition reason while the outcome of an attempt is being observed; a resumed pass
-# reads its message as the true cause instead of guessing "the operator restarted".
-OBSERVING = "ObservingOutcome"
+OBSERVING = recovery.OBSERVING  # the Executed reason while an outcome is observed (recovery.py)
 
 
 class Run:
@@ -291,91 +289,9 @@ class Run:
         await self.claim({})
         beat = asyncio.create_task(self._heartbeat())
         try:
-            return await self._recover(spec, action, params, ctx, plan, cause, interrupted=True)
+            return await recovery.recover(self, spec, action, params, ctx, plan, cause, interrupted=True)
         finally:
             beat.cancel()
-
-    async def _observe(self, action: ActionDef[Any], ctx: ActionContext, params: Any, plan: dict[str, Any]) -> Observation:
-        if action.observe is None:
-            if action.idempotent:
-                return NotApplied(f"{action.name} has no probe but is idempotent: re-running the recorded plan is harmless")
-            return CannotTell(f"{action.name} has no way to observe whether its request was applied")
-        try:
-            return await asyncio.wait_for(action.observe(ctx, params, plan), timeout=self.e.observe_timeout)
-        except TimeoutError:
-            raise RetryableError(f"observing the target of {action.name} took over {self.e.observe_timeout:.0f}s",
-                                 reason="ObserveUnavailable") from None
-
-    async def _recover(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
-                       plan: dict[str, Any], cause: str, *, interrupted: bool = False) -> str:
-        """The outcome of sending the recorded plan is unknown: observe it, never plan again.
-
-        ``interrupted``: the executor died (or was cancelled) mid-attempt. Re-applying after that
-        counts against ``max_interruptions`` in ``status.interruptions``, not against the
-        attempts budget meant for sends the target answered badly.
-        """
-        attempt_id = self.status.get("attemptId")
-        await self.patch({"message": f"outcome unknown: {cause}; observing the target",
-                          "conditions": self.conds(Executed=("Unknown", OBSERVING, cause))}, lock=False)
-        self.event("Warning", "OutcomeUnknown", f"{cause}; observing the target against the recorded plan")
-        try:
-            seen = await self._observe(action, ctx, params, plan)
-        except RetryableError as exc:
-            # Cannot read the target now. Ask again later, but not beyond spec.timeout after start.
-            started = age_seconds(self.status.get("startedAt"))
-            if started is not None and started > 2 * parse_duration(spec.timeout):
-                return await self._outcome_unknown(f"{cause}; the target could not be observed: {exc.message}")
-            raise
-        except RemedyError as exc:
-            return await self._outcome_unknown(f"{cause}; observing failed: {exc.message}")
-        if isinstance(seen, Applied):
-            self.event("Normal", "ObservedApplied", f"attempt {attempt_id}: {seen.detail}; not sending it again")
-            # The plan's own figures (target revision, images, replicas) are the result: observe
-            # just confirmed the target holds them.
-            result = {**{k: v for k, v in plan.items() if k not in ("template", "change")},
-                      "summary": f"{plan.get('change') or action.name} (observed applied after: {cause})"[:500],
-                      "observed": seen.detail, "outcomeObserved": "Applied"}
-            loop = asyncio.get_running_loop()
-            return await self._after_execute(spec, action, params, ctx, plan, result,
-                                              loop.time() + parse_duration(spec.timeout))
-        if isinstance(seen, NotApplied) and interrupted:
-            interruptions = int(self.status.get("interruptions") or 0) + 1
-            if interruptions > self.e.max_interruptions:
-                msg = (f"gave up after {interruptions - 1} interrupted attempts (the executor kept dying "
-                       f"before recording an outcome): {cause}; observed: {seen.detail}")
-                return await self.finish("Failed", "InterruptionsExhausted", msg, executed=("False", "NotApplied", msg))
-            msg = (f"observed not applied ({seen.detail}); re-applying the recorded plan "
-                   f"(interruption {interruptions}/{self.e.max_interruptions})")
-            await self.patch({"interruptions": interruptions, "message": msg,
-                              "conditions": self.conds(Executed=("Unknown", "ReApplying", msg))}, lock=False)
-            self.event("Normal", "ReApplying", f"attempt {attempt_id}: {msg}")
-            return await self._execute_inner(spec, action, params, ctx, plan)
-        if isinstance(seen, NotApplied):
-            attempts = int(self.status.get("attempts") or 0)
-            if attempts >= self.e.max_attempts:
-                msg = f"gave up after {attempts} attempts: {cause}; observed: {seen.detail}"
-                return await self.finish("Failed", "RetriesExhausted", msg, executed=("False", "NotApplied", msg))
-            attempts += 1
-            msg = f"observed not applied ({seen.detail}); re-applying the recorded plan (attempt {attempts}/{self.e.max_attempts})"
-            await self.patch({"attempts": attempts, "message": msg,
-                              "conditions": self.conds(Executed=("Unknown", "ReApplying", msg))}, lock=False)
-            self.event("Normal", "ReApplying", f"attempt {attempt_id}: {msg}")
-            await asyncio.sleep(min(8.0, 0.5 * 2 ** max(0, attempts - 2)))
-            if self.e.guard is not None:  # rights may have been removed while we waited
-                await self.e.guard.check(self.obj, action.name, params)
-            return await self._execute_inner(spec, action, params, ctx, plan)
-        return await self._outcome_unknown(f"{cause}; {seen.detail}")
-
-    async def _outcome_unknown(self, message: str) -> str:
-        msg = f"{message}. Not run again so it cannot act twice: check the target against status.plan."
-        phase = await self.finish("Failed", "OutcomeUnknown", msg, executed=("Unknown", "OutcomeUnknown", msg))
-        self.event("Warning", "EscalationRequired", f"a person must check the target: {msg}"[:1024])
-        if self.e.escalate is not None:
-            try:
-                await self.e.escalate(self.obj, msg)
-            except Exception as exc:  # noqa: BLE001 - escalation is best effort; the Event is posted
-                log.warning("escalation hook failed: %s", exc)
-        return phase
 
     def _check_not_live_elsewhere(self) -> None:
         """Running/Verifying with a heartbeat from another executor: alive unless silent (fencing.py)."""
@@ -413,7 +329,7 @@ class Run:
         try:
             result = await asyncio.wait_for(action.execute(ctx, params, plan), timeout=timeout)
         except AmbiguousOutcomeError as exc:
-            return await self._recover(spec, action, params, ctx, plan, f"attempt {attempt_id}: {exc.message}")
+            return await recovery.recover(self, spec, action, params, ctx, plan, f"attempt {attempt_id}: {exc.message}")
         except RetryableError as exc:
             # Contract: RetryableError from execute means nothing changed; plan again.
             if exc.reason == "TargetChanged" and spec.on_target_changed == "Skip":
@@ -448,7 +364,7 @@ class Run:
         """spec.timeout cancelled execute mid-flight: say what actually happened to the target."""
         msg = f"{action.name} did not finish within spec.timeout {spec.timeout}"
         try:
-            seen = await self._observe(action, ctx, params, plan)
+            seen = await recovery.observe(self, action, ctx, params, plan)
         except RemedyError as exc:
             seen = CannotTell(f"observing failed: {exc.message}")
         if isinstance(seen, Applied):
@@ -457,7 +373,7 @@ class Run:
         if isinstance(seen, NotApplied):
             msg += f"; observed not applied ({seen.detail})"
             return await self.finish("Failed", "Timeout", msg, executed=("False", "Timeout", msg))
-        return await self._outcome_unknown(f"{msg}; {seen.detail}")
+        return await recovery.outcome_unknown(self, f"{msg}; {seen.detail}")
 
     async def _after_execute(self, spec: RemediationSpec, action: ActionDef[Any], params: Any, ctx: ActionContext,
                              plan: dict[str, Any], result: dict[str, Any], deadline: float) -> str:
