@@ -44,7 +44,7 @@ from ..base.errors import (
 )
 from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
 from .keyset import SAMPLE_SIZE, KeySetTally
-from .planned_set import bounded, plan_evidence, result_evidence
+from .planned_set import bounded, plan_evidence, planned_params, result_evidence
 
 OPERATOR_APP = OPERATOR_APP_NAME
 INTERNAL_APP = "MongoDB Internal Client"
@@ -261,11 +261,6 @@ async def kill_plan(ctx: ActionContext, p: KillSlowMongoOps) -> Evidence:
     return kill_plan_evidence(ops, p, now)
 
 
-def _planned_params(p: KillSlowMongoOps, plan: Evidence) -> KillSlowMongoOps:
-    """The spec with the filters the plan recorded: execute acts on what was planned, not on a later edit."""
-    return type(p).model_validate({**p.model_dump(by_alias=True), **dict(plan.get("filters") or {})})
-
-
 def _within_bound(doc: dict[str, Any], plan: Evidence) -> bool:
     """Started at or before the plan's bound (server clock): already past the threshold at plan time."""
     bound = rfc3339.parse(plan["startedBefore"])
@@ -291,7 +286,7 @@ async def _planned_ops(client: Any, p: KillSlowMongoOps, plan: Evidence) -> list
     if not bounded(plan):
         listed: list[Evidence] = plan["ops"]
         return listed
-    q = _planned_params(p, plan)
+    q = planned_params(p, plan)
     ns_rx = _ns_regex(q)
     docs = await _current_ops(client, _server_match(q))
     ops = [_summary(d) for d in docs if _wanted(d, q, ns_rx) and _within_bound(d, plan)]
@@ -341,7 +336,7 @@ async def kill_execute(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) 
     killed_any = False
     try:
         found = await _planned_ops(client, p, plan)
-        cap = _planned_params(p, plan).max_ops
+        cap = planned_params(p, plan).max_ops
         if len(found) > cap:
             raise OverCapError(f"{len(found)} operations past the plan's bound match now, more than maxOps {cap}; "
                                "refused, nothing killed")

@@ -23,17 +23,26 @@ that was Running across an upgrade resumes with the same exactly-once guards.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+from ..api.common import ApiModel
 from .base import Evidence
 from .keyset import SAMPLE_SIZE, KeySetTally, drift
 
-__all__ = ["SAMPLE_SIZE", "bounded", "plan_evidence", "result_evidence"]
+__all__ = ["SAMPLE_SIZE", "bounded", "plan_evidence", "planned_params", "result_evidence"]
+
+P = TypeVar("P", bound=ApiModel)
 
 
 def bounded(plan: Evidence) -> bool:
     """True for a plan that holds a bound to re-derive from, not a list of every identity."""
     return isinstance(plan.get("startedBefore"), str)
+
+
+def planned_params(p: P, plan: Evidence) -> P:
+    """The spec with the filters the plan recorded: execute and observe act on what was
+    planned, never on a later edit of the spec (which could widen the set)."""
+    return type(p).model_validate({**p.model_dump(by_alias=True), **dict(plan.get("filters") or {})})
 
 
 def plan_evidence(prefix: str, tally: KeySetTally, *, plan_time: str, started_before: str,

@@ -40,7 +40,7 @@ from ..base.errors import (
     TargetNotFoundError,
 )
 from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
-from .planned_set import bounded
+from .planned_set import bounded, planned_params
 from .postgres_evidence import backend_evidence, identity, terminate_plan_evidence, terminate_result_evidence
 
 OPERATOR_APP = OPERATOR_APP_NAME
@@ -193,18 +193,13 @@ async def terminate_plan(ctx: ActionContext, p: TerminatePostgresQueries) -> Evi
     return terminate_plan_evidence(rows, p)
 
 
-def _planned_params(p: TerminatePostgresQueries, plan: Evidence) -> TerminatePostgresQueries:
-    """The spec with the filters the plan recorded: execute acts on what was planned, not on a later edit."""
-    return type(p).model_validate({**p.model_dump(by_alias=True), **dict(plan.get("filters") or {})})
-
-
 async def _planned_backends(conn: Any, p: TerminatePostgresQueries, plan: Evidence) -> tuple[list[Evidence], int]:
     """The planned set, re-derived with the plan's filters and bound (an older plan: its recorded
     list); returns the backends (at most maxQueries + 1) and how many matched in all."""
     if not bounded(plan):
         listed: list[Evidence] = plan["backends"]
         return listed, len(listed)
-    rows = await _candidates(conn, _planned_params(p, plan), plan["startedBefore"])
+    rows = await _candidates(conn, planned_params(p, plan), plan["startedBefore"])
     return [backend_evidence(r) for r in rows], int(rows[0][10]) if rows else 0
 
 
