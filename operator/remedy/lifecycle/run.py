@@ -48,6 +48,9 @@ class Run:
         self.ns = self.meta["namespace"]
         self.name = self.meta["name"]
         self.gen = self.meta.get("generation")
+        # The Pending record of a first pass, not written on its own: it rides on the pass's
+        # first status write (usually the intent), which is locked on the resourceVersion read.
+        self.accepted: dict[str, Any] = {}
 
     @property
     def status(self) -> dict[str, Any]:
@@ -59,6 +62,8 @@ class Run:
             await fn(self.obj)
 
     async def patch(self, changes: dict[str, Any], *, lock: bool = True) -> None:
+        if self.accepted:  # the first write of a first pass: carries the Pending record, locked
+            changes, lock, self.accepted = {**self.accepted, **changes}, True, {}
         changes = dict(changes)
         changes.setdefault("observedGeneration", self.gen)
         rv = self.meta.get("resourceVersion") if lock else None
@@ -112,8 +117,12 @@ class Run:
         except KeyError as exc:
             return await self._invalid(f"action {exc} is not supported by this operator version")
         try:
-            return await self._advance(phase, spec, action, params)
+            phase = await self._advance(phase, spec, action, params)
+            if self.accepted:  # safety net: a first pass that ended without any status write
+                await self.patch({})
+            return phase
         except RetryableError:
+            await self._record_accepted()
             raise
         except SkipError as exc:
             return await self.finish("Skipped", exc.reason, exc.message,
@@ -121,6 +130,26 @@ class Run:
                                      result=exc.evidence or None)
         except RemedyError as exc:
             return await self.finish("Failed", exc.reason, exc.message, executed=("False", exc.reason, exc.message))
+
+    def _accept(self, action: ActionDef[Any], params: Any) -> None:
+        """A new object with a valid spec becomes Pending: in memory now, in status with the
+        pass's first write (one status write and no Pending round trip before acting)."""
+        conds = initial_conditions(CONDITION_TYPES, self.gen)
+        conds = set_condition(conds, "Validated", "True", "Valid", "spec is valid", self.gen)
+        self.accepted = {"phase": "Pending", "action": action.name, "target": action.target(params),
+                         "conditions": conds, "attempts": 0,
+                         "requestedBy": getattr(requester_of(self.obj), "username", None)}
+        self.obj = {**self.obj, "status": {**dict(self.obj.get("status") or {}), **self.accepted}}
+        self.event("Normal", "Accepted", f"{action.name} on {action.target(params)} accepted")
+
+    async def _record_accepted(self) -> None:
+        """A first pass left for a retry before writing anything: record Pending (best effort;
+        the retry writes it anyway) so status does not stay empty while the cause lasts."""
+        if self.accepted:
+            try:
+                await self.patch({})
+            except RemedyError as exc:
+                log.info("Pending not recorded yet for %s/%s: %s", self.ns, self.name, exc.message)
 
     async def _invalid(self, message: str) -> str:
         if not self.status.get("conditions"):
@@ -130,12 +159,7 @@ class Run:
 
     async def _advance(self, phase: str | None, spec: RemediationSpec, action: ActionDef[Any], params: Any) -> str:
         if phase is None:
-            conds = initial_conditions(CONDITION_TYPES, self.gen)
-            conds = set_condition(conds, "Validated", "True", "Valid", "spec is valid", self.gen)
-            await self.patch({"phase": "Pending", "action": action.name, "target": action.target(params),
-                              "conditions": conds, "attempts": 0,
-                              "requestedBy": getattr(requester_of(self.obj), "username", None)})
-            self.event("Normal", "Accepted", f"{action.name} on {action.target(params)} accepted")
+            self._accept(action, params)
             phase = "Pending"
         ctx = self.e.context_factory(self.obj)
         if phase in NOT_STARTED_PHASES:
