@@ -142,10 +142,15 @@ def alert_latency(results: Path) -> str:
     rtt = lat.get("remedy_webhook_rtt", {})
     brk = lat.get("remedy_breakdown") or {}
     if brk.get("children"):
-        for key, what in (("sent_to_accepted_s", "alert sent -> Accepted (webhook, create, watch, kopf, GET, Pending PATCH)"),
+        for key, what in (("sent_to_accepted_s", "alert sent -> Accepted (webhook, create, watch, kopf; before issue 23 "
+                                                 "also GET, Pending PATCH)"),
                           ("accepted_to_intent_s", "Accepted -> intent (approval gate, SubjectAccessReview, plan, intent PATCH)")):
             q = brk[key]
             rows.append([f"breakdown: {what}", f"p50 {q['p50'] * 1000:.1f} / p99 {q['p99'] * 1000:.1f} ms", "", ""])
+    calls = lat.get("remedy_api_requests_per_child") or {}
+    if calls:
+        rows.append(["API requests per child on remediations (API server's count)",
+                     ", ".join(f"{k}: {v:g}" for k, v in calls.items()), "", ""])
     out = table(["figure", "remedy", "baseline (same run)", "ratio (remedy / baseline)"], rows)
     prof = lat.get("remedy_profile") or {}
     if prof:
