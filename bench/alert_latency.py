@@ -221,7 +221,7 @@ class Env:
         # Requester identity stamped by the API server: the operator runs nothing without it.
         from remedy_devenv import admission
 
-        self.cp.kubectl("apply", "-f", str(admission.POLICIES), kubeconfig=self.kubeconfig)
+        self.cp.kubectl("apply", "-k", str(admission.ADMISSION), kubeconfig=self.kubeconfig)
         if self.kubeconfig == self.cp.admin_kubeconfig:
             admission.install(self.cp)
         self.kube = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]

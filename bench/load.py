@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if cp is not None:
             admission.install(cp)
         else:
-            subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", str(admission.POLICIES)], check=True,
+            subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-k", str(admission.ADMISSION)], check=True,
                            capture_output=True)
         os.environ["KUBECONFIG"] = str(kubeconfig)
         result = run_load(Path(kubeconfig), args.remediations, args.policies, tmp, workers=args.workers)

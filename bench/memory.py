@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if cp is not None:
             admission.install(cp)
         else:
-            subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", str(admission.POLICIES)], check=True,
+            subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-k", str(admission.ADMISSION)], check=True,
                            capture_output=True)
         os.environ["KUBECONFIG"] = str(kubeconfig)
         result = measure(Path(kubeconfig), args.remediations, args.policies, args.step, args.settle, tmp)

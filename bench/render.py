@@ -1,4 +1,4 @@
-"""Generate the figure tables of docs/reliability.md and docs/benchmarks.md from bench/results/*.json.
+"""Generate the figure tables of docs/reliability.md, docs/benchmarks.md and docs/security.md from bench/results/*.json.
 
 Why this exists: figures typed into docs by hand drift from the runs that produced them (the
 issue found OutcomeUnknown 120 in the doc vs 32 in the JSON). Every table between the markers
@@ -28,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DOCS = {"reliability": REPO / "docs" / "reliability.md", "benchmarks": REPO / "docs" / "benchmarks.md",
-        "scale": REPO / "docs" / "scale.md"}
+        "security": REPO / "docs" / "security.md", "scale": REPO / "docs" / "scale.md"}
 MARK = re.compile(r"(<!-- generated:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 DASH = "–"
 
@@ -251,6 +251,8 @@ for _name in ("crash-consistency", "crash-consistency-ci", "ha", "outages-apiser
               "load-smoke", "fuzz-specs", "fuzz-webhook", "security", "chart-security", "safety-flapping",
               "safety-mass-oom"):
     BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"reliability-{n}.json", results)), _name)
+for _name in ("validating-only", "forged-labels"):  # tests/security (issue 20)
+    BLOCKS[_name] = functools.partial(lambda n, results: figures(load(f"security-{n}.json", results)), _name)
 BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
 BLOCKS["shards"] = lambda results: figures(newest("shards-[0-9]*.json", results))
 

@@ -180,6 +180,9 @@ class ControlPlane:
     # containerd + kubelet + kube-scheduler instead of the fake kubelet (remedy_devenv.node).
     real_node: bool = False
     bin_dir: Path | None = None
+    # False: MutatingAdmissionPolicy off and admissionregistration.k8s.io/v1beta1 not served, as
+    # on a default 1.34/1.35 cluster (remedy's validating-only admission mode, issue 20).
+    mutating_admission: bool = True
     ready_seconds: float = 0.0  # measured by the last start()
     _procs: dict[str, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -283,9 +286,9 @@ class ControlPlane:
             # remedy's admission policies (deploy/admission) stamp the requesting user with a
             # MutatingAdmissionPolicy: beta and off by default in 1.34/1.35 (checked on the
             # v1.35.4 binary: "MutatingAdmissionPolicy=true|false (BETA - default=false)"; the
-            # admission plugin itself is in the default set).
-            "--feature-gates=MutatingAdmissionPolicy=true",
-            "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+            # admission plugin itself is in the default set). mutating_admission=False turns
+            # both off explicitly: the validating-only mode's cluster.
+            *self._admission_flags(),
             f"--audit-policy-file={s / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
             # blocking: the event is written while the request is served, so a count taken
             # right after the response sees it.
@@ -323,6 +326,11 @@ class ControlPlane:
                                          f"--kubeconfig={kc}"], env=env)
             self._wait("fake-kubelet", lambda: self.kubectl(
                 "get", "node", "remedy-node-0", check=False).returncode == 0, deadline)
+
+    def _admission_flags(self) -> list[str]:
+        on = "true" if self.mutating_admission else "false"
+        return [f"--feature-gates=MutatingAdmissionPolicy={on}",
+                f"--runtime-config=admissionregistration.k8s.io/v1beta1={on}"]
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every component of this state dir (own children or from pid files), then SIGKILL."""
@@ -452,6 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=Path(os.environ.get("REMEDY_STATE_DIR") or DEFAULT_STATE_DIR))
     parser.add_argument("--fresh", action="store_true", help="up/down: wipe etcd data and certs")
     parser.add_argument("--no-kubelet", action="store_true", help="up: no fake kubelet")
+    parser.add_argument("--no-mutating-admission", action="store_true",
+                        help="up: MutatingAdmissionPolicy off and admissionregistration v1beta1 not served "
+                             "(apply deploy/admission/validating only)")
     parser.add_argument("--real-node", action="store_true",
                         help="up: containerd + kubelet + kube-scheduler instead of the fake kubelet")
     args = parser.parse_args(argv)
@@ -460,7 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.fresh:
             from_state_dir(state).stop()
             shutil.rmtree(state, ignore_errors=True)
-        cp = ControlPlane(state_dir=state, fake_kubelet=not args.no_kubelet)
+        cp = ControlPlane(state_dir=state, fake_kubelet=not args.no_kubelet,
+                          mutating_admission=not args.no_mutating_admission)
         cp.real_node = args.real_node or os.environ.get("REMEDY_REAL_NODE") == "1"
         try:
             cp.start()

@@ -297,7 +297,7 @@ def test_prometheus_rules(tools: dict[str, Path], helm_env: dict[str, str]) -> N
     objs = docs(render(tools, helm_env, "metrics.prometheusRule.enabled=true", "metrics.serviceMonitor.enabled=true"))
     rule = one(objs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert set(alerts) == {"RemediationFailures", "RemedyPolicyPaused", "RemediationStuckRunning"}
+    assert set(alerts) == {"RemediationFailures", "RemedyPolicyPaused", "RemediationStuckRunning", "RemedyAdmissionChecksNotInForce"}
     assert 'rate(remedy_remediations_total{phase="Failed"}' in alerts["RemediationFailures"]["expr"]
     assert "remedy_policies_paused" in alerts["RemedyPolicyPaused"]["expr"] and alerts["RemedyPolicyPaused"]["expr"].endswith("> 0")
     assert "remedy_remediations_started_total" in alerts["RemediationStuckRunning"]["expr"]
@@ -309,9 +309,11 @@ def test_prometheus_rules(tools: dict[str, Path], helm_env: dict[str, str]) -> N
     static = docs((REPO / "deploy/prometheusrule.yaml").read_text())[0]
     assert static["spec"] == rule["spec"]
     # Every metric the rules use is one remedy exports.
+    import remedy.clients.admission_probe  # noqa: F401 - registers its metrics
     from remedy.base.observability import REGISTRY
     exported = {m.name for m in REGISTRY.collect()} | {s.name for m in REGISTRY.collect() for s in m.samples}
-    for name in ("remedy_remediations_total", "remedy_remediations_started_total", "remedy_policies_paused"):
+    for name in ("remedy_remediations_total", "remedy_remediations_started_total", "remedy_policies_paused",
+                 "remedy_admission_checks_in_force"):
         assert name in exported or name.removesuffix("_total") in exported, name
 
 

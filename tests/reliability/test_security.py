@@ -19,6 +19,7 @@ from kubernetes.client.rest import ApiException
 from remedy_devenv.cluster import ControlPlane
 from remedy_devenv.demoapp import DemoProcess
 from remedy_devenv.services import RedisServer, free_port
+from tests.fixtures.chart import helm
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.operator import GROUP, REPO, VERSION, make_namespace, wait_phase
 
@@ -180,20 +181,10 @@ subjects:
             client.CoreV1Api(kube_admin).delete_namespace(ns)
 
 
-def _helm() -> Path:
-    cached = sorted((Path.home() / ".cache" / "remedy" / "tools").glob("helm-*/helm"))
-    if cached:
-        return cached[-1]
-    res = subprocess.run([str(REPO / "scripts" / "build-tools")], capture_output=True, text=True, timeout=1800)
-    if res.returncode != 0:
-        pytest.fail(f"scripts/build-tools failed to build helm:\n{res.stderr[-3000:]}")
-    return Path(res.stdout.split()[0])
-
-
 def test_chart_runs_non_root_with_read_only_root_fs(tmp_path: Path) -> None:
     env = {"HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "g"), "HELM_DATA_HOME": str(tmp_path / "d"),
            "PATH": "/usr/bin:/bin"}
-    res = subprocess.run([str(_helm()), "template", "rel", str(REPO / "charts" / "remedy"), "-n", "remedy-system"],
+    res = subprocess.run([str(helm()), "template", "rel", str(REPO / "charts" / "remedy"), "-n", "remedy-system"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     deployments = [d for d in yaml.safe_load_all(res.stdout) if d and d.get("kind") == "Deployment"]

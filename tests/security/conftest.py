@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -72,6 +75,15 @@ def bind(cp: ControlPlane, ns: str, user: str, *cluster_roles: str) -> None:
     for role in cluster_roles:
         cp.kubectl("-n", ns, "create", "rolebinding", f"{user}-{role.replace(':', '-').lower()}"[:63],
                    f"--clusterrole={role}", f"--user={user}")
+
+
+def kubectl_remedy(cp: ControlPlane, user: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The kubectl plugin, unchanged, run as `user` through the built kubectl's plugin discovery."""
+    assert cp.bin_dir is not None
+    env = dict(os.environ, KUBECONFIG=str(cp.user_kubeconfig(user)),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), str(cp.bin_dir), os.environ.get("PATH", "")]))
+    return subprocess.run([str(cp.bin_dir / "kubectl"), "remedy", *args], capture_output=True, text=True, env=env,
+                          timeout=60, input=stdin)
 
 
 def every_encoding(value: str) -> dict[str, str]:

@@ -4,37 +4,16 @@ must say the same thing, apart from names and the operator's identity."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.fixtures.chart import render, render_result
 
 REPO = Path(__file__).resolve().parents[2]
 KINDS = ("MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy",
          "ValidatingAdmissionPolicyBinding")
-
-
-def _helm() -> Path:
-    cached = sorted((Path.home() / ".cache" / "remedy" / "tools").glob("helm-*/helm"))
-    if cached:
-        return cached[-1]
-    res = subprocess.run([str(REPO / "scripts" / "build-tools")], capture_output=True, text=True, timeout=1800)
-    if res.returncode != 0:
-        pytest.fail(f"scripts/build-tools failed to build helm:\n{res.stderr[-3000:]}")
-    return Path(res.stdout.split()[0])
-
-
-def _render(*sets: str) -> list[dict[str, Any]]:
-    home = Path(os.environ.get("TMPDIR", "/tmp")) / "remedy-helm-home"
-    env = dict(os.environ, HELM_CACHE_HOME=str(home), HELM_CONFIG_HOME=str(home), HELM_DATA_HOME=str(home))
-    args = [str(_helm()), "template", "rel", str(REPO / "charts/remedy"), "-n", "ops"]
-    for s in sets:
-        args += ["--set", s]
-    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
 
 
 def _normalise(doc: dict[str, Any], operator_user: str, prefix: str) -> dict[str, Any]:
@@ -43,24 +22,57 @@ def _normalise(doc: dict[str, Any], operator_user: str, prefix: str) -> dict[str
             "spec": yaml.safe_load(text)}
 
 
-def test_chart_and_kustomize_ship_the_same_admission_policies() -> None:
-    kustomize = [d for d in yaml.safe_load_all((REPO / "deploy/admission/policies.yaml").read_text()) if d]
-    chart = [d for d in _render() if d["kind"] in KINDS]
-    assert len(kustomize) == len(chart) == 6
+def _kustomize(part: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((REPO / "deploy/admission" / part / "policies.yaml").read_text()) if d]
+
+
+def _same(chart: list[dict[str, Any]], kustomize: list[dict[str, Any]]) -> None:
     want = sorted((_normalise(d, "system:serviceaccount:remedy-system:remedy", "remedy") for d in kustomize), key=str)
     got = sorted((_normalise(d, "system:serviceaccount:ops:rel-remedy", "rel-remedy") for d in chart), key=str)
     assert got == want
-    assert not [d for d in _render("admission.enabled=false") if d["kind"] in KINDS]
+
+
+def test_chart_and_kustomize_ship_the_same_admission_policies() -> None:
+    validating, mutating = _kustomize("validating"), _kustomize("mutating")
+    assert {d["kind"] for d in validating} == {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert {d["kind"] for d in mutating} == {"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}
+    chart = [d for d in render() if d["kind"] in KINDS]
+    assert len(chart) == len(validating) + len(mutating) == 6
+    _same(chart, validating + mutating)
+    # validatingOnly drops the mutating policy and nothing else: the checks stay on.
+    only = [d for d in render("admission.mode=validatingOnly") if d["kind"] in KINDS]
+    _same(only, validating)
+
+
+def test_the_chart_has_no_switch_that_drops_the_validating_policies() -> None:
+    for bad in ("admission.enabled=false", "admission.mode=off"):
+        res = render_result(bad)
+        assert res.returncode != 0 and "admission" in res.stderr, (bad, res.stderr)
+
+
+def test_people_annotations_in_the_policy_are_the_ones_constants_names() -> None:
+    """The validating policy treats every remedy.dev/ key as the operator's except a list of
+    five; that list is PEOPLE_ANNOTATIONS, and every other name in constants.py that lands on a
+    Remediation or policy is reserved by the prefix."""
+    from remedy.base import constants
+
+    doc = next(d for d in _kustomize("validating") if d["metadata"]["name"] == "remedy-identity")
+    expr = next(v["expression"] for v in doc["spec"]["variables"] if v["name"] == "peopleKeys")
+    assert yaml.safe_load(expr) == list(constants.PEOPLE_ANNOTATIONS)
+    operator_keys = set(constants.LABEL_NAMES) | set(constants.ANNOTATION_NAMES) - set(constants.PEOPLE_ANNOTATIONS)
+    assert all(k.startswith(f"{constants.GROUP}/") for k in operator_keys)
+    assert {constants.LABEL_POLICY, constants.LABEL_FIRING, constants.LABEL_STEP, constants.ANN_SILENCE,
+            constants.ANN_EPISODE, constants.ANN_LABELS} <= operator_keys
 
 
 def test_chart_and_kustomize_ship_the_same_user_roles() -> None:
     kustomize = {d["metadata"]["name"].removeprefix("remedy:"): d["rules"]
                  for d in yaml.safe_load_all((REPO / "deploy/rbac-users/roles.yaml").read_text()) if d}
     chart = {d["metadata"]["name"].removeprefix("rel-remedy:"): d["rules"]
-             for d in _render() if d["kind"] == "ClusterRole" and ":" in d["metadata"]["name"]}
+             for d in render() if d["kind"] == "ClusterRole" and ":" in d["metadata"]["name"]}
     assert chart == kustomize and len(chart) == 14
     from remedy.api.remediation import action_member_names
 
     assert {n.removeprefix("action:") for n in chart if n.startswith("action:")} == set(action_member_names())
-    assert not [d for d in _render("watch.mode=namespaced", "watch.namespaces={a}")
+    assert not [d for d in render("watch.mode=namespaced", "watch.namespaces={a}")
                 if d["kind"] == "ClusterRole"], "namespaced mode keeps no cluster-scoped grant"

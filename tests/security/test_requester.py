@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from kubernetes import client
 from remedy_devenv.cluster import ControlPlane
 from tests.fixtures.helpers import wait_for
 from tests.fixtures.operator import GROUP, VERSION, condition, create_rem, get_rem, wait_phase
-from tests.security.conftest import Endpoint, SecOperator, bind
+from tests.security.conftest import Endpoint, SecOperator, bind, kubectl_remedy
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "demo-admin-token-Q7"
@@ -124,14 +123,6 @@ def test_alice_cannot_restart_a_deployment_she_cannot_patch(control_plane: Contr
     obj = wait_phase(kube_admin, ns, "restart-web-ok", {"Succeeded", "Failed"})
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert apps.read_namespaced_deployment("web", ns).metadata.generation > before.metadata.generation
-
-
-def kubectl_remedy(cp: ControlPlane, user: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The kubectl plugin, unchanged, run as `user` (via the plugin mechanism of the built kubectl)."""
-    assert cp.bin_dir is not None
-    env = dict(os.environ, KUBECONFIG=str(cp.user_kubeconfig(user)),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), str(cp.bin_dir), os.environ.get("PATH", "")]))
-    return subprocess.run([str(cp.bin_dir / "kubectl"), "remedy", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_four_eyes_and_forged_approvers(control_plane: ControlPlane, kube_admin: client.ApiClient,
@@ -307,3 +298,227 @@ def test_wildcard_only_redis_patterns_are_refused_at_apply(kube_admin: client.Ap
             "connection": {"urlSecretRef": {"name": "redis", "key": "url"}}, "pattern": pattern, "allowWideMatch": True}}})
     assert err.value.status == 422
     assert "deleteRedisKeys.pattern" in err.value.body or "should be at least 1" in err.value.body
+
+
+# --- issue 20: nothing a requester writes after review, and no label anyone can set, widens what the operator does
+
+
+def test_remedys_own_labels_and_annotations_are_the_operators_alone(control_plane: ControlPlane, kube_admin: client.ApiClient,
+                                                                    sec_operator: SecOperator, ns: str) -> None:
+    """alice copies the labels of an admin policy's escalating child onto her own Remediation
+    (the observed attack: the operator then escalated as the admin). The API server refuses
+    every remedy.dev/ label and operator annotation from anyone but the operator."""
+    cp = control_plane
+    deployment(kube_admin, ns, "web")
+    bind(cp, ns, "alice", "remedy:requester", "remedy:approver", "remedy:action:restartWorkload")
+    alice = as_user(cp, "alice")
+    custom = client.CustomObjectsApi(alice)
+    spec = {"action": {"restartWorkload": {"target": {"name": "web"}}}}
+    forgeries = {
+        "labels": ({"remedy.dev/policy": "scale-web", "remedy.dev/firing": "abc123", "remedy.dev/escalation-step": "0"}, {}),
+        "target hash": ({"remedy.dev/target-hash": "f00"}, {}),
+        "silence": ({}, {"remedy.dev/silence": '{"matchers": [{"name": "alertname", "value": ".*", "isRegex": true}]}'}),
+        "episode and alert labels": ({}, {"remedy.dev/episode": "3", "remedy.dev/alert-labels": '{"alertname": "WebDown"}'}),
+        "mode": ({}, {"remedy.dev/mode": "auto"}),
+    }
+    refused: dict[str, str] = {}
+    for what, (labels, anns) in forgeries.items():
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Remediation",
+                "metadata": {"name": "forged", "labels": labels, "annotations": anns}, "spec": spec}
+        with pytest.raises(client.ApiException) as err:
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "remediations", body)
+        assert err.value.status == 403, what
+        message = json.loads(err.value.body)["message"]
+        assert "written by the remedy operator only" in message, message
+        assert all(k in message for k in [*labels, *anns]), (what, message)
+        refused[what] = message
+    # Added later to her own Remediation (she may patch it as an approver): refused too.
+    create_rem(alice, ns, "mine", {"approval": {"required": True}, **spec})
+    relabel = cp.kubectl("-n", ns, "label", "remediation/mine", "remedy.dev/policy=scale-web",
+                         kubeconfig=cp.user_kubeconfig("alice"), check=False)
+    assert relabel.returncode != 0 and "remedy.dev/policy" in relabel.stderr, relabel.stderr
+    silence = cp.kubectl("-n", ns, "annotate", "remediation/mine", "remedy.dev/silence-id=x",
+                         kubeconfig=cp.user_kubeconfig("alice"), check=False)
+    assert silence.returncode != 0 and "written by the remedy operator only" in silence.stderr
+    # The witness: no object carries a policy label; the operator's identity (and
+    # system:masters, who can delete the policies anyway) still may write them.
+    labelled = client.CustomObjectsApi(kube_admin).list_namespaced_custom_object(
+        GROUP, VERSION, ns, "remediations", label_selector="remedy.dev/policy")["items"]
+    assert labelled == []
+    cp.kubectl("-n", ns, "label", "remediation/mine", "remedy.dev/policy=scale-web")
+    # What people write is untouched: approving and resuming keep working (other tests).
+    write_results("security-forged-labels.json", {"forgeries_refused": sorted(refused), "forgeries_admitted": [],
+                                                  "objects_with_policy_label": len(labelled)})
+
+
+def write_results(name: str, data: dict[str, Any]) -> None:
+    from tests.fixtures.helpers import results_dir
+
+    (results_dir() / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class SlowEndpoint:
+    """A loopback HTTP server that holds each request until released (at most 20 s), so a
+    Remediation stays Running; counts requests per path."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.paths: list[str] = []
+        self.release = threading.Event()
+        ep = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                ep.paths.append(self.path)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                ep.release.wait(20)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_spec_is_frozen_once_remedy_has_started(control_plane: ControlPlane, kube_admin: client.ApiClient,
+                                                    sec_operator: SecOperator, ns: str) -> None:
+    """The observed attack: a running httpRequest's spec edited to another URL and a Secret the
+    requester may not read. The API server refuses the edit once the phase left Pending/AwaitingApproval."""
+    cp = control_plane
+    secret(kube_admin, ns, "mine", "token", "alice-token")
+    secret(kube_admin, ns, "gateway-admin", "token", TOKEN)
+    bind(cp, ns, "alice", "remedy:requester", "remedy:approver", "remedy:action:httpRequest")
+    cp.kubectl("-n", ns, "create", "role", "read-mine", "--verb=get", "--resource=secrets", "--resource-name=mine")
+    cp.kubectl("-n", ns, "create", "rolebinding", "alice-read-mine", "--role=read-mine", "--user=alice")
+    slow = SlowEndpoint()
+    try:
+        create_rem(as_user(cp, "alice"), ns, "call", {"action": {"httpRequest": {
+            "url": f"{slow.url}/mine", "method": "POST", "bearerTokenSecretRef": {"name": "mine", "key": "token"}}}})
+        wait_for(lambda: slow.paths, timeout=30, what="the request in flight")
+        assert get_rem(kube_admin, ns, "call")["status"]["phase"] == "Running"
+        steal = {"url": f"{slow.url}/steal", "bearerTokenSecretRef": {"name": "gateway-admin", "key": "token"}}
+        edits = {"alice": json.dumps({"spec": {"action": {"httpRequest": steal}}}),
+                 "admin": json.dumps({"spec": {"reason": "a note"}})}
+        for user, patch in edits.items():
+            res = cp.kubectl("-n", ns, "patch", "remediation/call", "--type=merge", "-p", patch,
+                             kubeconfig=cp.user_kubeconfig(user), check=False)
+            assert res.returncode != 0, (user, res.stdout)
+            assert "frozen once remedy has started on it (phase Running)" in res.stderr, res.stderr
+            assert "create a new Remediation" in res.stderr
+        slow.release.set()
+        obj = wait_phase(kube_admin, ns, "call", {"Succeeded", "Failed"})
+        assert obj["status"]["phase"] == "Succeeded", obj["status"]
+        assert obj["spec"]["action"]["httpRequest"]["url"] == f"{slow.url}/mine"
+        # The witness: the receiving endpoint saw only the original request, never /steal.
+        time.sleep(1)
+        assert slow.paths == ["/mine"]
+        # Finished: still frozen.
+        done = cp.kubectl("-n", ns, "patch", "remediation/call", "--type=merge", "-p", '{"spec":{"reason":"later"}}',
+                          check=False)
+        assert done.returncode != 0 and "(phase Succeeded)" in done.stderr, done.stderr
+    finally:
+        slow.stop()
+
+
+def fire(sec: SecOperator, alertname: str, fp: str) -> None:
+    from tests.fixtures.helpers import alert, alert_payload, http_json
+
+    code, body = http_json("POST", sec.webhook_url, alert_payload([alert(fp, alertname=alertname)]), token=sec.webhook_token)
+    assert code == 200, body
+
+
+def children(api: client.ApiClient, ns: str, policy: str) -> list[dict[str, Any]]:
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, ns, "remediations", label_selector=f"remedy.dev/policy={policy}")["items"]
+    return sorted(items, key=lambda o: o["metadata"]["creationTimestamp"] + o["metadata"]["name"])
+
+
+def test_a_policy_edit_makes_the_editor_its_author(control_plane: ControlPlane, kube_admin: client.ApiClient,
+                                                   sec_operator: SecOperator, ns: str) -> None:
+    """Issue 20, policy edits: whoever changes a policy's trigger, template or escalation becomes
+    the author its children act for. The admin's policy restarts web; after alice (who may edit
+    policies but not patch web) edits its template, its next child runs with her rights and ends
+    RequesterForbidden instead of borrowing the admin's."""
+    cp = control_plane
+    deployment(kube_admin, ns, "web")
+    alertname = f"WebDown{ns.replace('-', '')}"
+    client.CustomObjectsApi(kube_admin).create_namespaced_custom_object(GROUP, VERSION, ns, "remediationpolicies", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RemediationPolicy", "metadata": {"name": "restart-web"},
+        "spec": {"trigger": {"alert": {"alertname": alertname}}, "guards": {"cooldown": "0s"},
+                 "template": {"action": {"restartWorkload": {"target": {"name": "web"}}}}}})
+    apps = client.AppsV1Api(kube_admin)
+    before = apps.read_namespaced_deployment("web", ns)
+
+    def ready() -> bool:
+        pol = client.CustomObjectsApi(kube_admin).get_namespaced_custom_object(GROUP, VERSION, ns, "remediationpolicies", "restart-web")
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in (pol.get("status") or {}).get("conditions") or [])
+
+    wait_for(ready, timeout=30, what="the policy Ready (indexed by the operator)")
+    fire(sec_operator, alertname, "first")
+    first = wait_for(lambda: children(kube_admin, ns, "restart-web"), timeout=30, what="the admin's child")[0]
+    obj = wait_phase(kube_admin, ns, first["metadata"]["name"], {"Succeeded", "Failed"})
+    assert obj["status"]["phase"] == "Succeeded" and obj["status"]["requestedBy"] == "admin", obj["status"]
+    restarted = apps.read_namespaced_deployment("web", ns)
+    assert restarted.metadata.generation > before.metadata.generation
+
+    bind(cp, ns, "alice", "remedy:requester", "remedy:action:restartWorkload")
+    cp.kubectl("-n", ns, "create", "role", "edit-policies", "--verb=get,list,patch", "--resource=remediationpolicies.remedy.dev")
+    cp.kubectl("-n", ns, "create", "rolebinding", "alice-edit-policies", "--role=edit-policies", "--user=alice")
+    cp.kubectl("-n", ns, "patch", "remediationpolicy/restart-web", "--type=merge",
+               "-p", '{"spec":{"template":{"reason":"edited by alice"}}}', kubeconfig=cp.user_kubeconfig("alice"))
+    policy = client.CustomObjectsApi(kube_admin).get_namespaced_custom_object(GROUP, VERSION, ns, "remediationpolicies", "restart-web")
+    assert policy["metadata"]["annotations"]["remedy.dev/requested-by"] == "alice"
+
+    fire(sec_operator, alertname, "second")
+    second = wait_for(lambda: [c for c in children(kube_admin, ns, "restart-web") if c["metadata"]["name"] != first["metadata"]["name"]],
+                      timeout=30, what="the child after alice's edit")[0]
+    assert second["metadata"]["annotations"]["remedy.dev/requested-by"] == "alice"
+    obj = wait_phase(kube_admin, ns, second["metadata"]["name"], {"Succeeded", "Failed"})
+    done = condition(obj, "Completed")
+    assert (obj["status"]["phase"], done["reason"]) == ("Failed", "RequesterForbidden"), obj["status"]
+    assert "alice" in done["message"] and 'deployments.apps "web"' in done["message"]
+    after = apps.read_namespaced_deployment("web", ns)
+    assert after.metadata.generation == restarted.metadata.generation
+    assert after.spec.template.metadata.annotations == restarted.spec.template.metadata.annotations
+
+
+def test_an_approval_through_the_spec_freezes_it_too(control_plane: ControlPlane, kube_admin: client.ApiClient) -> None:
+    """The observed case: bob approves with spec.approval.approvedBy, alice then edits what runs
+    before the operator gets to it. The API server refuses the edit once an approval is recorded
+    either way (annotation or spec). A namespace no operator watches keeps the object before
+    any phase, so only the approval rule can refuse."""
+    cp = control_plane
+    ns = f"s20a-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(kube_admin).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    try:
+        bind(cp, ns, "alice", "remedy:requester", "remedy:approver", "remedy:action:notify")
+        bind(cp, ns, "bob", "remedy:approver")
+        create_rem(as_user(cp, "alice"), ns, "page", {"approval": {"required": True},
+                                                      "action": {"notify": {"message": "checkout degraded"}}})
+
+        def edit(user: str, patch: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+            return cp.kubectl("-n", ns, "patch", "remediation/page", "--type=merge", "-p", json.dumps(patch),
+                              kubeconfig=cp.user_kubeconfig(user), check=False)
+
+        # Not approved yet: alice may still change what she asks for.
+        assert edit("alice", {"spec": {"action": {"notify": {"message": "checkout degraded (v2)"}}}}).returncode == 0
+        assert edit("bob", {"spec": {"approval": {"approvedBy": "bob"}}}).returncode == 0
+        late = edit("alice", {"spec": {"action": {"notify": {"message": "something bob never saw"}}}})
+        assert late.returncode != 0 and "the spec of an approved object cannot change" in late.stderr, late.stderr
+        stored = get_rem(kube_admin, ns, "page")
+        assert stored["spec"]["action"]["notify"]["message"] == "checkout degraded (v2)"
+        assert "phase" not in (stored.get("status") or {}), "no operator touched it: the refusal is admission's"
+    finally:
+        client.CoreV1Api(kube_admin).delete_namespace(ns)

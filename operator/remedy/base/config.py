@@ -48,6 +48,14 @@ class Settings:
     requester_checks: bool = field(
         default_factory=lambda: os.environ.get("REMEDY_REQUESTER_CHECKS", "true").lower() not in ("0", "false", "no"))
 
+    # Issue 20: a server-side dry run checks at start and every admission_probe_seconds that
+    # remedy's admission policies are in force; while they are not, nothing runs (admission_gate).
+    admission_probe: bool = field(
+        default_factory=lambda: os.environ.get("REMEDY_ADMISSION_PROBE", "true").lower() not in ("0", "false", "no"))
+    admission_probe_seconds: float = field(default_factory=lambda: _float("REMEDY_ADMISSION_PROBE_SECONDS", 60.0))
+    admission_probe_namespace: str | None = field(
+        default_factory=lambda: os.environ.get("REMEDY_ADMISSION_PROBE_NAMESPACE") or None)
+
 
 def load() -> Settings:
     return Settings()

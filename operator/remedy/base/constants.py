@@ -88,6 +88,13 @@ ANNOTATION_NAMES: Final = (
     ANN_SILENCE, ANN_SILENCE_ID,
     ANN_EPISODE, ANN_RESOLVED_AT, ANN_SHARD_WANTED_BY, ANN_SHARD_WEBHOOK,
 )
+# The remedy.dev/ annotations people write (through admission or kubectl remedy). Every other
+# remedy.dev/ label or annotation on a Remediation or RemediationPolicy is the operator's: the
+# validating admission policy (deploy/admission/validating, variable peopleKeys) refuses them
+# from anyone but the operator's ServiceAccount (or system:masters).
+PEOPLE_ANNOTATIONS: Final = (
+    ANN_REQUESTED_BY, ANN_REQUESTED_BY_GROUPS, ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, ANN_RESUMED_AT,
+)
 
 # Phases of a Remediation, as sets (each spelled once): a final one never runs again; a not
 # started one may still be cancelled by a resolve, and approval and the requester review come first.

@@ -20,7 +20,7 @@ class PluginError(Exception):
 
 
 class Kube:
-    """The API calls the commands need: get, list, merge-patch remedy objects; an object's Events."""
+    """The API calls the commands need: get, list, create, apply, merge-patch remedy objects; an object's Events."""
 
     def __init__(self, kubeconfig: str | None, context: str | None) -> None:
         from kubernetes import client, config
@@ -73,6 +73,38 @@ class Kube:
             f'{plural}.{GROUP} "{name}" in namespace "{ns}"', self.custom.patch_namespaced_custom_object,
             GROUP, VERSION, ns, plural, name, body, field_manager=KUBECTL_FIELD_MANAGER,
             _content_type="application/merge-patch+json")
+        return obj
+
+    def find(self, plural: str, ns: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist (other errors as PluginError)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, name)
+            return dict(found)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            return self.get(plural, ns, name)  # the same call again, for kubectl's error text
+
+    def create(self, plural: str, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = (body.get("metadata") or {}).get("name") or (body.get("metadata") or {}).get("generateName", "")
+        obj: dict[str, Any] = self.call(
+            f'{plural}.{GROUP} "{name}" in namespace "{ns}"', self.custom.create_namespaced_custom_object,
+            GROUP, VERSION, ns, plural, body, field_manager=KUBECTL_FIELD_MANAGER, field_validation="Strict")
+        return obj
+
+    def apply(self, plural: str, ns: str, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply as field manager kubectl-remedy (taking over conflicting fields, as
+        ``kubectl apply --server-side --force-conflicts`` does: the person applies this file)."""
+        name = body["metadata"]["name"]
+        obj: dict[str, Any] = self.call(
+            f'{plural}.{GROUP} "{name}" in namespace "{ns}"', self.custom.patch_namespaced_custom_object,
+            GROUP, VERSION, ns, plural, name, body, field_manager=KUBECTL_FIELD_MANAGER, force=True,
+            field_validation="Strict", dry_run="All" if dry_run else None,
+            _content_type="application/apply-patch+yaml")
+        if not isinstance(obj, dict):  # 201 Created: the generated client maps only 200 to a body
+            return self.get(plural, ns, name)
         return obj
 
     def events_for(self, obj: dict[str, Any]) -> list[dict[str, Any]]:

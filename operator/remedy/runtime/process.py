@@ -23,6 +23,7 @@ from ..base.constants import KOPF_ANNOTATION_PREFIX
 from ..base.observability import MetricsObserver, serve_metrics
 from ..base.redaction import RedactingRecorder, RedactingStore, install_log_filter
 from ..clients.access_review import AccessReviewer
+from ..clients.admission_probe import AdmissionProbe, probe_namespace
 from ..clients.alertmanager import Alertmanager as AlertmanagerClient
 from ..clients.connectors import Connectors
 from ..clients.egress import EgressPolicy
@@ -37,6 +38,7 @@ from ..policies.silences import SilenceKeeper
 from ..triggers import alertmanager
 from ..triggers.index import PolicyIndex
 from . import history, loops, shards
+from .admission_gate import GatedLifecycle, GatedSilences
 from .events import ApiRecorder
 from .faults import fault_injection_hooks
 from .takeover import take_over
@@ -109,12 +111,16 @@ async def start(memo: kopf.Memo, logger: logging.Logger) -> None:
     # storms, and the client's connection pool must be at least as large.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="remedy-api"))
     memo.kube = kube_client(cfg)
-    memo.lifecycle = build_lifecycle(cfg, memo.kube)
+    # Issue 20: nothing runs while remedy's identity checks are not in force (admission_gate.py).
+    memo.admission = AdmissionProbe(memo.kube.api_client, probe_namespace(
+        cfg.admission_probe_namespace, cfg.namespace, getattr(memo, "watched_namespaces", None)), cfg.admission_probe,
+        cfg.admission_probe_seconds)
+    memo.lifecycle = GatedLifecycle(build_lifecycle(cfg, memo.kube), memo.admission, memo.kube, ApiRecorder(memo.kube))
     memo.policies = Policies(memo.kube, ApiRecorder(memo.kube), REGISTRY)
     memo.policies.refresh_requested = asyncio.Queue()
     memo.index = PolicyIndex()
     memo.expiry = history.ExpiryTimers(memo.kube, float(os.environ.get("REMEDY_TTL_SECONDS", "10")))
-    memo.background = [asyncio.create_task(loops.refresh_loop(memo, logger))]
+    memo.background = [asyncio.create_task(loops.refresh_loop(memo, logger)), asyncio.create_task(memo.admission.run())]
     trim_every = float(os.environ.get("REMEDY_MALLOC_TRIM_SECONDS", "30"))
     if trim_every > 0:
         memo.background.append(asyncio.create_task(loops.trim_loop(trim_every)))
@@ -122,7 +128,7 @@ async def start(memo: kopf.Memo, logger: logging.Logger) -> None:
     if cfg.alertmanager_url:  # spec.silence and spec.holdWhile talk to Alertmanager's API v2
         am = AlertmanagerClient(cfg.alertmanager_url)
         memo.policies.holds = Holds(am)
-        memo.silences = SilenceKeeper(memo.kube, am, ApiRecorder(memo.kube))
+        memo.silences = GatedSilences(SilenceKeeper(memo.kube, am, ApiRecorder(memo.kube)), memo.admission)
         memo.background.append(asyncio.create_task(loops.silence_sweeper(memo.silences, logger)))
     # Shards (runtime/shards.py): with REMEDY_SHARDS > 1 this replica acts only on the namespaces
     # of the shards whose Lease it holds; the preferred one is taken before kopf starts watching.

@@ -4,9 +4,9 @@ module here that defines ``COMMAND`` (see ``..command.Command``) and list it bel
 from __future__ import annotations
 
 from ..command import Command
-from . import approve, describe, history, list, pause, report, resume
+from . import apply, approve, describe, history, list, pause, report, resume
 
 COMMANDS: dict[str, Command] = {
-    c.name: c for c in (list.COMMAND, describe.COMMAND, approve.COMMAND, pause.COMMAND, resume.COMMAND,
+    c.name: c for c in (list.COMMAND, describe.COMMAND, apply.APPLY, apply.CREATE, approve.COMMAND, pause.COMMAND, resume.COMMAND,
                         history.COMMAND, report.COMMAND)
 }

@@ -6,27 +6,21 @@ import argparse
 import getpass
 import os
 
-from ...base.constants import ANN_APPROVED_BY, GROUP, REMEDIATIONS
+from ...base.constants import ANN_APPROVED_BY, ANN_APPROVED_BY_GROUPS, GROUP, REMEDIATIONS
+from .. import identity
 from ..client import Kube, PluginError
 from ..command import Command, done, namespace, output
 from ..render import meta, phase_of
 
 
-def default_approver(kube: Kube) -> str:
-    """Who the API server says this kubeconfig is (SelfSubjectReview): the admission policy
-    accepts only that name as approver. The kubeconfig user entry, then $USER, if it cannot ask."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
-    try:
-        review = client.AuthenticationV1Api(kube.api).create_self_subject_review(client.V1SelfSubjectReview())
-        name = review.status.user_info.username if review.status and review.status.user_info else None
-        if name:
-            return str(name)
-    except (ApiException, OSError, HTTPError):
-        pass
-    return kube.user or os.environ.get("USER") or getpass.getuser()
+def default_approver(kube: Kube) -> tuple[str, str | None]:
+    """(name, groups) from SelfSubjectReview: the admission policy accepts only the approving
+    user's own name and groups. The kubeconfig user entry, then $USER, if it cannot ask; the
+    groups are then left to the mutating admission policy (where it is served)."""
+    who = identity.ask(kube)
+    if who is not None:
+        return who.username, who.joined_groups
+    return kube.user or os.environ.get("USER") or getpass.getuser(), None
 
 
 def run(kube: Kube, args: argparse.Namespace) -> int:
@@ -37,13 +31,19 @@ def run(kube: Kube, args: argparse.Namespace) -> int:
     if phase_of(obj) != "AwaitingApproval":
         raise PluginError(f'remediation "{args.name}" in namespace "{ns}" is {phase}, not AwaitingApproval: '
                           "nothing to approve")
-    who = (args.by or default_approver(kube)).strip()
+    asked, groups = default_approver(kube)
+    who = (args.by or asked).strip()
     if not who:
         raise PluginError("--by must not be empty")
+    annotations = {ANN_APPROVED_BY: who}
+    if groups is not None and who == asked:
+        # Where no MutatingAdmissionPolicy stamps them, the validating policy wants the
+        # approver's groups written by the client; where one does, it writes the same value.
+        annotations[ANN_APPROVED_BY_GROUPS] = groups
     # resourceVersion makes this an optimistic lock: if the object moved on since we read it,
     # the API server answers 409 instead of us approving something we did not look at.
     body = {"metadata": {"resourceVersion": meta(obj).get("resourceVersion"),
-                         "annotations": {ANN_APPROVED_BY: who}}}
+                         "annotations": annotations}}
     patched = kube.merge_patch(REMEDIATIONS, ns, args.name, body)
     return done(patched, fmt, f"remediation.{GROUP}/{args.name} approved by {who}")
 
