@@ -25,7 +25,10 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from ..api.common import ApiModel
+from ..base.errors import PermanentError
 from .base import Evidence
 from .keyset import SAMPLE_SIZE, KeySetTally, drift
 
@@ -42,7 +45,11 @@ def bounded(plan: Evidence) -> bool:
 def planned_params(p: P, plan: Evidence) -> P:
     """The spec with the filters the plan recorded: execute and observe act on what was
     planned, never on a later edit of the spec (which could widen the set)."""
-    return type(p).model_validate({**p.model_dump(by_alias=True), **dict(plan.get("filters") or {})})
+    try:
+        return type(p).model_validate({**p.model_dump(by_alias=True), **dict(plan.get("filters") or {})})
+    except ValidationError as exc:  # a plan from another operator version whose fields moved
+        raise PermanentError(f"the recorded plan's filters are not valid for this operator version: "
+                             f"{exc.error_count()} error(s)", reason="PlanUnreadable") from None
 
 
 def plan_evidence(prefix: str, tally: KeySetTally, *, plan_time: str, started_before: str,
