@@ -8,6 +8,7 @@ Lifecycle around it only serialises passes per object and holds the configuratio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,8 @@ from ..api.remediation import CONDITION_TYPES, RemediationSpec
 from ..base.constants import ANN_APPROVED_BY, FINAL_PHASES, NOT_STARTED_PHASES, REMEDIATIONS
 from ..base.errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
 from ..base.rfc3339 import age_seconds
+from .accept import pending_record
 from .approval import run_gate
-from .authz import requester_of
 from .conditions import get_condition, initial_conditions, set_condition
 from .gitops import REASON as REVERTED_BY_GITOPS
 from .gitops import verify_unless_reverted
@@ -48,9 +49,7 @@ class Run:
         self.ns = self.meta["namespace"]
         self.name = self.meta["name"]
         self.gen = self.meta.get("generation")
-        # The Pending record of a first pass, not written on its own: it rides on the pass's
-        # first status write (usually the intent), which is locked on the resourceVersion read.
-        self.accepted: dict[str, Any] = {}
+        self.accepted: dict[str, Any] = {}  # a first pass's Pending record, not yet written (accept.py)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -117,12 +116,11 @@ class Run:
         except KeyError as exc:
             return await self._invalid(f"action {exc} is not supported by this operator version")
         try:
-            phase = await self._advance(phase, spec, action, params)
-            if self.accepted:  # safety net: a first pass that ended without any status write
-                await self.patch({})
-            return phase
+            return await self._advance(phase, spec, action, params)
         except RetryableError:
-            await self._record_accepted()
+            if self.accepted:  # a first pass retried before any write still records Pending
+                with contextlib.suppress(RemedyError):
+                    await self.patch({})
             raise
         except SkipError as exc:
             return await self.finish("Skipped", exc.reason, exc.message,
@@ -131,26 +129,6 @@ class Run:
         except RemedyError as exc:
             return await self.finish("Failed", exc.reason, exc.message, executed=("False", exc.reason, exc.message))
 
-    def _accept(self, action: ActionDef[Any], params: Any) -> None:
-        """A new object with a valid spec becomes Pending: in memory now, in status with the
-        pass's first write (one status write and no Pending round trip before acting)."""
-        conds = initial_conditions(CONDITION_TYPES, self.gen)
-        conds = set_condition(conds, "Validated", "True", "Valid", "spec is valid", self.gen)
-        self.accepted = {"phase": "Pending", "action": action.name, "target": action.target(params),
-                         "conditions": conds, "attempts": 0,
-                         "requestedBy": getattr(requester_of(self.obj), "username", None)}
-        self.obj = {**self.obj, "status": {**dict(self.obj.get("status") or {}), **self.accepted}}
-        self.event("Normal", "Accepted", f"{action.name} on {action.target(params)} accepted")
-
-    async def _record_accepted(self) -> None:
-        """A first pass left for a retry before writing anything: record Pending (best effort;
-        the retry writes it anyway) so status does not stay empty while the cause lasts."""
-        if self.accepted:
-            try:
-                await self.patch({})
-            except RemedyError as exc:
-                log.info("Pending not recorded yet for %s/%s: %s", self.ns, self.name, exc.message)
-
     async def _invalid(self, message: str) -> str:
         if not self.status.get("conditions"):
             await self.patch({"conditions": initial_conditions(CONDITION_TYPES, self.gen)}, lock=False)
@@ -158,8 +136,10 @@ class Run:
         return await self.finish("Failed", "InvalidSpec", message)
 
     async def _advance(self, phase: str | None, spec: RemediationSpec, action: ActionDef[Any], params: Any) -> str:
-        if phase is None:
-            self._accept(action, params)
+        if phase is None:  # Pending in memory now, in status with the first write (accept.py)
+            self.accepted = pending_record(self.obj, action.name, action.target(params), self.gen)
+            self.obj = {**self.obj, "status": {**self.status, **self.accepted}}
+            self.event("Normal", "Accepted", f"{action.name} on {action.target(params)} accepted")
             phase = "Pending"
         ctx = self.e.context_factory(self.obj)
         if phase in NOT_STARTED_PHASES:
