@@ -35,6 +35,7 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -336,6 +337,20 @@ async def paced(n: int, rate: float, send: Any) -> list[Any]:
 # --- phase 1: alert-to-action latency (remedy) ----------------------------------------------
 
 
+async def remediation_requests(api: Api) -> dict[str, float]:
+    """The API server's own count of requests on remediations (``apiserver_request_total``), by
+    verb, subresource and code: the witness for how many calls each child costs, whatever the load."""
+    async with api.session.get(f"{api.host}/metrics") as r:
+        text = await r.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{") and 'resource="remediations"' in line:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            key = " ".join(x for x in (labels.get("verb"), labels.get("subresource"), labels.get("code")) if x)
+            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 async def remedy_latency(env: Env, api: Api, webhook: str, token: str, n: int, rate: float,
                          timeout: float) -> dict[str, Any]:
     import aiohttp
@@ -364,6 +379,7 @@ async def remedy_latency(env: Env, api: Api, webhook: str, token: str, n: int, r
         sent.clear()
         rtts.clear()
         outcomes.clear()
+        requests_before = await remediation_requests(api)
         t_begin = time.monotonic()
         profiler = start_profile(env, n / rate + 2) if env.args.profile else None
         await paced(n, rate, lambda i: send_one(f"lat{i:05d}", i))
@@ -390,21 +406,28 @@ async def remedy_latency(env: Env, api: Api, webhook: str, token: str, n: int, r
         if done or time.monotonic() > deadline:
             break
         await asyncio.sleep(2)
+    requests_after = await remediation_requests(api)
+    # Per measured child, the operator's calls (the bench's own are LIST and WATCH, left out).
+    per_child = {k: round((v - requests_before.get(k, 0.0)) / max(1, len(sent)), 2)
+                 for k, v in sorted(requests_after.items())
+                 if not k.startswith(("LIST", "WATCH")) and v > requests_before.get(k, 0.0)}
     order = sorted(latencies, key=lambda fp: sent[fp])
     breakdown = await latency_breakdown(api, env.ns, items, sent)
     return {"sent": len(sent), "send_seconds": round(send_seconds, 2), "outcomes": outcomes,
             "started": len(latencies), "phases": phases, "latency_s": percentiles(list(latencies.values())),
             "p50_by_decile_s": by_decile([latencies[fp] for fp in order]),
-            "webhook_rtt_s": percentiles(rtts), "breakdown": breakdown, "profile": profile}
+            "webhook_rtt_s": percentiles(rtts), "breakdown": breakdown, "profile": profile,
+            "api_requests_per_child": per_child}
 
 
 async def latency_breakdown(api: Api, ns: str, items: list[dict[str, Any]], sent: dict[str, float]) -> dict[str, Any]:
     """Where the alert-to-action time goes, per child, from the operator's own Events
-    (events.k8s.io/v1, microsecond eventTime): ``Accepted`` is posted once the first status
-    write (Pending) returned, ``heartbeatAt`` is stamped by the intent write. So
-    sent -> Accepted = webhook, guards, create, watch delivery, kopf dispatch, the engine's GET
-    and the Pending PATCH; Accepted -> intent = approval gate, SubjectAccessReview of the
-    requester, plan and the intent PATCH."""
+    (events.k8s.io/v1, microsecond eventTime): ``Accepted`` is posted when the lifecycle accepts
+    the object, ``heartbeatAt`` is stamped by the intent write. A first pass starts from the
+    watch event's body and writes Pending with the intent, so sent -> Accepted = webhook, guards,
+    create, watch delivery, kopf dispatch (an operator before issue 23 also did a GET and a
+    Pending PATCH first); Accepted -> intent = approval gate, SubjectAccessReview of the
+    requester, plan and the intent PATCH. ``api_requests_per_child`` counts the calls."""
     events = await api.request("GET", f"{api.host}/apis/events.k8s.io/v1/namespaces/{ns}/events")
     accepted: dict[str, float] = {}
     for e in events.get("items", []):
@@ -669,6 +692,7 @@ async def run(env: Env, args: argparse.Namespace, summary: dict[str, Any]) -> No
             "remedy_p50_by_decile": rem["p50_by_decile_s"], "baseline_p50_by_decile": base["p50_by_decile_s"],
             "remedy_detail": {k: rem[k] for k in ("sent", "send_seconds", "outcomes", "started", "phases")},
             "remedy_breakdown": rem["breakdown"], "remedy_profile": rem["profile"],
+            "remedy_api_requests_per_child": rem["api_requests_per_child"],
             "baseline_detail": {k: base[k] for k in ("sent", "acted", "patched")},
         },
         "storm": {"remedy": st_rem, "noop": st_noop, "ratio": ratio(st_rem["alerts_per_s"], st_noop["alerts_per_s"]),

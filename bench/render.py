@@ -28,7 +28,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DOCS = {"reliability": REPO / "docs" / "reliability.md", "benchmarks": REPO / "docs" / "benchmarks.md",
-        "security": REPO / "docs" / "security.md", "argocd": REPO / "docs" / "argocd.md"}
+        "security": REPO / "docs" / "security.md", "argocd": REPO / "docs" / "argocd.md",
+        "scale": REPO / "docs" / "scale.md"}
 MARK = re.compile(r"(<!-- generated:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 DASH = "–"
 
@@ -142,10 +143,15 @@ def alert_latency(results: Path) -> str:
     rtt = lat.get("remedy_webhook_rtt", {})
     brk = lat.get("remedy_breakdown") or {}
     if brk.get("children"):
-        for key, what in (("sent_to_accepted_s", "alert sent -> Accepted (webhook, create, watch, kopf, GET, Pending PATCH)"),
+        for key, what in (("sent_to_accepted_s", "alert sent -> Accepted (webhook, create, watch, kopf; before issue 23 "
+                                                 "also GET, Pending PATCH)"),
                           ("accepted_to_intent_s", "Accepted -> intent (approval gate, SubjectAccessReview, plan, intent PATCH)")):
             q = brk[key]
             rows.append([f"breakdown: {what}", f"p50 {q['p50'] * 1000:.1f} / p99 {q['p99'] * 1000:.1f} ms", "", ""])
+    calls = lat.get("remedy_api_requests_per_child") or {}
+    if calls:
+        rows.append(["API requests per child on remediations (API server's count)",
+                     ", ".join(f"{k}: {v:g}" for k, v in calls.items()), "", ""])
     out = table(["figure", "remedy", "baseline (same run)", "ratio (remedy / baseline)"], rows)
     prof = lat.get("remedy_profile") or {}
     if prof:
@@ -208,7 +214,33 @@ def memory(results: Path) -> str:
     return out
 
 
+def database_status(results: Path) -> str:
+    d = load("database-status.json", results)
+    if not d:
+        return "_no result file committed_\n"
+    pg, syn, mg = d["postgres_real"], d["postgres_synthetic"], d["mongo"]
+    rows = [
+        ["terminatePostgresQueries", pg["backends"], "real backends on a real PostgreSQL (pg_sleep)",
+         f"{pg['status_bytes']:,} B", DASH, f"{pg['plan_s']} s", f"{pg['execute_s']} s"],
+        ["terminatePostgresQueries", syn["identities"], "synthetic rows through the action's evidence builders",
+         f"{syn['status_bytes']:,} B", f"{syn['full_listing_status_bytes']:,} B", DASH, DASH],
+        ["killSlowMongoOps", mg["ops"], "operations of the wire double, real pymongo",
+         f"{mg['status_bytes']:,} B", f"~{mg['full_listing_status_bytes_estimated']:,} B", f"{mg['plan_s']} s",
+         f"{mg['execute_s']} s ({mg['execute_current_op_reads']} currentOp reads)"],
+    ]
+    out = table(["action", "planned identities", "how", "status (plan + result)", "listing every identity",
+                 "plan", "execute"], rows)
+    checks = d.get("checks", {})
+    out += (f"\nGoal {d.get('goal_bytes')} B at 10,000. `{d.get('command')}`, recorded {d.get('recordedAt')}, load "
+            f"average at end {fmt(d.get('machine', {}).get('loadavg_at_end'))}. Checks (the servers as witnesses): "
+            f"{sum(bool(v) for v in checks.values())} of {len(checks)} passed"
+            + (": failed " + ", ".join(k for k, v in sorted(checks.items()) if not v) if not all(checks.values()) else "")
+            + ".\n")
+    return out
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
+    "database-status": database_status,
     "memory": memory,
     "bulk-redis": bulk_redis,
     "scale-summary": scale_summary,

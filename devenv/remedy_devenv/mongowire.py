@@ -164,6 +164,20 @@ CMP_OPS: dict[str, Callable[[int], bool]] = {
     "$lt": lambda c: c < 0, "$lte": lambda c: c <= 0}
 
 
+_last_in: tuple[list[Any], frozenset[Any] | None] | None = None
+
+
+def _scalar_set(arg: list[Any]) -> frozenset[Any] | None:
+    """An $in list of numbers and strings as a set (numbers hash by value; bools excluded), or
+    None. Kept for the last list seen: one query tests the same list against every op (500
+    opids x 10,000 ops when killSlowMongoOps re-reads a batch)."""
+    global _last_in
+    if _last_in is None or _last_in[0] is not arg:
+        scalar = all(_kind(x) in ("number", "string") for x in arg)
+        _last_in = (arg, frozenset(arg) if scalar else None)
+    return _last_in[1]
+
+
 def _apply(op: str, arg: Any, values: list[Any], cond: dict[str, Any]) -> bool:
     cands = _candidates(values)
     if op == "$eq":
@@ -176,7 +190,11 @@ def _apply(op: str, arg: Any, values: list[Any], cond: dict[str, Any]) -> bool:
     if op in ("$in", "$nin"):
         if not isinstance(arg, list):
             raise bad_value(f"{op} needs an array")
-        found = any(_eq(values, x) for x in arg)
+        wanted = _scalar_set(arg)
+        if wanted is not None:
+            found = any(_kind(c) in ("number", "string") and c in wanted for c in cands)
+        else:
+            found = any(_eq(values, x) for x in arg)
         return found if op == "$in" else not found
     if op == "$exists":
         return bool(values) == bool(arg)

@@ -40,9 +40,9 @@ def _owned(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
 @kopf.on.resume(GROUP, VERSION, "remediations", when=_owned)
 @kopf.on.create(GROUP, VERSION, "remediations", when=_owned)
 @kopf.on.update(GROUP, VERSION, "remediations", when=_owned)
-async def reconcile_remediation(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def reconcile_remediation(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     try:
-        await memo.lifecycle.reconcile(namespace, name)
+        await memo.lifecycle.reconcile(namespace, name, dict(body))
     except RetryableError as exc:
         raise kopf.TemporaryError(exc.message, delay=exc.delay) from None
 

@@ -8,11 +8,14 @@ a secondary's "MongoDB Internal Client") that the naive runbook filter would als
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from remedy.actions.base import Applied, NotApplied
+from remedy.actions.keyset import SAMPLE_SIZE, KeySetTally
 from remedy.actions.mongo import KILL_SLOW_MONGO_OPS
 from remedy.base.errors import InvalidSpecError, OverCapError, RetryableError, SkipError
 from remedy_devenv.mongowire import CommandError, Conn, MongoWireServer
@@ -149,3 +152,90 @@ async def test_unreachable_is_retryable_without_credentials() -> None:
     with pytest.raises(RetryableError) as info:
         await run_action(KILL_SLOW_MONGO_OPS, ctx, p)
     assert "hunter2pw" not in str(info.value)
+
+
+async def test_many_ops_leave_a_bounded_plan_and_one_current_op_per_batch(
+    server: MongoWireServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 ops, more than the sample: status holds the count, 20 of them and a digest of all 60;
+    execute re-derives them in one currentOp and re-reads them in batches of 25 (the server's
+    own command counter is the witness), then kills each once."""
+    from remedy.actions import mongo as mongo_action
+
+    monkeypatch.setattr(mongo_action, "BATCH", 25)
+    opids = [server.add_op(secs_running=40 + i) for i in range(SAMPLE_SIZE + 40)]
+    ctx, p = ctx_for(server), KILL_SLOW_MONGO_OPS.params.model_validate(params(maxOps=100))
+    plan = await KILL_SLOW_MONGO_OPS.plan(ctx, p)
+    expected = KeySetTally()
+    for d in server.ops():
+        if d["opid"] in opids:
+            expected.add(f"{d['opid']}|{d['connectionId']}|{d['client']}|{d['ns']}|{d['op']}")
+    assert plan["count"] == 60 and len(plan["ops"]) == SAMPLE_SIZE and plan["opsDigest"] == expected.digest
+    assert plan["opsSampleComplete"] is False and plan["filters"]["minSecsRunning"] == 30
+    reads_before = server.commands["aggregate"]
+
+    result = await KILL_SLOW_MONGO_OPS.execute(ctx, p, plan)
+
+    assert server.commands["aggregate"] - reads_before == 1 + 3  # re-derive once, re-read 60 in batches of 25
+    assert sorted(server.killed) == sorted(opids)
+    assert result["killed"] == 60 and result["gone"] == 0 and result["signalledDigest"] == expected.digest
+    assert result["found"] == {"sameSet": True, "planned": 60, "acted": 60, "difference": 0}
+    assert len(result["ops"]) == SAMPLE_SIZE and {o["outcome"] for o in result["ops"]} == {"killed"}
+
+
+async def test_op_past_the_threshold_only_after_the_plan_is_left_alone(server: MongoWireServer) -> None:
+    """An op 29.5 s old at plan time (threshold 30 s) matches the filters by the time execute
+    runs, but was not past the threshold at plan time: it is not killed."""
+    planned = server.add_op(secs_running=45)
+    younger = server.add_op(secs_running=29.5)
+    ctx, p = ctx_for(server), KILL_SLOW_MONGO_OPS.params.model_validate(params())
+    plan = await KILL_SLOW_MONGO_OPS.plan(ctx, p)
+    assert [o["opid"] for o in plan["ops"]] == [planned]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 5
+    while not any(d["opid"] == younger and d["secs_running"] >= 30 for d in server.ops()):
+        assert loop.time() < end, "the younger op never crossed 30 s"
+        await asyncio.sleep(0.05)
+
+    result = await KILL_SLOW_MONGO_OPS.execute(ctx, p, plan)
+    assert server.killed == [planned] and result["killed"] == 1
+    assert younger in {d["opid"] for d in server.ops()}
+
+
+async def test_execute_uses_the_plans_filters_not_a_later_spec_edit(server: MongoWireServer) -> None:
+    target = server.add_op(secs_running=60, appName="inventory-service")
+    other = server.add_op(secs_running=60, appName="reporting")
+    ctx = ctx_for(server)
+    plan, _ = await run_action(KILL_SLOW_MONGO_OPS, ctx, params(appName="inventory-service"), dry_run=True)
+    widened = KILL_SLOW_MONGO_OPS.params.model_validate(params(maxOps=100))
+    result = await KILL_SLOW_MONGO_OPS.execute(ctx, widened, plan)
+    assert server.killed == [target] and result["killed"] == 1
+    assert other in {d["opid"] for d in server.ops()}
+
+
+async def test_observe_before_and_after_execute(server: MongoWireServer) -> None:
+    slow = server.add_op(secs_running=60)
+    ctx, p = ctx_for(server), KILL_SLOW_MONGO_OPS.params.model_validate(params())
+    plan = await KILL_SLOW_MONGO_OPS.plan(ctx, p)
+    assert KILL_SLOW_MONGO_OPS.observe is not None
+    before = await KILL_SLOW_MONGO_OPS.observe(ctx, p, plan)
+    assert isinstance(before, NotApplied) and str(slow) in before.detail
+    await KILL_SLOW_MONGO_OPS.execute(ctx, p, plan)
+    assert isinstance(await KILL_SLOW_MONGO_OPS.observe(ctx, p, plan), Applied)
+    again = await KILL_SLOW_MONGO_OPS.execute(ctx, p, plan)  # re-running the recorded plan kills nothing
+    assert again["killed"] == 0 and server.killed == [slow]
+
+
+async def test_a_plan_that_lists_every_op_still_resumes(server: MongoWireServer) -> None:
+    """An attempt Running across an upgrade carries the old plan (every op listed, no bound)."""
+    slow = server.add_op(secs_running=60)
+    later = server.add_op(secs_running=60)
+    ctx, p = ctx_for(server), KILL_SLOW_MONGO_OPS.params.model_validate(params())
+    plan = await KILL_SLOW_MONGO_OPS.plan(ctx, p)
+    old = {"ops": [o for o in plan["ops"] if o["opid"] == slow], "count": 1, "change": "as before"}
+    assert KILL_SLOW_MONGO_OPS.observe is not None
+    assert isinstance(await KILL_SLOW_MONGO_OPS.observe(ctx, p, old), NotApplied)
+    result = await KILL_SLOW_MONGO_OPS.execute(ctx, p, old)
+    assert result["killed"] == 1 and result["found"]["sameSet"] is None and server.killed == [slow]
+    assert isinstance(await KILL_SLOW_MONGO_OPS.observe(ctx, p, old), Applied)
+    assert later in {d["opid"] for d in server.ops()}

@@ -17,6 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from remedy.actions.base import Applied, NotApplied
+from remedy.actions.keyset import SAMPLE_SIZE, KeySetTally
 from remedy.actions.postgres import POSTGRES_STATEMENT, TERMINATE_POSTGRES_QUERIES
 from remedy.base.errors import ForbiddenError, InvalidSpecError, OverCapError, PermanentError, RetryableError, SkipError
 from remedy.clients.connectors import Connectors
@@ -309,6 +311,95 @@ async def test_nothing_to_do_is_a_skip(postgres_server: PostgresServer) -> None:
         await run_action(
             TERMINATE_POSTGRES_QUERIES, ctx_for(postgres_server.dsn), terminate_params(applicationName="nobody-here")
         )
+
+
+async def _sleepers(postgres_server: PostgresServer, sessions: Sessions, app: str, n: int) -> list[Session]:
+    opened = [await sessions.open(app) for _ in range(n)]
+    for s in opened:
+        await s.run("SELECT pg_sleep(60)")
+    for s in opened:
+        await wait_for(postgres_server.dsn, s.pid, sleeping(1.2))
+    return opened
+
+
+async def test_many_backends_leave_a_bounded_plan_and_all_are_terminated_once(
+    postgres_server: PostgresServer, sessions: Sessions
+) -> None:
+    """30 backends, more than the sample: status holds the count, 20 of them and a digest of all
+    30 identities; execute re-derives the same 30 (sameSet) and terminates each; the sessions'
+    own connections are the witness."""
+    victims = await _sleepers(postgres_server, sessions, "bulk-app", SAMPLE_SIZE + 10)
+    params = terminate_params(applicationName="bulk-app", cancelFirst=False, maxQueries=100)
+    ctx = ctx_for(postgres_server.dsn)
+    plan, _ = await run_action(TERMINATE_POSTGRES_QUERIES, ctx, params, dry_run=True)
+    rows = await admin(postgres_server.dsn, "SELECT pid, backend_start, query_start FROM pg_stat_activity "
+                                            "WHERE pid = ANY(%s)", [[v.pid for v in victims]])
+    expected = KeySetTally()
+    for pid, backend_start, query_start in rows:  # the identities as the server reports them
+        expected.add(f"{pid}|{backend_start.isoformat()}|{query_start.isoformat()}")
+    assert plan["count"] == SAMPLE_SIZE + 10 and len(plan["backends"]) == SAMPLE_SIZE
+    assert plan["backendsDigest"] == expected.digest and plan["backendsSampleComplete"] is False
+    assert plan["filters"]["applicationName"] == "bulk-app" and plan["startedBefore"] < plan["planTime"]
+    result = await TERMINATE_POSTGRES_QUERIES.execute(ctx, TERMINATE_POSTGRES_QUERIES.params.model_validate(params), plan)
+    assert result["terminated"] == SAMPLE_SIZE + 10 and result["gone"] == 0
+    assert result["found"] == {"sameSet": True, "planned": 30, "acted": 30, "difference": 0}
+    assert result["signalledCount"] == 30 and result["signalledDigest"] == expected.digest
+    assert len(result["backends"]) == SAMPLE_SIZE and {b["outcome"] for b in result["backends"]} == {"terminated"}
+    for v in victims:
+        await v.settle()
+        assert await v.outcome() == "terminated"
+
+
+async def test_execute_uses_the_plans_filters_not_a_later_spec_edit(
+    postgres_server: PostgresServer, sessions: Sessions
+) -> None:
+    """The plan chose app 'edit-a'; the spec is then widened to every app: execute still
+    signals only what the recorded filters and bound select."""
+    (a,) = await _sleepers(postgres_server, sessions, "edit-a", 1)
+    (b,) = await _sleepers(postgres_server, sessions, "edit-b", 1)
+    ctx = ctx_for(postgres_server.dsn)
+    plan, _ = await run_action(TERMINATE_POSTGRES_QUERIES, ctx, terminate_params(applicationName="edit-a",
+                                                                                 cancelFirst=False), dry_run=True)
+    widened = TERMINATE_POSTGRES_QUERIES.params.model_validate(terminate_params(cancelFirst=False, maxQueries=1000))
+    result = await TERMINATE_POSTGRES_QUERIES.execute(ctx, widened, plan)
+
+    assert result["terminated"] == 1 and [x["pid"] for x in result["backends"]] == [a.pid]
+    await a.settle()
+    assert await a.outcome() == "terminated"
+    assert await b.outcome() == "running"
+
+
+async def test_observe_before_and_after_execute(postgres_server: PostgresServer, sessions: Sessions) -> None:
+    (s,) = await _sleepers(postgres_server, sessions, "observed", 1)
+    ctx = ctx_for(postgres_server.dsn)
+    params = terminate_params(applicationName="observed", cancelFirst=False)
+    p = TERMINATE_POSTGRES_QUERIES.params.model_validate(params)
+    plan, _ = await run_action(TERMINATE_POSTGRES_QUERIES, ctx, params, dry_run=True)
+    assert TERMINATE_POSTGRES_QUERIES.observe is not None
+
+    before = await TERMINATE_POSTGRES_QUERIES.observe(ctx, p, plan)
+    assert isinstance(before, NotApplied) and str(s.pid) in before.detail
+    await TERMINATE_POSTGRES_QUERIES.execute(ctx, p, plan)
+    assert isinstance(await TERMINATE_POSTGRES_QUERIES.observe(ctx, p, plan), Applied)
+
+
+async def test_a_plan_that_lists_every_backend_still_resumes(postgres_server: PostgresServer, sessions: Sessions) -> None:
+    """An attempt Running across an upgrade carries the old plan (every backend listed, no
+    bound): execute and observe use that list with the same identity guards."""
+    (s,) = await _sleepers(postgres_server, sessions, "old-plan", 1)
+    (later,) = await _sleepers(postgres_server, sessions, "old-plan", 1)
+    ctx = ctx_for(postgres_server.dsn)
+    params = terminate_params(applicationName="old-plan", cancelFirst=False)
+    p = TERMINATE_POSTGRES_QUERIES.params.model_validate(params)
+    plan, _ = await run_action(TERMINATE_POSTGRES_QUERIES, ctx, params, dry_run=True)
+    old = {"backends": [b for b in plan["backends"] if b["pid"] == s.pid], "count": 1, "change": "as before"}
+
+    result = await TERMINATE_POSTGRES_QUERIES.execute(ctx, p, old)
+    assert result["terminated"] == 1 and result["found"]["sameSet"] is None
+    assert isinstance(await TERMINATE_POSTGRES_QUERIES.observe(ctx, p, old), Applied)
+    await s.settle()
+    assert await s.outcome() == "terminated"
+    assert await later.outcome() == "running"
 
 
 # --- postgresStatement -------------------------------------------------------------------

@@ -81,7 +81,7 @@ class Engine:
         self.calls = 0
         self.executor_id = "me"
 
-    async def reconcile(self, namespace: str, name: str) -> str | None:
+    async def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> str | None:
         self.calls += 1
         return "Succeeded"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import kopf
 import pytest
@@ -65,13 +66,13 @@ async def test_retryable_error_becomes_kopf_temporary_error_with_its_delay() -> 
     from remedy import handlers
 
     class Lifecycle:
-        async def reconcile(self, namespace: str, name: str) -> None:
+        async def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> None:
             raise errors.RetryableError("api down", delay=7.0)
 
     memo = kopf.Memo()
     memo.lifecycle = Lifecycle()
     with pytest.raises(kopf.TemporaryError) as info:
-        await handlers.reconcile_remediation(namespace="n", name="x", memo=memo)
+        await handlers.reconcile_remediation(body=kopf.Body({}), namespace="n", name="x", memo=memo)
     assert info.value.delay == 7.0
 
 

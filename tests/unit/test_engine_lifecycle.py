@@ -137,12 +137,16 @@ async def test_new_to_succeeded_records_intent_before_acting() -> None:
     w = World(scripted_action(s, snapshot=True))
     w.create()
     assert await w.reconcile() == "Succeeded"
-    assert w.store.phases("r") == ["Pending", "Running", "Succeeded"]
+    assert w.store.phases("r") == ["Running", "Succeeded"]
     # Intent (plan, attempt, executor) was written in the patch that set Running, before execute ran.
     intent = next(p for _, _, p in w.store.patches if p.get("phase") == "Running")
     assert intent["plan"] == {"change": "restart web", "planNo": 1} and intent["attempts"] == 1
     assert intent["attemptId"].endswith("-1") and intent["executor"] == w.engine.executor_id
     assert intent["evidence"] == {"pods": 2}
+    # The Pending record rode on the intent: one status write before acting, not two.
+    assert w.store.patches[0][2]["phase"] == "Running"
+    assert intent["action"] == MEMBER and intent["target"] == "Deployment/web" and "requestedBy" in intent
+    assert {c["type"]: c["reason"] for c in intent["conditions"]}["Validated"] == "Valid"
     assert s.executed == [intent["plan"]]
     st = w.status()
     assert st["action"] == MEMBER and st["target"] == "Deployment/web" and st["completedAt"]
@@ -153,6 +157,53 @@ async def test_new_to_succeeded_records_intent_before_acting() -> None:
     assert w.condition("Verified") == ("Unknown", "NotConfigured")
     assert w.condition("Completed") == ("True", "Succeeded")
     assert w.recorder.reasons("r") == ["Accepted", "Started", "Succeeded"]
+
+
+async def test_first_pass_from_the_event_body_reads_nothing() -> None:
+    """The body the watch delivered starts a first pass: no GET, one status write before acting."""
+    s = Script()
+    w = World(scripted_action(s))
+    w.create()
+    gets = w.store.gets
+    assert await w.engine.reconcile("ns", "r", w.store.obj(REMEDIATIONS, "r")) == "Succeeded"
+    assert w.store.gets == gets and len(s.executed) == 1
+    assert w.store.phases("r") == ["Running", "Succeeded"]
+
+
+async def test_a_stale_event_body_costs_one_conflict_then_a_fresh_read() -> None:
+    """Another writer moved the object after the event: the locked first write is a 409, and
+    the pass starts over from a fresh read; the action runs once."""
+    s = Script()
+    w = World(scripted_action(s))
+    w.create()
+    stale = w.store.obj(REMEDIATIONS, "r")
+    w.store.touch(REMEDIATIONS, "r", annotations={"someone": "else"})
+    gets = w.store.gets
+    assert await w.engine.reconcile("ns", "r", stale) == "Succeeded"
+    assert w.store.gets == gets + 1 and len(s.executed) == 1 and s.plans == 2
+
+
+async def test_an_event_body_of_a_started_object_is_not_trusted() -> None:
+    """Only a first pass may start from the event's body: with a phase in status it reads fresh."""
+    s = Script()
+    w = World(scripted_action(s))
+    w.create()
+    assert await w.reconcile() == "Succeeded"
+    body = w.store.obj(REMEDIATIONS, "r")
+    body["status"]["phase"] = "Running"  # what an old event would show
+    gets = w.store.gets
+    assert await w.engine.reconcile("ns", "r", body) == "Succeeded"
+    assert w.store.gets == gets + 1 and len(s.executed) == 1
+
+
+async def test_a_first_pass_that_must_retry_still_records_pending() -> None:
+    s = Script(plan_error=RetryableError("target API unavailable", delay=1.0))
+    w = World(scripted_action(s))
+    w.create()
+    with pytest.raises(RetryableError):
+        await w.reconcile()
+    st = w.status()
+    assert st["phase"] == "Pending" and st["attempts"] == 1 and st["action"] == MEMBER
 
 
 async def test_evidence_is_taken_only_before_a_destructive_action() -> None:
@@ -169,7 +220,7 @@ async def test_verification_passes_through_verifying() -> None:
     w = World(scripted_action(s, verify=True))
     w.create()
     assert await w.reconcile() == "Succeeded"
-    assert w.store.phases("r") == ["Pending", "Running", "Verifying", "Succeeded"]
+    assert w.store.phases("r") == ["Running", "Verifying", "Succeeded"]
     assert s.verified == 1 and w.condition("Verified") == ("True", "Verified")
     assert w.condition("Completed") == ("True", "Verified")
     assert w.status()["result"]["verification"] == {"action": {"ok": True}}
@@ -180,7 +231,7 @@ async def test_verification_failure_ends_failed_after_executing() -> None:
     w = World(scripted_action(s, verify=True))
     w.create()
     assert await w.reconcile() == "Failed"
-    assert w.store.phases("r") == ["Pending", "Running", "Verifying", "Failed"]
+    assert w.store.phases("r") == ["Running", "Verifying", "Failed"]
     assert w.condition("Executed") == ("True", "Executed")
     assert w.condition("Verified") == ("False", "StillCrashing")
     assert w.condition("Completed") == ("True", "VerificationFailed")
@@ -215,7 +266,7 @@ async def test_approval_wait_then_approved_by_annotation() -> None:
     assert w.recorder.reasons("r").count("AwaitingApproval") == 1
     w.store.touch(REMEDIATIONS, "r", annotations={ANN_APPROVED_BY: "alice", ANN_APPROVED_SPEC_DIGEST: w.digest()})
     assert await w.reconcile() == "Succeeded"
-    assert w.store.phases("r") == ["Pending", "AwaitingApproval", "Running", "Succeeded"]
+    assert w.store.phases("r") == ["AwaitingApproval", "Running", "Succeeded"]
     assert w.status()["approvedBy"] == "alice" and w.condition("Approved") == ("True", "Approved")
 
 
@@ -287,7 +338,7 @@ async def test_permanent_error_from_execute_fails() -> None:
     w = World(scripted_action(s))
     w.create()
     assert await w.reconcile() == "Failed"
-    assert w.store.phases("r") == ["Pending", "Running", "Failed"]
+    assert w.store.phases("r") == ["Running", "Failed"]
     assert w.condition("Completed") == ("True", "TargetPaused")
 
 
@@ -363,7 +414,7 @@ async def test_a_concurrent_writer_loses_the_intent_race_and_nothing_runs() -> N
     with pytest.raises(RetryableError) as info:
         await w.reconcile()
     assert info.value.reason == "Conflict" and not s.executed
-    assert w.status()["phase"] == "Pending"
+    assert "phase" not in w.status()  # the loser wrote nothing, not even its Pending record
 
 
 # --- ambiguous outcomes: observed, never re-planned -------------------------------------------------

@@ -43,10 +43,13 @@ class PostgresServer(ManagedProcess):
         password: str | None = None,
         run_as: str | None = None,
         host: str = HOST,
+        settings: dict[str, str] | None = None,
     ) -> None:
         super().__init__(state_dir, port, host)
         self._password = password
         self._run_as = run_as
+        # extra server settings (-c name=value), e.g. max_connections for a benchmark's backends
+        self.settings = dict(settings or {})
 
     # -- identity and places -----------------------------------------------------------
     @property
@@ -156,6 +159,7 @@ class PostgresServer(ManagedProcess):
             "-c", f"listen_addresses={self.host}",
             "-c", f"unix_socket_directories={self.socket_dir}",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")),
         ])  # fmt: skip
 
     def _connect(self, dbname: str = "postgres") -> Any:

@@ -25,9 +25,9 @@ An action is a params model (its CRD schema, in remedy.api) plus async functions
   compares it with the *recorded* plan; it must not change anything. It returns one of:
     * ``Applied(detail)``: the plan's effect is visible (restart: the stamp is on the
       template; scale: replicas equal the planned count; rollback: the template equals the
-      planned one; memory: limits equal the planned ones; postgres: every planned
-      pid+backend_start is gone; mongo: every planned opid is gone; redis: the planned keys
-      are gone). The lifecycle continues to verification; execute is not run again.
+      planned one; memory: limits equal the planned ones; postgres, mongo: no backend or
+      operation matching the plan's filters and plan-time bound is still there (planned_set.py);
+      redis: the planned keys are gone). The lifecycle continues to verification; execute is not run again.
     * ``NotApplied(detail)``: re-applying the recorded plan (never a new plan) is safe and
       needed: the target shows the effect absent, or the receiver deduplicates by an
       Idempotency-Key derived from the Remediation uid, so a repeat cannot act twice. The

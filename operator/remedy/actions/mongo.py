@@ -4,9 +4,12 @@ Why a module of its own: the runbook's one-liner also matches MongoDB's own mach
 (replication batchers, WiredTiger threads, the oplog fetchers of secondaries, monitors) and
 killing those hurts more than the slow query. So every operation passes two filters: a
 ``$match`` the server applies, and the same rules re-checked here in Python, which are the
-authority. Execute re-reads each planned opid right before killing it, and kills it only if
-it is still the same operation (ns, op, connection, and running at least as long as planned),
-because opids restart from zero when mongod restarts.
+authority. The plan records a count, a sample, a digest of the opids and the bound
+``startedBefore`` (its currentOpTime minus minSecsRunning, on the server's clock), never a list
+of every opid (planned_set.py): execute re-derives the set with the plan's filters and bound,
+then re-reads each batch of opids right before killing them, and kills an op only if it is
+still the same operation (ns, op, connection, and started by the bound), because opids restart
+from zero when mongod restarts.
 
 The client comes from ``ctx.connectors.mongo`` (pymongo's AsyncMongoClient, appName
 ``OPERATOR_APP_NAME``, timeouts applied). Evidence carries only the top-level command name of an
@@ -16,6 +19,7 @@ operation, never the command's values (they may hold customer data).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..clients.lazy import lazy_module
@@ -27,6 +31,7 @@ else:
 
 from ..api.common import parse_duration
 from ..api.mongo import KillSlowMongoOps
+from ..base import rfc3339
 from ..base.constants import OPERATOR_APP_NAME
 from ..base.errors import (
     AmbiguousOutcomeError,
@@ -38,6 +43,8 @@ from ..base.errors import (
     SkipError,
 )
 from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
+from .keyset import SAMPLE_SIZE, KeySetTally
+from .planned_set import bounded, plan_evidence, planned_params, result_evidence
 
 OPERATOR_APP = OPERATOR_APP_NAME
 INTERNAL_APP = "MongoDB Internal Client"
@@ -56,6 +63,13 @@ INTERNAL_DESC = re.compile(
 NO_CURRENTOP_STAGE = frozenset({59, 168, 40324, 40602})
 AUTH_CODES = frozenset({18})  # AuthenticationFailed
 UNAUTHORIZED_CODES = frozenset({13})
+BATCH = 500  # opids per currentOp re-read before killing
+# An op's start is currentOpTime (millisecond resolution) minus microsecs_running, read a moment
+# apart: the same op can come out a millisecond or so later on a second read.
+START_SLACK_US = 5_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The spec fields that choose operations; the plan records them and execute uses the recorded ones.
+FILTER_FIELDS = frozenset({"min_secs_running", "namespace", "op_types", "app_name", "max_ops"})
 
 
 def _target(p: KillSlowMongoOps) -> str:
@@ -183,6 +197,49 @@ def _ns_regex(p: KillSlowMongoOps) -> re.Pattern[str] | None:
         raise InvalidSpecError(f"namespace is not a valid regex: {exc}") from None
 
 
+def _micros(t: datetime) -> int:
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def _iso(us: int) -> str:
+    return (EPOCH + timedelta(microseconds=us)).isoformat()
+
+
+def _server_now_us(doc: dict[str, Any]) -> int | None:
+    """The server's clock when it reported ``doc`` (currentOpTime), in microseconds."""
+    t = rfc3339.parse(doc.get("currentOpTime"))
+    return None if t is None else _micros(t)
+
+
+def _started_us(doc: dict[str, Any], fallback_now_us: int) -> int:
+    """When the operation started, on the server's clock: currentOpTime - microsecs_running."""
+    now = _server_now_us(doc) or fallback_now_us
+    micros = doc.get("microsecs_running")
+    return now - (int(micros) if micros is not None else int(doc.get("secs_running") or 0) * 1_000_000)
+
+
+def _identity(op: Evidence) -> str:
+    """What the digest counts: the fields that stay put while one operation runs (its start is
+    derived from two clock readings, so it guards each killOp but is not hashed)."""
+    return f"{op['opid']}|{op.get('connectionId')}|{op.get('client')}|{op['ns']}|{op['op']}"
+
+
+def kill_plan_evidence(ops: list[Evidence], p: KillSlowMongoOps, plan_time_us: int) -> Evidence:
+    """The bounded plan for the wanted operations (sorted): count, sample, digest, plan time and
+    bound (``minSecsRunning`` before the plan time), filters. Public so bench/database_status.py
+    measures this very code."""
+    tally = KeySetTally()
+    for o in ops:
+        tally.add(_identity(o), o)
+    started_before = _iso(plan_time_us - p.min_secs_running * 1_000_000)
+    return {
+        **plan_evidence("ops", tally, plan_time=_iso(plan_time_us), started_before=started_before,
+                        filters=p.model_dump(by_alias=True, include=set(FILTER_FIELDS), mode="json")),
+        "change": f"killOp the {tally.count} operation(s) matching the filters that started at or before "
+        f"{started_before} (server clock), each only if still running as the same operation",
+    }
+
+
 async def kill_plan(ctx: ActionContext, p: KillSlowMongoOps) -> Evidence:
     ns_rx = _ns_regex(p)
     client = await _client(ctx, p)
@@ -198,37 +255,100 @@ async def kill_plan(ctx: ActionContext, p: KillSlowMongoOps) -> Evidence:
         raise OverCapError(f"{len(ops)} operations match, more than maxOps {p.max_ops}; refused, nothing killed")
     if not ops:
         raise SkipError("no operation matches the filters", reason="NothingToDo", evidence={"ops": []})
-    return {"ops": ops, "count": len(ops),
-            "change": f"killOp {len(ops)} operation(s), each only if still running as planned"}
+    # Every wanted op ran >= minSecsRunning by its own currentOpTime, so it started by the
+    # latest stamp minus the threshold: that bound is what execute re-derives the set with.
+    now = max((t for d in docs if (t := _server_now_us(d)) is not None), default=_micros(datetime.now(UTC)))
+    return kill_plan_evidence(ops, p, now)
 
 
-def _same_op(now: dict[str, Any], planned: Evidence) -> bool:
+def _within_bound(doc: dict[str, Any], plan: Evidence) -> bool:
+    """Started at or before the plan's bound (server clock): already past the threshold at plan time."""
+    bound = rfc3339.parse(plan["startedBefore"])
+    return bound is not None and _started_us(doc, _micros(datetime.now(UTC))) <= _micros(bound) + START_SLACK_US
+
+
+def _same_op(now: dict[str, Any], planned: Evidence, plan: Evidence) -> bool:
     s = _summary(now)
-    return (
+    same = (
         _internal_reason(now) is None
         and s["ns"] == planned["ns"] and s["op"] == planned["op"]
         and s["connectionId"] == planned.get("connectionId") and s["client"] == planned.get("client")
-        # mongod restarts number opids from scratch: an op younger than planned is another op
-        and s["secsRunning"] >= planned["secsRunning"]
     )
+    # mongod restarts number opids from scratch: an op that started after the plan's bound (or,
+    # for a plan that lists every op, one younger than planned) is another op
+    if bounded(plan):
+        return same and _within_bound(now, plan)
+    return same and s["secsRunning"] >= planned["secsRunning"]
+
+
+async def _planned_ops(client: Any, p: KillSlowMongoOps, plan: Evidence) -> list[Evidence]:
+    """The planned set, re-derived with the plan's filters and bound (an older plan: its recorded list)."""
+    if not bounded(plan):
+        listed: list[Evidence] = plan["ops"]
+        return listed
+    q = planned_params(p, plan)
+    ns_rx = _ns_regex(q)
+    docs = await _current_ops(client, _server_match(q))
+    ops = [_summary(d) for d in docs if _wanted(d, q, ns_rx) and _within_bound(d, plan)]
+    ops.sort(key=lambda o: (-o["secsRunning"], str(o["opid"])))
+    return ops
+
+
+async def _still_running(client: Any, ops: list[Evidence], plan: Evidence) -> list[tuple[Evidence, dict[str, Any]]]:
+    """Each of ``ops`` still running as the same operation, with its current document; one
+    currentOp per batch of opids, not one per operation."""
+    out: list[tuple[Evidence, dict[str, Any]]] = []
+    for i in range(0, len(ops), BATCH):
+        batch = ops[i:i + BATCH]
+        docs = await _current_ops(client, {"opid": {"$in": [o["opid"] for o in batch]}})
+        by_opid: dict[Any, list[dict[str, Any]]] = {}
+        for d in docs:
+            by_opid.setdefault(_jsonable(d.get("opid")), []).append(d)
+        for o in batch:
+            current = next((d for d in by_opid.get(o["opid"], []) if _same_op(d, o, plan)), None)
+            if current is not None:
+                out.append((o, current))
+    return out
+
+
+def kill_result_evidence(plan: Evidence, found: list[Evidence], outcome: dict[str, str]) -> Evidence:
+    """The bounded result: the plan's sample with each one's outcome, counts, the digest of what
+    was killed and how the set found at execute compares with the planned one. Public so
+    bench/database_status.py measures this very code."""
+    found_tally, killed = KeySetTally(sample_size=0), KeySetTally(sample_size=0)
+    for o in found:
+        found_tally.add(_identity(o))
+        if outcome.get(_identity(o)) == "killed":
+            killed.add(_identity(o))
+    return {
+        "ops": [{**o, "outcome": outcome.get(_identity(o), "gone")} for o in plan["ops"][:SAMPLE_SIZE]],
+        "killed": killed.count,
+        # planned operations not killed (ended before execute reached them); exact when found.sameSet
+        "gone": max(0, int(plan.get("count", len(plan["ops"]))) - killed.count),
+        **result_evidence("ops", plan, found_tally, killed),
+    }
 
 
 async def kill_execute(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) -> Evidence:
     client = await _client(ctx, p)
-    evidence: list[Evidence] = []
+    outcome: dict[str, str] = {}
+    found: list[Evidence] = []
     killed_any = False
     try:
-        for planned in plan["ops"]:
-            found = await _current_ops(client, {"opid": planned["opid"]})
-            current = next((d for d in found if _same_op(d, planned)), None)
-            if current is None:
-                evidence.append({**planned, "outcome": "gone"})
-                continue
-            if killed_any:
-                await ctx.still_mine()  # each later killOp: still this executor's attempt?
-            await client.admin.command({"killOp": 1, "op": current["opid"]})
-            killed_any = True
-            evidence.append({**_summary(current), "outcome": "killed"})
+        found = await _planned_ops(client, p, plan)
+        cap = planned_params(p, plan).max_ops
+        if len(found) > cap:
+            raise OverCapError(f"{len(found)} operations past the plan's bound match now, more than maxOps {cap}; "
+                               "refused, nothing killed")
+        for i in range(0, len(found), BATCH):
+            # Re-read right before killing, a batch at a time: the window in which a restarted
+            # mongod could hand a planned opid to another operation stays one batch long.
+            for planned, current in await _still_running(client, found[i:i + BATCH], plan):
+                if killed_any:
+                    await ctx.still_mine()  # each later killOp: still this executor's attempt?
+                await client.admin.command({"killOp": 1, "op": current["opid"]})
+                killed_any = True
+                outcome[_identity(planned)] = "killed"
     except pymongo.errors.ConnectionFailure:
         # A killOp may have reached the server before the connection broke: observe, never re-plan.
         raise AmbiguousOutcomeError("MongoDB connection lost while killing operations; a killOp may have run") from None
@@ -236,26 +356,22 @@ async def kill_execute(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) 
         raise _map_error(exc, "killing operations", p, changed=killed_any) from None
     finally:
         await client.close()
-    return {"ops": evidence, "killed": sum(1 for e in evidence if e["outcome"] == "killed"),
-            "gone": sum(1 for e in evidence if e["outcome"] == "gone")}
+    return kill_result_evidence(plan, found, outcome)
 
 
 async def kill_observe(ctx: ActionContext, p: KillSlowMongoOps, plan: Evidence) -> Observation:
-    """Applied when no planned opid is still running as planned; otherwise the recorded plan
-    is safe to apply again (execute re-checks each op's identity before killOp)."""
+    """Applied when no operation matching the plan's filters and bound (an older plan: no planned
+    opid) is still running as planned; otherwise the recorded plan is safe to apply again
+    (execute re-checks each op's identity before killOp)."""
     client = await _client(ctx, p)
     try:
-        running = []
-        for planned in plan["ops"]:
-            found = await _current_ops(client, {"opid": planned["opid"]})
-            if any(_same_op(d, planned) for d in found):
-                running.append(str(planned["opid"]))
+        running = [str(o["opid"]) for o, _ in await _still_running(client, await _planned_ops(client, p, plan), plan)]
     except pymongo.errors.PyMongoError as exc:
         raise RetryableError(f"MongoDB unreachable while observing: {type(exc).__name__}", reason="ObserveUnavailable") from None
     finally:
         await client.close()
     if not running:
-        return Applied(f"none of the {len(plan['ops'])} planned operation(s) is still running")
+        return Applied(f"none of the {plan.get('count', len(plan['ops']))} planned operation(s) is still running")
     return NotApplied(f"{len(running)} planned operation(s) still running: opid {', '.join(running[:10])}")
 
 

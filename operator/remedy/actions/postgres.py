@@ -48,6 +48,8 @@ from ..base.errors import (
     TargetNotFoundError,
 )
 from .base import ActionContext, ActionDef, Applied, Evidence, NotApplied, Observation
+from .planned_set import bounded, planned_params
+from .postgres_evidence import backend_evidence, identity, terminate_plan_evidence, terminate_result_evidence
 
 OPERATOR_APP = OPERATOR_APP_NAME
 QUERY_PREVIEW = 120
@@ -116,20 +118,25 @@ async def _connect(ctx: ActionContext, c: PostgresConnection) -> AsyncIterator[A
 
 # Never touched, whatever the filters say: our own backend, anything that is not a client
 # backend (walsender, autovacuum, background workers, ...) and other remedy connections.
+# The bound is the plan's: at plan time now() minus minDuration; at execute the recorded
+# ``startedBefore``, so execute re-derives exactly "matches the filters now and was already
+# past the threshold at plan time" (planned_set.py) instead of replaying a stored list.
 _CANDIDATES_SQL = """
 SELECT pid, usename, application_name, datname, state,
        backend_start, query_start, xact_start,
        extract(epoch FROM now() - CASE WHEN state = 'active' THEN query_start ELSE xact_start END)::float8
            AS duration,
        left(query, %(preview)s) AS query,
-       count(*) OVER () AS total
+       count(*) OVER () AS total,
+       now() AS plan_time,
+       COALESCE(%(started_before)s::timestamptz, now() - make_interval(secs => %(min_secs)s)) AS started_before
 FROM pg_stat_activity
 WHERE pid <> pg_backend_pid()
   AND backend_type = 'client backend'
   AND application_name IS DISTINCT FROM %(own_app)s
   AND state = ANY(%(states)s)
   AND CASE WHEN state = 'active' THEN query_start ELSE xact_start END
-      <= now() - make_interval(secs => %(min_secs)s)
+      <= COALESCE(%(started_before)s::timestamptz, now() - make_interval(secs => %(min_secs)s))
   AND (%(database)s::text IS NULL OR datname = %(database)s)
   AND (%(user)s::text IS NULL OR usename = %(user)s)
   AND (%(app)s::text IS NULL OR application_name = %(app)s)
@@ -170,20 +177,26 @@ async def _validate_pattern(conn: Any, pattern: str) -> None:
         raise InvalidSpecError(f"queryPattern is not a valid PostgreSQL regex: {exc.diag.message_primary}") from None
 
 
+async def _candidates(conn: Any, p: TerminatePostgresQueries, started_before: str | None) -> list[Any]:
+    """Rows matching ``p``'s filters whose query/transaction started by the bound (plan: now - minDuration)."""
+    cur = await conn.execute(
+        _CANDIDATES_SQL,
+        {
+            "preview": QUERY_PREVIEW, "own_app": OPERATOR_APP, "states": list(p.states),
+            "min_secs": parse_duration(p.min_duration), "started_before": started_before, "database": p.database,
+            "user": p.user, "app": p.application_name, "pattern": p.query_pattern, "limit": p.max_queries + 1,
+        },
+    )
+    rows: list[Any] = await cur.fetchall()
+    return rows
+
+
 async def terminate_plan(ctx: ActionContext, p: TerminatePostgresQueries) -> Evidence:
     async with _connect(ctx, p.connection) as conn:
         try:
             if p.query_pattern is not None:
                 await _validate_pattern(conn, p.query_pattern)
-            cur = await conn.execute(
-                _CANDIDATES_SQL,
-                {
-                    "preview": QUERY_PREVIEW, "own_app": OPERATOR_APP, "states": list(p.states),
-                    "min_secs": parse_duration(p.min_duration), "database": p.database, "user": p.user,
-                    "app": p.application_name, "pattern": p.query_pattern, "limit": p.max_queries + 1,
-                },
-            )
-            rows = await cur.fetchall()
+            rows = await _candidates(conn, p, None)
         except psycopg.OperationalError as exc:
             if exc.sqlstate is None:  # connection lost: plan changed nothing, try again
                 raise RetryableError("PostgreSQL connection lost while planning") from None
@@ -193,23 +206,19 @@ async def terminate_plan(ctx: ActionContext, p: TerminatePostgresQueries) -> Evi
     total = int(rows[0][10]) if rows else 0
     if total > p.max_queries:
         raise OverCapError(f"{total} backends match, more than maxQueries {p.max_queries}; refused, nothing signalled")
-    backends = [
-        {
-            "pid": r[0], "user": r[1], "applicationName": r[2], "database": r[3], "state": r[4],
-            "backendStart": r[5].isoformat(), "queryStart": r[6].isoformat() if r[6] else None,
-            "durationSeconds": round(float(r[8]), 1), "query": r[9],
-        }
-        for r in rows
-    ]
-    if not backends:
+    if not rows:
         raise SkipError("no backend matches the filters", reason="NothingToDo", evidence={"backends": []})
-    how = "pg_cancel_backend, then after grace pg_terminate_backend" if p.cancel_first else "pg_terminate_backend"
-    return {
-        "backends": backends,
-        "count": len(backends),
-        "change": f"{how} for {len(backends)} backend(s), each only while pid, backend_start, "
-        "query_start and state are unchanged",
-    }
+    return terminate_plan_evidence(rows, p)
+
+
+async def _planned_backends(conn: Any, p: TerminatePostgresQueries, plan: Evidence) -> tuple[list[Evidence], int]:
+    """The planned set, re-derived with the plan's filters and bound (an older plan: its recorded
+    list); returns the backends (at most maxQueries + 1) and how many matched in all."""
+    if not bounded(plan):
+        listed: list[Evidence] = plan["backends"]
+        return listed, len(listed)
+    rows = await _candidates(conn, planned_params(p, plan), plan["startedBefore"])
+    return [backend_evidence(r) for r in rows], int(rows[0][10]) if rows else 0
 
 
 def _identities(batch: list[Evidence]) -> dict[str, Any]:
@@ -254,25 +263,29 @@ async def _wait_until_gone(conn: Any, backends: list[Evidence], seconds: float) 
 
 
 async def terminate_execute(ctx: ActionContext, p: TerminatePostgresQueries, plan: Evidence) -> Evidence:
-    backends: list[Evidence] = plan["backends"]
-    outcome: dict[int, str] = {b["pid"]: "gone" for b in backends}
     async with _connect(ctx, p.connection) as conn:
         try:
+            backends, total = await _planned_backends(conn, p, plan)
+            cap = int(dict(plan.get("filters") or {}).get("maxQueries", p.max_queries))
+            if total > cap:
+                raise OverCapError(f"{total} backends past the plan's bound match now, more than maxQueries "
+                                   f"{cap}; refused, nothing signalled")
+            outcome: dict[str, str] = {identity(b): "gone" for b in backends}
             pending = backends
             if p.cancel_first:
                 signalled = await _signal(conn, "cancel", backends)
                 for b in signalled:
-                    outcome[b["pid"]] = "cancelled"
+                    outcome[identity(b)] = "cancelled"
                 # Backends not signalled were already gone (or moved on): leave them alone.
                 pending = await _wait_until_gone(conn, signalled, parse_duration(p.grace))
             if pending:
                 await ctx.still_mine()  # the grace may have been long: still this executor's attempt?
             terminated = await _signal(conn, "terminate", pending) if pending else []
             for b in terminated:
-                outcome[b["pid"]] = "terminated"
+                outcome[identity(b)] = "terminated"
             stuck = await _wait_until_gone(conn, terminated, TERMINATE_CONFIRM_SECONDS)
             for b in stuck:
-                outcome[b["pid"]] = "terminateSignalled"
+                outcome[identity(b)] = "terminateSignalled"
         except psycopg.OperationalError as exc:
             if _connection_lost(exc):
                 # Connection lost mid-way: signals may have been sent. Observe, never re-plan.
@@ -281,30 +294,25 @@ async def terminate_execute(ctx: ActionContext, p: TerminatePostgresQueries, pla
         except psycopg.Error as exc:
             # Signals may already have been sent, so this is never "nothing changed".
             raise _sqlstate_error(exc, "signalling backends") from None
-    return {
-        "backends": [
-            {"pid": b["pid"], "user": b["user"], "applicationName": b["applicationName"],
-             "database": b["database"], "outcome": outcome[b["pid"]]}
-            for b in backends
-        ],
-        "cancelled": sum(1 for v in outcome.values() if v == "cancelled"),
-        "terminated": sum(1 for v in outcome.values() if v in ("terminated", "terminateSignalled")),
-        "gone": sum(1 for v in outcome.values() if v == "gone"),
-    }
+    return terminate_result_evidence(plan, backends, outcome)
 
 
 async def terminate_observe(ctx: ActionContext, p: TerminatePostgresQueries, plan: Evidence) -> Observation:
-    """Applied when no planned pid+backend_start (with its query) is still there; otherwise the
-    recorded plan is safe to apply again: each signal is conditional on that same identity."""
+    """Applied when no backend matching the plan's filters and bound is still at its identity
+    (an older plan: no recorded pid+backend_start); otherwise the recorded plan is safe to apply
+    again: each signal is conditional on that same identity."""
     try:
         async with _connect(ctx, p.connection) as conn:
-            left = await _still_there(conn, plan["backends"])
+            backends, total = await _planned_backends(conn, p, plan)
+            left = await _still_there(conn, backends)
     except psycopg.Error as exc:
         raise RetryableError(f"PostgreSQL unreachable while observing: {type(exc).__name__}",
                              reason="ObserveUnavailable") from None
     if not left:
-        return Applied(f"none of the {len(plan['backends'])} planned backend(s) is still there (pid+backend_start gone)")
-    return NotApplied(f"{len(left)} planned backend(s) still there: pid {', '.join(str(b['pid']) for b in left[:10])}")
+        return Applied(f"none of the {plan.get('count', len(backends))} planned backend(s) is still there "
+                       "(pid+backend_start+query_start gone)")
+    return NotApplied(f"{max(len(left), total)} planned backend(s) still there: pid "
+                      f"{', '.join(str(b['pid']) for b in left[:10])}")
 
 
 TERMINATE_POSTGRES_QUERIES = ActionDef(

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..actions.base import ActionDef
+from ..api.objects import view
+from ..base.errors import RetryableError
 from .authz import Guard
 from .fencing import Liveness
 from .ports import ContextFactory, Observer, Recorder, Store
@@ -66,8 +68,13 @@ class Lifecycle:
     # a shard takeover sweep (runtime/shards.py) may drive the same object meanwhile.
     _passes: dict[tuple[str, str], tuple[asyncio.Lock, int]] = field(default_factory=dict)
 
-    async def reconcile(self, namespace: str, name: str) -> str | None:
+    async def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> str | None:
         """Advance one Remediation as far as possible; returns its phase afterwards.
+
+        ``body``: the object as the watch event delivered it. A first pass (no phase in status
+        yet) starts from it instead of a GET: its first status write is locked on that body's
+        resourceVersion, so a stale body costs one 409, after which the pass starts over from a
+        fresh read. Any other pass reads the object fresh.
 
         Raises RetryableError (mapped to kopf.TemporaryError by the handlers) to be called again.
         """
@@ -76,6 +83,12 @@ class Lifecycle:
         self._passes[key] = (lock, users + 1)
         try:
             async with lock:
+                if body is not None and not view(body).status.get("phase"):
+                    try:
+                        return await Run(self, body).advance()
+                    except RetryableError as exc:
+                        if exc.reason != "Conflict":
+                            raise
                 obj = await self.store.get_object(PLURAL, namespace, name)
                 if obj is None:
                     return None

@@ -8,6 +8,7 @@ Lifecycle around it only serialises passes per object and holds the configuratio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,8 @@ from ..base.constants import ANN_APPROVED_BY, FINAL_PHASES, NOT_STARTED_PHASES, 
 from ..base.errors import AmbiguousOutcomeError, OverCapError, PermanentError, RemedyError, RetryableError, SkipError
 from ..base.rfc3339 import age_seconds
 from . import gitops_guard, gitops_once, recovery
+from .accept import pending_record
 from .approval import run_gate
-from .authz import requester_of
 from .conditions import get_condition, initial_conditions, set_condition
 from .fencing import FencedOutError, fenced_patch
 from .gitops import REASON as REVERTED_BY_GITOPS
@@ -55,6 +56,7 @@ class Run:
         self._confirmed_at = 0.0
         # The spec this pass reviews, plans and runs: a patch's answer may carry a newer one.
         self.spec_digest = intent_digest(obj)
+        self.accepted: dict[str, Any] = {}  # a first pass's Pending record, not yet written (accept.py)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -66,6 +68,8 @@ class Run:
             await fn(self.obj)
 
     async def patch(self, changes: dict[str, Any], *, lock: bool = True) -> None:
+        if self.accepted:  # the first write of a first pass: carries the Pending record, locked
+            changes, lock, self.accepted = {**self.accepted, **changes}, True, {}
         changes = dict(changes)
         changes.setdefault("observedGeneration", self.gen)
         if self.epoch is not None:
@@ -145,6 +149,9 @@ class Run:
         except _Finished:
             return str(self.status.get("phase"))
         except RetryableError:
+            if self.accepted:  # a first pass retried before any write still records Pending
+                with contextlib.suppress(RemedyError):
+                    await self.patch({})
             raise
         except SkipError as exc:
             return await self.finish("Skipped", exc.reason, exc.message,
@@ -160,12 +167,9 @@ class Run:
         return await self.finish("Failed", "InvalidSpec", message)
 
     async def _advance(self, phase: str | None, spec: RemediationSpec, action: ActionDef[Any], params: Any) -> str:
-        if phase is None:
-            conds = initial_conditions(CONDITION_TYPES, self.gen)
-            conds = set_condition(conds, "Validated", "True", "Valid", "spec is valid", self.gen)
-            await self.patch({"phase": "Pending", "action": action.name, "target": action.target(params),
-                              "conditions": conds, "attempts": 0,
-                              "requestedBy": getattr(requester_of(self.obj), "username", None)})
+        if phase is None:  # Pending in memory now, in status with the first write (accept.py)
+            self.accepted = pending_record(self.obj, action.name, action.target(params), self.gen)
+            self.obj = {**self.obj, "status": {**self.status, **self.accepted}}
             self.event("Normal", "Accepted", f"{action.name} on {action.target(params)} accepted")
             phase = "Pending"
         ctx = self.e.context_factory(self.obj)

@@ -51,11 +51,11 @@ class GatedLifecycle:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.lifecycle, name)
 
-    async def reconcile(self, namespace: str, name: str) -> str | None:
+    async def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> str | None:
         if await self.probe.in_force():
             if self.probe.ever_failed and await self._lift(namespace, name):
                 return "Failed"
-            result: str | None = await self.lifecycle.reconcile(namespace, name)
+            result: str | None = await self.lifecycle.reconcile(namespace, name, body)
             return result
         return await self._hold(namespace, name)
 
