@@ -18,8 +18,9 @@ A child counts only when both hold:
    The admission policies (deploy/admission, charts/remedy admission.yaml) stamp every object
    with its creator's identity; only the operator's ServiceAccount may create an object naming
    someone else, and only with a policy controller reference, which is how a real child
-   carries its policy's author. A user copying labels and the ownerReference gets her own
-   name stamped, which is not the author's, so the object changes no policy state.
+   carries its policy's author. Admission also refuses remedy's labels and annotations from
+   anyone but the operator; this check is the engine's own defence behind it: an object
+   carrying them with any other requester than the author changes no policy state.
 
 Here in ``api`` (pure functions of two object bodies) so the policy machinery, the history
 collector and ``kubectl remedy history`` apply the same rule.
