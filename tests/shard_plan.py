@@ -1,7 +1,7 @@
 """Which test files run in which concurrent pytest process of `./scripts/test` (tests/shard_run.py).
 
 Why: the suite spends most of its time waiting on real processes (control planes, operators,
-servers) rather than computing, so two pytest sessions side by side on two cores finish in far
+servers) rather than computing, so a few pytest sessions side by side on two cores finish in far
 less wall time than one. Each session starts its own fixtures on free loopback ports in its own
 temp dirs, so the only things that decide the split are:
 
