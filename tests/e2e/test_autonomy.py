@@ -182,8 +182,8 @@ def test_shadow_policy_earns_auto_and_is_demoted_by_an_ineffective_chain(stack: 
     would = [o.get("wouldHave") for o in record["lastOutcomes"]]
     assert would == ["clearedOnItsOwn", "stillFiring", "stillFiring"], record["lastOutcomes"]
     assert condition(p, "Autonomous")["reason"] == "Promoted"
-    assert any("shadow -> approve" in m for m in events(s, "Promoted"))
-    assert metric(s, "remedy_policy_mode_changes_total", to_mode="approve", reason="Promoted") == 1
+    assert any("shadow -> approve" in m for m in wait_for(lambda: events(s, "Promoted"), 10, "Promoted event"))
+    wait_for(lambda: metric(s, "remedy_policy_mode_changes_total", to_mode="approve", reason="Promoted") == 1, 10, "mode change metric")
 
     # --- approve: each run waits for a person; two verified runs earn auto ----------------------
     for fp in ("inc-d", "inc-e"):
@@ -203,7 +203,7 @@ def test_shadow_policy_earns_auto_and_is_demoted_by_an_ineffective_chain(stack: 
     assert condition(p, "Autonomous")["status"] == "True" and condition(p, "Autonomous")["reason"] == "Promoted"
     assert p["status"]["trackRecord"]["verified"] == 2
     assert p["status"]["trackRecord"]["medianSecondsToVerified"] is not None
-    assert metric(s, "remedy_policy_mode", namespace=s.ns, policy=POLICY) == 2
+    wait_for(lambda: metric(s, "remedy_policy_mode", namespace=s.ns, policy=POLICY) == 2, 10, "policy mode metric")
 
     # --- auto: acts alone; the same incident keeps coming back -> ineffective chain -> demoted -----
     auto_runs = []

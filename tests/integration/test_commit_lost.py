@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from remedy.actions.registry import REGISTRY
+from remedy.api.digest import spec_digest
 from remedy.base.constants import REMEDIATIONS
 from remedy.base.errors import AmbiguousOutcomeError
 from remedy.lifecycle.machine import Lifecycle as Engine
@@ -63,10 +64,12 @@ async def test_commit_answer_lost_ends_outcome_unknown_with_escalation(postgres_
     admin(postgres_server.dsn, "INSERT INTO commit_lost VALUES ('bad', true), ('good', true)")
     store, recorder, escalations = FakeStore(), FakeRecorder(), []
     engine = engine_for(proxy.dsn(postgres_server.superuser, postgres_server.password), store, recorder, escalations)
-    store.add(REMEDIATIONS, {"metadata": {"name": "r"}, "spec": {
+    spec: dict[str, Any] = {
         "reason": "test", "approval": {"required": True, "approvedBy": "alice"},
         "action": {"postgresStatement": {"connection": CONN, "params": ["bad"], "maxRows": 1,
-                                         "sql": "UPDATE commit_lost SET active = false WHERE name = %s"}}}})
+                                         "sql": "UPDATE commit_lost SET active = false WHERE name = %s"}}}
+    spec["approval"]["approvedSpecDigest"] = spec_digest(spec)  # an approval names the spec it approved
+    store.add(REMEDIATIONS, {"metadata": {"name": "r"}, "spec": spec})
 
     phase = await engine.reconcile("ns", "r")
 

@@ -36,6 +36,7 @@ from aiohttp import web
 from kubernetes import client
 
 from remedy.actions.registry import REGISTRY
+from remedy.api.digest import spec_digest
 from remedy.base.constants import OPERATOR_APP_NAME, REMEDIATIONS
 from remedy.clients.kube import KubeClient
 from remedy.lifecycle.machine import Lifecycle as Engine
@@ -294,6 +295,7 @@ def remediation(name: str, action: dict[str, Any], how: str) -> dict[str, Any]:
     else:
         apply_mode(spec, annotations, "shadow", None)  # exactly what a shadow policy does to its child
         assert spec["dryRun"] is True
+    spec["approval"]["approvedSpecDigest"] = spec_digest(spec)  # an approval names the spec it approved
     return {"metadata": {"name": name, "namespace": "dry-run", "annotations": annotations}, "spec": spec}
 
 

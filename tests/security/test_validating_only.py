@@ -270,8 +270,14 @@ def test_without_the_checks_the_operator_runs_nothing(stack: Stack, ns: str) -> 
                                       if c["type"] == "AdmissionChecks" and c["status"] == "False"), None),
                         timeout=30, what="AdmissionChecks=False on the forged Remediation")
         assert held["reason"] == "AdmissionNotInForce" and "was admitted" in held["message"], held
-        events = client.CoreV1Api(api).list_namespaced_event(ns, field_selector="involvedObject.name=forged").items
-        assert [e.type for e in events if e.reason == "AdmissionNotInForce"] == ["Warning"]
+        # Events are posted after the status write (the recorder does not block the pass):
+        # wait for it rather than read once.
+        def held_events() -> list[str]:
+            events = client.CoreV1Api(api).list_namespaced_event(ns, field_selector="involvedObject.name=forged").items
+            return [e.type for e in events if e.reason == "AdmissionNotInForce"]
+
+        wait_for(held_events, timeout=30, what="the AdmissionNotInForce Event")
+        assert held_events() == ["Warning"]
         assert stack.metric("remedy_admission_checks_in_force") == 0
         assert stack.metric("remedy_admission_held_total") >= 1
         assert "admission checks NOT in force" in stack.op.log_path.read_text()
