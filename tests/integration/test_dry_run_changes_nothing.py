@@ -343,6 +343,7 @@ async def test_the_witness_sees_a_real_run(env: Env) -> None:
                              "httpRequest", "scaleWorkload"]):
         body = remediation(f"real-{i}", cases(env)[key], "dryRun")
         body["spec"].pop("dryRun")
+        body["spec"]["approval"]["approvedSpecDigest"] = spec_digest(body["spec"])  # approves this spec
         store.add(REMEDIATIONS, body)
         assert await engine.reconcile(env.ns, f"real-{i}") == "Succeeded", store.obj(REMEDIATIONS, f"real-{i}", env.ns)["status"]
     after = await witness(env)
