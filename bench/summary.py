@@ -25,15 +25,17 @@ OUT = RESULTS / "summary.json"
 KEYS = ("purge_ratio_vs_floor", "prefix_delete_ratio_vs_redis_cli", "purge_peak_rss_mib", "storm_alerts_per_s",
         "storm_remediations", "alert_p99_ms", "alert_p99_ratio_vs_floor", "rss_mib_10k_remediations_1k_policies",
         "shard_takeover_s", "shard_duplicates", "namespace_pickup_p99_s", "postgres_status_bytes_10k",
-        "mongo_status_bytes_10k")
+        "mongo_status_bytes_10k", "rss_mib_idle", "rss_mib_per_replica_2_shards", "ci_pytest_seconds")
 
 GOALS = {
-    "purge_ratio_vs_floor": ">= 0.9", "prefix_delete_ratio_vs_redis_cli": ">= 0.9", "purge_peak_rss_mib": "< 100",
-    "storm_alerts_per_s": ">= 5000", "storm_remediations": "== 100 (10,000 alerts over 100 fingerprints)",
-    "alert_p99_ms": "< 100", "alert_p99_ratio_vs_floor": "<= 3", "rss_mib_10k_remediations_1k_policies": "< 300",
+    "purge_ratio_vs_floor": ">= 1", "prefix_delete_ratio_vs_redis_cli": ">= 0.9", "purge_peak_rss_mib": "< 100",
+    "storm_alerts_per_s": ">= 10000", "storm_remediations": "== 100 (10,000 alerts over 100 fingerprints)",
+    "alert_p99_ms": "< 40", "alert_p99_ratio_vs_floor": "<= 2", "rss_mib_10k_remediations_1k_policies": "< 200",
     "shard_takeover_s": "<= lease time", "shard_duplicates": "== 0",
     "namespace_pickup_p99_s": "<= 5 (a matching namespace is picked up within seconds)",
     "postgres_status_bytes_10k": "< 65536", "mongo_status_bytes_10k": "< 65536",
+    "rss_mib_idle": "beside the 10k figure", "rss_mib_per_replica_2_shards": "< 0.6x the single-replica figure",
+    "ci_pytest_seconds": "< 720 (fresh clone, this machine kind)",
 }
 
 
@@ -84,10 +86,10 @@ def build(results: Path = RESULTS) -> dict[str, Any]:
         keys = ("storm_alerts_per_s", "storm_remediations", "alert_p99_ms", "alert_p99_ratio_vs_floor")
         source(keys, path, d)
         missed = {
-            "storm_alerts_per_s": (figures.get("storm_alerts_per_s") or 0) < 5000,
+            "storm_alerts_per_s": (figures.get("storm_alerts_per_s") or 0) < 10000,
             "storm_remediations": figures.get("storm_remediations") != 100,
-            "alert_p99_ms": (figures.get("alert_p99_ms") or 1e9) >= 100,
-            "alert_p99_ratio_vs_floor": (figures.get("alert_p99_ratio_vs_floor") or 1e9) > 3,
+            "alert_p99_ms": (figures.get("alert_p99_ms") or 1e9) >= 40,
+            "alert_p99_ratio_vs_floor": (figures.get("alert_p99_ratio_vs_floor") or 1e9) > 2,
         }
         for k in keys:
             if missed[k]:
@@ -101,10 +103,11 @@ def build(results: Path = RESULTS) -> dict[str, Any]:
     if path.exists():
         d = _load(path)
         figures["rss_mib_10k_remediations_1k_policies"] = d.get("rss_mib_10k_remediations_1k_policies")
-        source(("rss_mib_10k_remediations_1k_policies",), path, d)
+        figures["rss_mib_idle"] = d.get("rss_idle_mib")
+        source(("rss_mib_10k_remediations_1k_policies", "rss_mib_idle"), path, d)
         if d.get("note"):
             reasons["rss_mib_10k_remediations_1k_policies"] = str(d["note"])
-        elif (d.get("rss_mib_10k_remediations_1k_policies") or 0) >= 300:
+        elif (d.get("rss_mib_10k_remediations_1k_policies") or 0) >= 200:
             reasons["rss_mib_10k_remediations_1k_policies"] = (
                 f"goal not met: idle {d.get('rss_idle_mib')} MiB, {d.get('rss_mib_per_100_policies')} MiB per 100 policies, "
                 f"{d.get('rss_mib_per_1000_remediations')} MiB per 1,000 Remediations (objects held, no history limits); "
@@ -169,6 +172,19 @@ def build(results: Path = RESULTS) -> dict[str, Any]:
         for k in db_keys:
             reasons[k] = "no bench/results/database-status.json: run bench/database_status.py"
 
+    reasons["rss_mib_per_replica_2_shards"] = (
+        "not measured: each shard replica still watches every namespace (kopf's watch is per process, not per "
+        "shard), so two replicas hold the same objects; the lever is a watch per held shard's namespaces, "
+        "started on takeover (docs/scale.md)")
+    path = results / "ci-pytest.json"
+    if path.exists():
+        d = _load(path)
+        figures["ci_pytest_seconds"] = d.get("ci_pytest_seconds")
+        source(("ci_pytest_seconds",), path, d)
+        reasons["ci_pytest_seconds"] = (f"{d.get('shards')} concurrent pytest sessions on {d.get('cores')} cores, "
+                                        f"commit {str(d.get('commit'))[:12]}, all passed: {d.get('passed')}")
+    else:
+        reasons["ci_pytest_seconds"] = "no bench/results/ci-pytest.json: copy it from a fresh clone's ./scripts/test"
     return {**figures, "goals": GOALS, "reasons": reasons, "sources": sources}
 
 
