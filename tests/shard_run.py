@@ -34,7 +34,9 @@ PYTEST = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
 # Measured on the 2-core machine (full suite, CI=true, other sessions sharing it): 2 shards 816 s
 # and 866 s wall, 3 shards 584 s, against 1,390 s in one session; the suite mostly waits on
 # real processes, so a third session costs little CPU (1,652 s of test time vs 1,680 s with 2).
-DEFAULT_SHARDS = 3
+# Two by default: with three, the timing-bound tests (shard takeover against its lease) missed
+# their bound in a fresh-clone CI run (CPU starved), and two fit the CI budget with room.
+DEFAULT_SHARDS = 2
 PROGRESS_SECONDS = 60.0
 TAIL_LINES = 80
 

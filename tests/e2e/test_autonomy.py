@@ -88,6 +88,12 @@ def kids(s: Stack) -> list[dict[str, Any]]:
 
 
 def fire(s: Stack, fp: str, starts: str, status: str = "firing") -> dict[str, Any]:
+    if status == "firing":
+        # maxConcurrent 1 is judged from the operator's watch-fed view of the children: a child
+        # the test saw finish may still be active there for a moment, and the alert would be
+        # refused by design (Alertmanager re-sends later). Fire once the operator has seen it:
+        # the policy's status lists no active child.
+        wait_for(lambda: not policy(s).get("status", {}).get("activeChildren"), 30, "no active child in the operator's view")
     alert = {"status": status, "labels": {"alertname": "IdempotencyHighLockWaitP95", "team": "payments", "incident": fp},
              "annotations": {"summary": "lock wait p95 high"}, "startsAt": starts,
              "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else starts, "generatorURL": "http://prom/graph", "fingerprint": fp}

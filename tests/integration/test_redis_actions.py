@@ -18,6 +18,7 @@ import redis
 from remedy.actions.redis_keys import DELETE_REDIS_KEYS, check_pattern, literal_prefix
 from remedy.base.errors import ForbiddenError, InvalidSpecError, OverCapError, RetryableError, SecretRefError
 from remedy_devenv.services import RedisServer, free_port
+from remedy_devenv.testkit import wait_for
 from tests.fixtures.actions import DictSecretsContext, make_ctx, run_action
 
 pytestmark = [pytest.mark.services, pytest.mark.asyncio(loop_scope="session")]
@@ -54,6 +55,15 @@ def fill(r: redis.Redis, names: list[str]) -> None:
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
+    settled(r)
+
+
+def settled(r: redis.Redis) -> None:
+    """Wait until the keyspace is not being rehashed. Adding keys grows Redis's hash table
+    incrementally, and SCAN may return a key twice while that runs (documented, and counted as
+    drift by the actions): a test asserting an exact match count waits for the server to say
+    the rehash is over (DEBUG HTSTATS names a "rehashing target" until then)."""
+    wait_for(lambda: "rehashing" not in str(r.execute_command("DEBUG", "HTSTATS", 0)), 10, "Redis rehash to finish")
 
 
 def count(r: redis.Redis, pattern: str) -> int:

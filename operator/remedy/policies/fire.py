@@ -132,8 +132,6 @@ class FirePath(PolicyMemory):
                 self._queue_refresh(key)  # never re-apply what GitOps just reverted
                 return self._block(fresh, "paused", f"{reverted['metadata']['name']} was reverted by GitOps")
             if len(active) >= spec.guards.max_concurrent:
-                active = [c for c in await self.children_from_server(ns, name, fresh) if view(c).phase not in FINAL_PHASES]
-            if len(active) >= spec.guards.max_concurrent:
                 return self._block(fresh, "concurrency", f"{len(active)} remediations still active (maxConcurrent {spec.guards.max_concurrent})")
             last_hour = [c for c in children if (rfc3339.epoch(c["metadata"].get("creationTimestamp")) or 0) > now - 3600
                          and view(c).labels.get(LABEL_STEP, "0") == "0"]

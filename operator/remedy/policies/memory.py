@@ -143,17 +143,6 @@ class PolicyMemory:
             return []
         return [c for c in self._children[key].values() if is_child_of(c, owner)]
 
-    async def children_from_server(self, namespace: str, policy: str, owner: dict[str, Any]) -> list[dict[str, Any]]:
-        """The policy's children as the API server has them now, not as the watch last told us.
-
-        Why: a guard that refuses from the watch-fed cache can refuse on a child that finished a
-        moment ago (its final status write not yet delivered by the watch), and an alert refused
-        is not sent again until Alertmanager's repeat interval. Read once before refusing; the
-        answer is used for that decision only (a LIST can be older than an event already in the
-        cache's queue, so it never overwrites the cache)."""
-        listed = await self.kube.list_objects(REMEDIATIONS, namespace, f"{LABEL_POLICY}={policy}")
-        return [self._slim(c) for c in listed if is_child_of(self._slim(c), owner)]
-
     # --- the policies themselves, watch-fed -----------------------------------------------
     def observe_policy(self, body: dict[str, Any], event_type: str | None) -> None:
         """Called for every watch event of a RemediationPolicy (status changes included)."""
