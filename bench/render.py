@@ -259,6 +259,7 @@ BLOCKS["load"] = lambda results: figures(load("load-2000-500.json", results))
 for _name in ("redaction_bound", "redaction_bound_operator", "egress_redirects", "forged_children"):
     BLOCKS[_name.replace("_", "-")] = functools.partial(lambda n, results: figures(load(f"{n}.json", results)), _name)
 BLOCKS["argocd"] = lambda results: figures(load("argocd.json", results))  # tests/e2e/test_argocd.py
+BLOCKS["ci-runs"] = lambda results: figures(load("ci-runs.json", results), skip=("command",))  # bench/ci_runs.py
 BLOCKS["shards"] = lambda results: figures(newest("shards-[0-9]*.json", results))
 BLOCKS["namespace-pickup"] = lambda results: figures(
     {k: v for k, v in load("namespace-pickup.json", results).items() if k != "waits"})
